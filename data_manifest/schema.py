@@ -1,0 +1,71 @@
+"""The manifest record (DESIGN.md §3.1): one video per JSONL line, typed.
+
+Required: ``video_id`` (letters, digits, ``._-``), ``path`` (relative to the manifest's folder or absolute),
+``captions`` (list of non-empty strings, may be empty), ``split``. Probing fills the optional media fields.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+REQUIRED_FIELDS = ("video_id", "path", "captions", "split")
+PROBED_FIELDS = ("duration", "fps", "num_frames", "width", "height", "has_audio", "codec", "content_hash")
+
+
+@dataclass
+class VideoRecord:
+    """One video of a manifest. Times in seconds; ``content_hash`` is a hex sha256 prefix of the file bytes."""
+
+    video_id: str
+    path: str
+    captions: list[str]
+    split: str
+    duration: float | None = None
+    fps: float | None = None
+    num_frames: int | None = None
+    width: int | None = None
+    height: int | None = None
+    has_audio: bool | None = None
+    codec: str | None = None
+    content_hash: str | None = None
+    probe_error: str | None = None
+    file_size: int | None = None
+    file_mtime: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def resolve(self, manifest_dir: str | Path) -> Path:
+        """Absolute path of the media file (``path`` is relative to the manifest's folder unless absolute)."""
+        p = Path(self.path)
+        return p if p.is_absolute() else Path(manifest_dir) / p
+
+    def to_json(self) -> str:
+        """One canonical JSONL line: keys in field order, unset optional fields left out."""
+        out = {k: v for k, v in asdict(self).items() if k in REQUIRED_FIELDS or v not in (None, {})}
+        return json.dumps(out, ensure_ascii=False, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VideoRecord:
+        """Build from an already validated dict; unknown keys are kept under ``meta['extra']``."""
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        extra = {k: v for k, v in data.items() if k not in known}
+        if extra:
+            kwargs.setdefault("meta", {})
+            kwargs["meta"] = {**kwargs["meta"], "extra": extra}
+        return cls(**kwargs)
+
+
+def write_manifest(path: str | Path, records: list[VideoRecord]) -> None:
+    """Write records as JSONL atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write(rec.to_json() + "\n")
+    tmp.replace(path)

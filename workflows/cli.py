@@ -1,0 +1,43 @@
+"""The ``t2v`` command line. Each command group lives in ``workflows/commands/<group>.py`` with ``register``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from data_manifest.errors import T2VError
+
+COMMAND_MODULES = ("sample", "manifest", "weights", "features", "extract", "train", "store", "run")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser; every command module adds its sub-commands to it."""
+    parser = argparse.ArgumentParser(prog="t2v", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"workflows.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse, run the command's ``func(args)``, turn expected errors into one line + exit 1."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args) or 0)
+    except T2VError as err:
+        print(f"t2v {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"t2v {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

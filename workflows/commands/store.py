@@ -1,0 +1,9 @@
+"""`t2v` commands of the 'store' group (filled in by its owner)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this group's sub-commands."""
