@@ -1,0 +1,45 @@
+"""Tiny real media files for tests, made with ffmpeg's lavfi sources (deterministic, a few KB each)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+
+def make_video(
+    path: str | Path,
+    *,
+    duration: float = 2.0,
+    size: tuple[int, int] = (64, 48),
+    fps: float = 10,
+    audio: bool = True,
+    codec: str = "libx264",
+    source: str = "testsrc2",
+    extra_video_filters: str = "",
+    extra_args: tuple[str, ...] = (),
+) -> Path:
+    """Write a synthetic video (``source`` pattern, optional 440 Hz sine audio). Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    vf = f"{source}=size={w}x{h}:rate={fps}:duration={duration}"
+    cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", vf]
+    if audio:
+        cmd += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=16000:duration={duration}"]
+    if extra_video_filters:
+        cmd += ["-vf", extra_video_filters]
+    cmd += ["-c:v", codec, "-pix_fmt", "yuv420p"]
+    if codec == "libx264":
+        cmd += ["-preset", "ultrafast"]
+    if audio:
+        cmd += ["-c:a", "libopus" if path.suffix == ".webm" else "aac", "-shortest"]
+    cmd += [*extra_args, str(path)]
+    subprocess.run(cmd, check=True)
+    return path
+
+
+def truncate(src: str | Path, dst: str | Path, fraction: float = 0.5) -> Path:
+    """Copy the first ``fraction`` of a file's bytes (a truncated download)."""
+    data = Path(src).read_bytes()
+    Path(dst).write_bytes(data[: int(len(data) * fraction)])
+    return Path(dst)
