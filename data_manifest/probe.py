@@ -1,0 +1,294 @@
+"""Probing of media files with PyAV: duration, frame rate, frame count, size, audio, codec, content hash.
+
+A probe never raises for bad media: missing, empty, unreadable and truncated files get a one-line
+``probe_error`` instead. Truncation is found by demuxing every video packet (no decoding) and comparing what
+is present with what the container declares: a faststart mp4 cut half-way opens without error but holds only
+part of its declared frames; an mp4 whose ``moov`` box was at the end does not open at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+from tqdm import tqdm
+
+from data_manifest.schema import VideoRecord, write_manifest
+from data_manifest.validate import load_manifest
+
+log = logging.getLogger(__name__)
+
+HASH_HEX_CHARS = 16
+_CHUNK = 1 << 20
+PROBE_FIELDS = (
+    "duration",
+    "fps",
+    "num_frames",
+    "width",
+    "height",
+    "has_audio",
+    "codec",
+    "content_hash",
+    "probe_error",
+    "file_size",
+    "file_mtime",
+)
+
+
+def content_hash(path: str | Path) -> str:
+    """First 16 hex digits of the sha256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()[:HASH_HEX_CHARS]
+
+
+def _empty_result() -> dict[str, Any]:
+    return dict.fromkeys(PROBE_FIELDS)
+
+
+def _declared_duration(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+    """The video stream's declared duration in seconds (stream header, Matroska tag, then container)."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")
+    if tag:
+        try:
+            hours, minutes, seconds = tag.split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        except ValueError:
+            pass
+    if container.duration:
+        return container.duration / 1_000_000
+    return None
+
+
+def _scan_video(
+    container: av.container.InputContainer, stream: av.VideoStream
+) -> tuple[int, float, int, str]:
+    """Demux all video packets; decode only the first frame (for its rotation).
+
+    Returns (packets present, seconds covered by their timestamps, rotation in degrees, demux error or "").
+    """
+    tb = stream.time_base or Fraction(1, 1)
+    count, first, last, rotation, error = 0, None, None, 0, ""
+    need_frame = True
+    try:
+        for packet in container.demux(stream):
+            if packet.pts is None and packet.size == 0:
+                continue
+            count += 1
+            pts = packet.pts if packet.pts is not None else packet.dts
+            if pts is not None:
+                end = pts + (packet.duration or 0)
+                first = pts if first is None else min(first, pts)
+                last = end if last is None else max(last, end)
+            if need_frame and packet.size:
+                frames = stream.codec_context.decode(packet)
+                if frames:
+                    rotation = int(getattr(frames[0], "rotation", 0) or 0)
+                    need_frame = False
+    except av.FFmpegError as err:
+        error = f"{err.strerror or err} after {count} packets"
+    span = float((last - first) * tb) if first is not None and last is not None else 0.0
+    return count, span, rotation, error
+
+
+def _truncation(
+    declared_frames: int, present: int, declared_s: float | None, span_s: float, fps: float
+) -> str:
+    """A ``truncated: ...`` reason when fewer frames or seconds are present than declared, else ""."""
+    if declared_frames > 0 and present < declared_frames - 2:
+        return f"truncated: {present} of {declared_frames} frames present"
+    tolerance = max(3.0 / fps if fps > 0 else 0.0, 0.5)
+    if declared_s is not None and span_s < declared_s - tolerance:
+        return f"truncated: {span_s:.2f} s of {declared_s:.2f} s present"
+    return ""
+
+
+def _probe_media(path: str, out: dict[str, Any]) -> None:
+    """Fill the media fields of ``out`` from the file, or set its ``probe_error``."""
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except av.FFmpegError as err:
+        out["probe_error"] = f"unreadable: {err.strerror or err} (not a media file, or truncated)"
+        return
+    with container:
+        if not container.streams.video:
+            out["probe_error"] = "no video stream"
+            return
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else 0.0
+        declared_s = _declared_duration(container, stream)
+        declared_frames = int(stream.frames or 0)
+        out["has_audio"] = bool(container.streams.audio)
+        out["codec"] = ctx.name
+        out["fps"] = round(fps, 6) if fps > 0 else None
+        try:
+            present, span_s, rotation, demux_error = _scan_video(container, stream)
+        except av.FFmpegError as err:
+            out["probe_error"] = f"cannot decode first frame: {err.strerror or err}"
+            return
+        width, height = ctx.width, ctx.height
+        if rotation % 180:
+            width, height = height, width
+        out["width"] = width or None
+        out["height"] = height or None
+        out["num_frames"] = present
+        reason = _truncation(declared_frames, present, declared_s, span_s, fps)
+        if reason:
+            out["duration"] = round(span_s, 6)
+            out["probe_error"] = reason
+        else:
+            duration = declared_s if declared_s is not None else span_s
+            out["duration"] = round(duration, 6) if duration else None
+            if demux_error:
+                out["probe_error"] = f"corrupt: {demux_error}"
+            elif present == 0:
+                out["probe_error"] = "no video frames"
+
+
+def probe_file(path: str | Path) -> dict[str, Any]:
+    """Probe one media file; returns the probed :class:`VideoRecord` fields plus ``probe_error``.
+
+    ``duration`` in seconds, ``fps`` frames per second, ``num_frames`` the video packets present,
+    ``width``/``height`` in pixels as displayed (rotation applied), ``file_mtime`` seconds since the epoch.
+    ``probe_error`` is None for a good file, else a one-line reason; never raises for bad media.
+    """
+    out = _empty_result()
+    path = str(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        out["probe_error"] = "missing: file not found"
+        return out
+    except OSError as err:
+        out["probe_error"] = f"unreadable: {err.strerror or err}"
+        return out
+    out["file_size"] = st.st_size
+    out["file_mtime"] = st.st_mtime
+    if st.st_size == 0:
+        out["probe_error"] = "empty file (0 bytes)"
+        return out
+    try:
+        out["content_hash"] = content_hash(path)
+    except OSError as err:
+        out["probe_error"] = f"unreadable: {err.strerror or err}"
+        return out
+    _probe_media(path, out)
+    return out
+
+
+@dataclass
+class ProbeSummary:
+    """Outcome of probing a manifest: counts of videos and the wall time in seconds."""
+
+    probed: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        """The one-line summary printed at the end of ``t2v manifest probe``."""
+        return (
+            f"probed {self.probed} videos: {self.ok} ok, {self.failed} failed; "
+            f"{self.skipped} unchanged skipped; {self.seconds:.1f} s"
+        )
+
+
+def _unchanged(rec: VideoRecord, full: Path) -> bool:
+    """True if the record was probed before and the file still has the recorded size and mtime."""
+    if (
+        rec.file_size is None
+        or rec.file_mtime is None
+        or (rec.content_hash is None and rec.probe_error is None)
+    ):
+        return False
+    try:
+        st = full.stat()
+    except OSError:
+        return False
+    return st.st_size == rec.file_size and st.st_mtime == rec.file_mtime
+
+
+def probe_records(
+    records: list[VideoRecord], manifest_dir: str | Path, *, workers: int = 2, progress: bool = True
+) -> ProbeSummary:
+    """Probe the records' files and update the records in place; files unchanged since their probe are skipped.
+
+    ``workers`` > 1 probes in a process pool (forked where the platform allows, so scripts need no
+    ``__main__`` guard): demuxing loops over packets in Python, and threads were measured 1.7x slower than
+    processes on 2 cores.
+    """
+    start = time.perf_counter()
+    summary = ProbeSummary()
+    todo = [r for r in records if not _unchanged(r, r.resolve(manifest_dir))]
+    summary.skipped = len(records) - len(todo)
+    paths = [str(r.resolve(manifest_dir)) for r in todo]
+    bar = tqdm(total=len(todo), unit="video", desc="probe", file=sys.stderr, disable=not progress or not todo)
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and len(todo) > 1:
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+            pool = stack.enter_context(
+                ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx)
+            )
+            results: Iterator[dict[str, Any]] = pool.map(probe_file, paths, chunksize=4)
+        else:
+            results = map(probe_file, paths)
+        for rec, result in zip(todo, results, strict=True):
+            for key, value in result.items():
+                setattr(rec, key, value)
+            summary.probed += 1
+            if rec.probe_error:
+                summary.failed += 1
+                log.debug("%s: %s", rec.video_id, rec.probe_error)
+            else:
+                summary.ok += 1
+            bar.update(1)
+    bar.close()
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def probe_manifest(
+    path: str | Path, workers: int = 2, out: str | Path | None = None, *, progress: bool = False
+) -> list[VideoRecord]:
+    """Probe every video of a manifest and write it back atomically (to ``out`` if given, else in place).
+
+    Missing files are recorded as ``probe_error`` (paths are not required to exist). Relative paths stay
+    relative when written in place; written elsewhere, they become absolute. Returns the records.
+    """
+    records, _ = probe_manifest_summary(path, workers=workers, out=out, progress=progress)
+    return records
+
+
+def probe_manifest_summary(
+    path: str | Path, *, workers: int = 2, out: str | Path | None = None, progress: bool = True
+) -> tuple[list[VideoRecord], ProbeSummary]:
+    """:func:`probe_manifest` that also returns the :class:`ProbeSummary` (used by the CLI)."""
+    path = Path(path)
+    records = load_manifest(path, check_paths=False)
+    summary = probe_records(records, path.parent, workers=workers, progress=progress)
+    target = Path(out) if out else path
+    if target.parent.resolve() != path.parent.resolve():
+        for rec in records:
+            rec.path = str(rec.resolve(path.parent.absolute()))
+    write_manifest(target, records)
+    return records, summary

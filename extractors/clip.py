@@ -1,0 +1,212 @@
+"""``clip``: CLIP ViT-B/32 image embeddings, 512-d per frame, through transformers' ``CLIPModel`` from a local folder.
+
+The folder ``<weights_dir>/clip-vit-base-patch32/`` has the layout of the Hugging Face repo
+``openai/clip-vit-base-patch32`` (``config.json``, ``model.safetensors``, ``preprocessor_config.json``, tokenizer
+files). Row = ``visual_projection(vision_model(x).pooler_output)`` — ``CLIPModel``'s ``image_embeds`` — L2-normalised
+when ``normalize`` (default, as ``CLIPModel.forward`` returns them). Sampling: 1 fps, or ``num_frames`` uniform frames.
+Preprocessing as CLIP's (``preprocessor_config.json``): short side 224, centre crop 224, CLIP mean/std; the resize
+is done by the decoder (bilinear) instead of PIL bicubic. ``load`` warns when the folder's processor config differs.
+
+The text tower is exposed for heads that use CLIP text features (MGFI): ``ClipTextTower`` gives per-token features
+projected into the joint space (``text_projection(last_hidden_state)``, (B, L, 512)) with padding masks, and the
+pooled sentence embedding (``text_projection`` of the EOS token, CLIP's ``text_embeds``).
+
+No sha256 is published for the folder's files (Hugging Face shows LFS digests per revision only); they are verified
+by presence and by loading (every vision key must load, shapes must fit).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from extractors.base import ExpertConfig, FrameConfig, FrameExpert, build_seeded, resolve_device
+from extractors.registry import register_expert
+from extractors.weights import WeightsFile, default_weights_dir, one_line_error, require_weights
+from pipeline.errors import ConfigError, WeightsError
+from pipeline.text_encoder import TextTokens
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+log = logging.getLogger(__name__)
+
+CLIP_DIR = "clip-vit-base-patch32"
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+PROJECTION_DIM = 512
+_SOURCE = "https://huggingface.co/openai/clip-vit-base-patch32/resolve/main/"
+_NO_SHA = "no sha256 published: checked by presence and loadability only"
+
+CLIP_FILES = tuple(
+    WeightsFile(filename=f"{CLIP_DIR}/{name}", sha256="", source=_SOURCE + name, note=_NO_SHA)
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json")
+)
+
+
+def clip_model_dir(weights_dir: str | Path | None = None) -> Path:
+    """``<weights_dir>/clip-vit-base-patch32`` (weights folder default: ``$T2V_WEIGHTS_DIR`` or ``./weights``)."""
+    return Path(weights_dir if weights_dir is not None else default_weights_dir()) / CLIP_DIR
+
+
+def load_clip_model(model_dir: Path) -> torch.nn.Module:
+    """``CLIPModel.from_pretrained(model_dir)`` offline, logging missing/unexpected keys.
+
+    WeightsError naming the folder when it can't be read, shapes don't fit, or keys are missing.
+    """
+    from transformers import CLIPModel
+
+    try:
+        model, info = CLIPModel.from_pretrained(
+            str(model_dir), local_files_only=True, output_loading_info=True
+        )
+    except (OSError, ValueError, RuntimeError) as err:
+        raise WeightsError(f"{model_dir}: cannot load CLIP model: {one_line_error(err)}") from err
+    missing, unexpected = sorted(info.get("missing_keys", ())), sorted(info.get("unexpected_keys", ()))
+    mismatched = sorted(str(k) for k in info.get("mismatched_keys", ()))
+    if unexpected:
+        log.warning("%s: %d unexpected key(s) ignored: %s", model_dir, len(unexpected), unexpected[:5])
+    if missing or mismatched:
+        raise WeightsError(
+            f"{model_dir}: does not fit CLIPModel: {len(missing)} missing key(s) {missing[:5]}, "
+            f"{len(mismatched)} mismatched {mismatched[:5]}"
+        )
+    return model
+
+
+def _check_processor(model_dir: Path, config: FrameConfig) -> None:
+    """Warn when the folder's preprocessing differs from the expert config (the config is what runs)."""
+    path = model_dir / "preprocessor_config.json"
+    try:
+        proc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise WeightsError(f"{path}: unreadable preprocessor config: {one_line_error(err)}") from err
+    crop = proc.get("crop_size", {})
+    checks = {
+        "image_mean": (proc.get("image_mean"), config.mean),
+        "image_std": (proc.get("image_std"), config.std),
+        "crop_size": (crop.get("height") if isinstance(crop, dict) else crop, config.image_size),
+    }
+    for key, (got, used) in checks.items():
+        if got is None or not np.allclose(
+            np.asarray(got, dtype=np.float64), np.asarray(used, dtype=np.float64)
+        ):
+            log.warning("%s: %s is %s, the clip expert uses %s", path, key, got, used)
+
+
+@dataclass(frozen=True)
+class ClipConfig(FrameConfig):
+    """Frames at ``fps`` (or ``num_frames`` uniform), short side ``resize`` px, centre crop ``image_size`` px, CLIP
+    mean/std; ``normalize``: L2-normalise the embeddings."""
+
+    resize: int = 224
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
+    normalize: bool = True
+
+
+@register_expert
+class ClipExpert(FrameExpert):
+    """CLIP ViT-B/32 ``image_embeds`` (512-d) of frames sampled at 1 fps or uniformly."""
+
+    name: ClassVar[str] = "clip"
+    version: ClassVar[str] = "1"
+    dim: ClassVar[int] = PROJECTION_DIM
+    weights: ClassVar[tuple[WeightsFile, ...]] = CLIP_FILES
+    Config: ClassVar[type[ExpertConfig]] = ClipConfig
+
+    def load(
+        self, device: str = "cpu", weights_dir: str | Path | None = None, *, random_init: bool = False
+    ) -> None:
+        from transformers import CLIPConfig, CLIPModel
+
+        if random_init:
+            model = build_seeded(lambda: CLIPModel(CLIPConfig(projection_dim=PROJECTION_DIM)))
+        else:
+            require_weights(self, weights_dir)
+            model_dir = clip_model_dir(weights_dir)
+            _check_processor(model_dir, self.config)
+            model = load_clip_model(model_dir)
+        size = model.config.vision_config.image_size
+        if model.config.projection_dim != self.dim or size != self.config.image_size:
+            raise WeightsError(
+                f"{clip_model_dir(weights_dir)}: CLIP projection_dim {model.config.projection_dim} / image_size "
+                f"{size}, the clip expert expects {self.dim} / {self.config.image_size}"
+            )
+        self.device = resolve_device(device)
+        self.vision = model.vision_model.eval().to(self.device)
+        self.projection = model.visual_projection.eval().to(self.device)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.vision(pixel_values=x).pooler_output
+        emb = self.projection(pooled)
+        return torch.nn.functional.normalize(emb, dim=-1) if self.config.normalize else emb
+
+
+@dataclass
+class ClipTextTokens(TextTokens):
+    """CLIP text features: ``features`` (B, L, P) projected token features, ``mask`` (B, L) bool, ``input_ids``,
+    ``pooled`` (B, P) the projected EOS token (CLIP's ``text_embeds``, not normalised)."""
+
+    pooled: torch.Tensor
+
+
+class ClipTextTower(torch.nn.Module):
+    """CLIP's text transformer + projection from a local folder (``model_dir``, default the weights folder's
+    ``clip-vit-base-patch32``), for heads that use CLIP text features. ``max_length`` includes BOS/EOS (CLIP: 77)."""
+
+    def __init__(self, model_dir: str | Path | None = None, max_length: int = 77) -> None:
+        super().__init__()
+        from transformers import AutoTokenizer
+
+        self.model_dir = Path(model_dir) if model_dir is not None else clip_model_dir()
+        if not (self.model_dir / "config.json").is_file():
+            raise ConfigError(f"{self.model_dir}: not a CLIP model folder (no config.json)")
+        model = load_clip_model(self.model_dir)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True)
+        except (OSError, ValueError) as err:
+            raise ConfigError(
+                f"{self.model_dir}: cannot load the CLIP tokenizer: {one_line_error(err)}"
+            ) from err
+        self.max_length = min(max_length, int(model.config.text_config.max_position_embeddings))
+        self.text_model = model.text_model.eval()
+        self.text_projection = model.text_projection.eval()
+        self.dim = int(model.config.projection_dim)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.text_model.parameters()).device
+
+    def forward(self, texts: list[str]) -> ClipTextTokens:
+        enc = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+        out = self.text_model(input_ids=ids, attention_mask=mask)
+        return ClipTextTokens(
+            features=self.text_projection(out.last_hidden_state),
+            mask=mask.bool(),
+            input_ids=ids,
+            pooled=self.text_projection(out.pooler_output),
+        )
+
+    @torch.no_grad()
+    def sentence(self, texts: list[str]) -> torch.Tensor:
+        """L2-normalised sentence embeddings (len(texts), P) on CPU, comparable with the clip expert's rows."""
+        if not texts:
+            return torch.zeros(0, self.dim)
+        return torch.nn.functional.normalize(self.forward(texts).pooled, dim=-1).cpu()
+
+
+def clip_text_features(texts: list[str], model_dir: str | Path | None = None) -> ClipTextTokens:
+    """One-off CLIP text features of ``texts`` (loads the tower each call; keep a ``ClipTextTower`` for many)."""
+    with torch.no_grad():
+        return ClipTextTower(model_dir)(texts)

@@ -1,0 +1,62 @@
+"""The expert registry: names -> Expert classes, with lazy imports.
+
+Importing this module imports no model library: the built-in experts are known by name and module
+(``extractors/<name>.py``) and imported only when asked for. Registering a name twice is an error, not a warning.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from extractors.base import INPUT_KINDS, Expert
+from pipeline.errors import ConfigError
+
+E = TypeVar("E", bound=type[Expert])
+
+BUILTIN_EXPERTS: dict[str, str] = {
+    name: f"extractors.{name}"
+    for name in ("rgb", "audio_stats", "s3d", "scene", "vggish", "pann", "clip", "cait", "ocr", "speech")
+}
+_REGISTRY: dict[str, type[Expert]] = {}
+
+
+def register_expert(cls: E) -> E:
+    """Class decorator adding an Expert subclass under ``cls.name``; ConfigError on a duplicate or bad declaration."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{cls.__qualname__}: an expert needs a non-empty class attribute 'name'")
+    if name in _REGISTRY and _REGISTRY[name] is not cls:
+        raise ConfigError(f"expert {name!r} is already registered by {_REGISTRY[name].__module__}")
+    missing = [a for a in ("version", "input_kind", "dim") if not hasattr(cls, a)]
+    if missing:
+        raise ConfigError(f"expert {name!r}: missing class attribute(s) {missing}")
+    if cls.input_kind not in INPUT_KINDS:
+        raise ConfigError(f"expert {name!r}: input_kind {cls.input_kind!r} is not one of {INPUT_KINDS}")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def _module_exists(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def expert_names() -> list[str]:
+    """Sorted names of all experts: the built-in ones whose module is installed, plus any registered."""
+    return sorted({n for n, m in BUILTIN_EXPERTS.items() if _module_exists(m)} | set(_REGISTRY))
+
+
+def expert_class(name: str) -> type[Expert]:
+    """The Expert class registered as ``name`` (importing its module on first use); ConfigError if unknown."""
+    if name not in _REGISTRY and name in BUILTIN_EXPERTS and _module_exists(BUILTIN_EXPERTS[name]):
+        importlib.import_module(BUILTIN_EXPERTS[name])
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown expert {name!r}; known experts: {', '.join(expert_names())}")
+    return _REGISTRY[name]
+
+
+def get_expert(name: str, config: Mapping[str, Any] | None = None) -> Expert:
+    """A new (not yet loaded) expert ``name`` with ``config`` overrides; ConfigError for unknown names or keys."""
+    return expert_class(name)(config)

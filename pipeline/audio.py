@@ -1,0 +1,72 @@
+"""Audio decoding to mono float32 at a requested rate (PyAV's resampler, streamed), and fixed windows over it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+
+from pipeline.errors import ConfigError, MediaError, NoAudioError
+
+
+def iter_audio(path: str | Path, sample_rate: int) -> Iterator[np.ndarray]:
+    """Yield consecutive chunks (float32 mono in [-1, 1]) of a file's first audio track resampled to ``sample_rate`` Hz.
+
+    Raises NoAudioError when the file has no audio track, MediaError when it can't be read.
+    """
+    path = Path(path)
+    if sample_rate <= 0:
+        raise ConfigError(f"load_audio: sample_rate must be > 0, got {sample_rate}")
+    if not path.is_file():
+        raise MediaError(f"{path}: file not found")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise NoAudioError(f"{path}: no audio track")
+            stream = container.streams.audio[0]
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    yield out.to_ndarray().reshape(-1)
+            for out in resampler.resample(None):
+                yield out.to_ndarray().reshape(-1)
+    except (av.FFmpegError, OSError) as err:
+        raise MediaError(f"{path}: cannot decode audio: {err}") from err
+
+
+def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """The whole first audio track as float32 mono in [-1, 1] at ``sample_rate`` Hz, shape (num_samples,).
+
+    Lengths are approximate (resampler and codec padding: a 10 s AAC track gives ~160125 samples at 16 kHz).
+    Raises NoAudioError (no audio track) or MediaError (unreadable), both naming the file.
+    """
+    chunks = list(iter_audio(path, sample_rate))
+    wave = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+    return np.clip(wave, -1.0, 1.0)
+
+
+def audio_windows(
+    wave: np.ndarray, sample_rate: int, window_s: float, hop_s: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut a mono wave into windows of ``window_s`` seconds every ``hop_s`` (default: ``window_s``).
+
+    Returns windows float32 (n, round(window_s*sr)) and timestamps float32 (n, 2) [start, end) seconds (end clipped
+    to the audio's duration). The last partial window and any audio shorter than one window are zero-padded, so a
+    non-empty wave always gives at least one window; an empty wave gives (0, W) and (0, 2).
+    """
+    if window_s <= 0 or (hop_s is not None and hop_s <= 0):
+        raise ConfigError(f"audio_windows: window_s and hop_s must be > 0, got {window_s}, {hop_s}")
+    win = max(1, round(window_s * sample_rate))
+    hop = max(1, round((hop_s or window_s) * sample_rate))
+    n = len(wave)
+    if n == 0:
+        return np.zeros((0, win), np.float32), np.zeros((0, 2), np.float32)
+    count = 1 + max(0, int(np.ceil((n - win) / hop)))
+    padded = np.zeros((count - 1) * hop + win, np.float32)
+    padded[:n] = wave
+    starts = np.arange(count) * hop
+    windows = np.lib.stride_tricks.sliding_window_view(padded, win)[starts].copy()
+    times = np.stack([starts / sample_rate, np.minimum(starts + win, n) / sample_rate], 1)
+    return windows, times.astype(np.float32)

@@ -1,0 +1,263 @@
+"""Video decoding and frame/clip sampling with bounded memory.
+
+decord is the primary reader, PyAV the fallback (decord fails to open, errors mid-stream, or the video carries
+rotation metadata, which decord mishandles). decord's VP9 threading bug is retried with one thread first.
+
+Sampling (``FrameSpec.kind``), all times in seconds from the first frame, rows as half-open ``[start, end)``:
+
+- ``uniform``: ``num_frames`` frames, one at the centre of each of N equal intervals; row time = that interval.
+- ``fps``: frames at ``fps`` per second, row time ``[t, t + 1/fps)`` (clipped to the duration).
+- ``clips``: clips of ``clip_len`` frames sampled at ``fps`` (default: the video's own rate) every ``clip_stride_s``
+  seconds (default: back to back). Clips running past the end are padded by repeating their last real frame and
+  flagged; a video shorter than one clip gives exactly one padded clip, never nothing.
+- ``all``: every frame, with the real (VFR-aware) frame times.
+
+Frames are decoded in chunks of ``batch`` rows, only the frames a spec needs; nothing holds a whole video.
+Arrays are uint8 RGB ``(n, H, W, 3)``, resized at decode time when ``short_side`` / ``max_side`` is set.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.audio import audio_windows, load_audio
+from pipeline.errors import ConfigError, MediaError
+from pipeline.video_readers import DecodeFailure, FrameReader, VideoInfo, open_decord, open_pyav, probe_video
+
+log = logging.getLogger(__name__)
+
+KINDS = ("uniform", "fps", "clips", "all")
+_EPS = 1e-6
+
+__all__ = [
+    "FrameSpec",
+    "FrameBatch",
+    "ClipBatch",
+    "VideoInfo",
+    "probe_video",
+    "iter_frames",
+    "iter_clips",
+    "load_audio",
+    "audio_windows",
+    "plan_frames",
+    "plan_clips",
+]
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """What to sample from a video (see module docstring). ``short_side``/``max_side`` resize, in pixels."""
+
+    kind: str
+    num_frames: int | None = None
+    fps: float | None = None
+    clip_len: int | None = None
+    clip_stride_s: float | None = None
+    short_side: int | None = None
+    max_side: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"FrameSpec: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "uniform" and (self.num_frames is None or self.num_frames < 1):
+            raise ConfigError(f"FrameSpec(uniform): num_frames must be >= 1, got {self.num_frames!r}")
+        if self.kind == "fps" and (self.fps is None or self.fps <= 0):
+            raise ConfigError(f"FrameSpec(fps): fps must be > 0, got {self.fps!r}")
+        if self.kind == "clips":
+            if self.clip_len is None or self.clip_len < 1:
+                raise ConfigError(f"FrameSpec(clips): clip_len must be >= 1, got {self.clip_len!r}")
+            if self.fps is not None and self.fps <= 0:
+                raise ConfigError(f"FrameSpec(clips): fps must be > 0, got {self.fps!r}")
+            if self.clip_stride_s is not None and self.clip_stride_s <= 0:
+                raise ConfigError(f"FrameSpec(clips): clip_stride_s must be > 0, got {self.clip_stride_s!r}")
+        for name in ("short_side", "max_side"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"FrameSpec: {name} must be >= 1, got {value!r}")
+
+
+@dataclass
+class FrameBatch:
+    """``frames`` uint8 (n,H,W,3) RGB; ``timestamps`` float32 (n,2) [start,end) s; ``indices`` int64 (n,) frame nos."""
+
+    frames: np.ndarray
+    timestamps: np.ndarray
+    indices: np.ndarray
+
+
+@dataclass
+class ClipBatch:
+    """``clips`` uint8 (n,L,H,W,3); ``timestamps`` float32 (n,2); ``valid`` int (n,) real frames per clip;
+    ``padded`` bool (n,) True where the clip was filled by repeating its last real frame."""
+
+    clips: np.ndarray
+    timestamps: np.ndarray
+    valid: np.ndarray
+    padded: np.ndarray
+
+
+def output_size(width: int, height: int, short_side: int | None, max_side: int | None) -> tuple[int, int]:
+    """(width, height) after scaling the short side to ``short_side`` then capping the long side at ``max_side``."""
+    scale = 1.0
+    if short_side is not None:
+        scale = short_side / min(width, height)
+    if max_side is not None and max(width, height) * scale > max_side:
+        scale = max_side / max(width, height)
+    if scale == 1.0:
+        return width, height
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _frame_at(starts: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Index of the frame shown at each time (the last frame starting at or before it)."""
+    idx = np.searchsorted(starts, np.asarray(times) + _EPS, side="right") - 1
+    return np.clip(idx, 0, len(starts) - 1).astype(np.int64)
+
+
+def plan_frames(spec: FrameSpec, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Frame indices (R,) and row times (R,2) float32 for a frame spec, given frame start/end times (n,) in s."""
+    duration = float(ends[-1])
+    if spec.kind == "all":
+        return np.arange(len(starts), dtype=np.int64), np.stack([starts, ends], 1).astype(np.float32)
+    if spec.kind == "uniform":
+        edges = np.linspace(0.0, duration, spec.num_frames + 1)
+        times = np.stack([edges[:-1], edges[1:]], 1)
+        return _frame_at(starts, (edges[:-1] + edges[1:]) / 2), times.astype(np.float32)
+    if spec.kind == "fps":
+        step = 1.0 / spec.fps
+        count = max(1, int(np.ceil(duration * spec.fps - _EPS)))
+        t = np.arange(count) * step
+        times = np.stack([t, np.minimum(t + step, duration)], 1)
+        return _frame_at(starts, t), times.astype(np.float32)
+    raise ConfigError(f"FrameSpec kind {spec.kind!r} gives clips: use iter_clips / plan_clips")
+
+
+def plan_clips(
+    spec: FrameSpec, starts: np.ndarray, ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clip frame indices (C,L), clip times (C,2) float32 and real-frame counts (C,) for a ``clips`` spec.
+
+    Full clips start every ``clip_stride_s``; if they leave a tail uncovered, one more clip starts at the next
+    stride position and is padded; a video shorter than one clip gives one padded clip.
+    """
+    duration = float(ends[-1])
+    native_fps = len(starts) / duration if duration > 0 else 1.0
+    fps = spec.fps or native_fps
+    length = spec.clip_len
+    span = length / fps
+    stride = spec.clip_stride_s or span
+    n_full = int(np.floor((duration - span) / stride + _EPS)) + 1 if duration + _EPS >= span else 0
+    clip_starts = list(np.arange(n_full) * stride)
+    next_start = n_full * stride
+    if n_full == 0 or (next_start < duration - 0.5 / fps and clip_starts[-1] + span < duration - 0.5 / fps):
+        clip_starts.append(next_start if n_full else 0.0)
+    clip_starts = np.asarray(clip_starts, dtype=np.float64)
+    frame_times = clip_starts[:, None] + np.arange(length)[None, :] / fps
+    real = frame_times < duration - _EPS
+    real[:, 0] = True
+    valid = real.sum(1)
+    idx = _frame_at(starts, frame_times)
+    last = idx[np.arange(len(idx)), valid - 1]
+    idx = np.where(real, idx, last[:, None])
+    times = np.stack([clip_starts, np.minimum(clip_starts + span, duration)], 1)
+    return idx, times.astype(np.float32), valid.astype(np.int64)
+
+
+class _Decoder:
+    """Opens a reader (decord, decord single-threaded, PyAV) and falls back to the next one on failure."""
+
+    def __init__(self, path: Path, spec: FrameSpec):
+        self.path = path
+        self.info = probe_video(path)
+        self.size = output_size(self.info.width, self.info.height, spec.short_side, spec.max_side)
+        makers: list[tuple[str, Callable[[], FrameReader]]] = []
+        if self.info.rotation == 0:
+            makers += [
+                ("decord", lambda: open_decord(path, self.info, self.size, threads=0)),
+                ("decord-1-thread", lambda: open_decord(path, self.info, self.size, threads=1)),
+            ]
+        makers.append(("pyav", lambda: open_pyav(path, self.info, self.size)))
+        self._makers = makers
+        self._failures: list[str] = []
+        self.reader = self._next_reader()
+
+    def _next_reader(self) -> FrameReader:
+        while self._makers:
+            name, make = self._makers.pop(0)
+            try:
+                return make()
+            except DecodeFailure as err:
+                log.debug("%s: %s failed to open: %s", self.path, name, err)
+                self._failures.append(f"{name}: {err}")
+        raise MediaError(f"{self.path}: cannot decode video ({'; '.join(self._failures)})")
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        """Frames (k,H,W,3) for sorted unique frame indices, switching reader on a decoder error."""
+        while True:
+            try:
+                return self.reader.read(indices)
+            except DecodeFailure as err:
+                log.debug("%s: %s failed: %s", self.path, self.reader.name, err)
+                self._failures.append(f"{self.reader.name}: {err}")
+                self.reader.close()
+                self.reader = self._next_reader()
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def _gather(decoder: _Decoder, idx: np.ndarray) -> np.ndarray:
+    """Frames for ``idx`` (any shape, repeats allowed): each distinct frame decoded once."""
+    uniq, inverse = np.unique(idx, return_inverse=True)
+    frames = decoder.read(uniq)
+    return frames[inverse.reshape(idx.shape)]
+
+
+def _checked_times(decoder: _Decoder) -> tuple[np.ndarray, np.ndarray]:
+    starts, ends = decoder.reader.frame_times()
+    if len(starts) == 0:
+        raise MediaError(f"{decoder.path}: no decodable video frames")
+    return starts, ends
+
+
+def iter_frames(path: str | Path, spec: FrameSpec, batch: int = 32) -> Iterator[FrameBatch]:
+    """Stream the frames a ``uniform`` / ``fps`` / ``all`` spec asks for, ``batch`` rows at a time.
+
+    Raises MediaError (naming the file) for unreadable, truncated or frameless videos.
+    """
+    if spec.kind == "clips":
+        raise ConfigError("iter_frames: FrameSpec(kind='clips') is read with iter_clips")
+    decoder = _Decoder(Path(path), spec)
+    try:
+        starts, ends = _checked_times(decoder)
+        idx, times = plan_frames(spec, starts, ends)
+        for i in range(0, len(idx), max(1, batch)):
+            chunk = idx[i : i + batch]
+            yield FrameBatch(frames=_gather(decoder, chunk), timestamps=times[i : i + batch], indices=chunk)
+    finally:
+        decoder.close()
+
+
+def iter_clips(path: str | Path, spec: FrameSpec, batch: int = 4) -> Iterator[ClipBatch]:
+    """Stream the clips of a ``clips`` spec, ``batch`` clips at a time (see module docstring for padding)."""
+    if spec.kind != "clips":
+        raise ConfigError(f"iter_clips: needs FrameSpec(kind='clips'), got kind={spec.kind!r}")
+    decoder = _Decoder(Path(path), spec)
+    try:
+        starts, ends = _checked_times(decoder)
+        idx, times, valid = plan_clips(spec, starts, ends)
+        for i in range(0, len(idx), max(1, batch)):
+            v = valid[i : i + batch]
+            yield ClipBatch(
+                clips=_gather(decoder, idx[i : i + batch]),
+                timestamps=times[i : i + batch],
+                valid=v,
+                padded=v < spec.clip_len,
+            )
+    finally:
+        decoder.close()

@@ -1,0 +1,93 @@
+"""Shared fixtures: a real ``luigid`` on 127.0.0.1 and a tiny generated video dataset with a manifest."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from data_manifest.schema import VideoRecord, write_manifest
+from data_manifest.validate import load_manifest
+from tests.media import make_video
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+LUIGID_CONFIG = """[scheduler]
+stable_done_cooldown_secs = 0
+record_task_history = false
+[resources]
+gpu = 1
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def luigid(tmp_path: Path) -> Iterator[str]:
+    """Start ``luigid`` bound to 127.0.0.1 on a free port; yield its URL; stop it by its own PID."""
+    port = _free_port()
+    logdir = tmp_path / "luigid-logs"
+    logdir.mkdir()
+    cfg = tmp_path / "luigid.cfg"
+    cfg.write_text(LUIGID_CONFIG)
+    env = {**os.environ, "LUIGI_CONFIG_PATH": str(cfg)}
+    luigid_bin = Path(sys.executable).with_name("luigid")
+    proc = subprocess.Popen(
+        [str(luigid_bin), "--address", "127.0.0.1", "--port", str(port), "--logdir", str(logdir),
+         "--state-path", str(tmp_path / "luigid-state.pickle")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/api/graph", timeout=1).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"luigid did not start on {url}") from None
+            time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def make_dataset(root: Path, n: int, *, start: int = 0, duration: float = 2.0) -> Path:
+    """``n`` tiny captioned videos (every third without audio) and their manifest ``root/manifest.jsonl``."""
+    records = []
+    for i in range(start, start + n):
+        vid = f"clip{i:03d}"
+        make_video(root / "videos" / f"{vid}.mp4", duration=duration, fps=8, audio=i % 3 != 2,
+                   source=("testsrc2", "smptebars", "rgbtestsrc")[i % 3])
+        records.append(VideoRecord(vid, f"videos/{vid}.mp4", [f"test pattern number {i}"], "train"))
+    manifest = root / "manifest.jsonl"
+    if start and manifest.exists():
+        records = load_manifest(manifest) + records
+    write_manifest(manifest, records)
+    return manifest
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    """Six 2 s videos with captions; returns the manifest path."""
+    return make_dataset(tmp_path / "data", 6)

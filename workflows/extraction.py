@@ -1,0 +1,126 @@
+"""Library entry for ``t2v extract``: check inputs up front, build the FeatureSet tasks, summarise the run."""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data_manifest.validate import load_manifest
+from extractors.base import resolve_device
+from extractors.registry import expert_names, get_expert
+from extractors.weights import require_weights
+from pipeline.errors import ConfigError
+from workflows.luigi_runner import run_tasks
+from workflows.tasks_extract import FeatureSet
+
+
+def load_expert_configs(path: str | Path | None) -> dict[str, dict[str, Any]]:
+    """``{expert: {option: value}}`` from a TOML or JSON file (``[rgb] fps = 2``); empty without a file."""
+    if path is None:
+        return {}
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{path}: cannot read expert config: {err}") from err
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ConfigError(f"{path}: expected a table per expert, e.g. [rgb] fps = 2")
+    return data
+
+
+@dataclass
+class ExtractionReport:
+    """What a run of the extraction DAG produced, per expert (counts summed over its shards)."""
+
+    features_root: Path
+    seconds: float
+    experts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        """Human-readable summary lines."""
+        out = []
+        for name, s in self.experts.items():
+            videos = s["ok"] + s["empty"] + s["failed"]
+            out.append(
+                f"{name:12s} {s['fingerprint']}  videos {videos}: ok {s['ok']}, empty {s['empty']}, "
+                f"failed {s['failed']}; rows {s['rows']}"
+            )
+        total = sum(s["ok"] + s["empty"] + s["failed"] for s in self.experts.values())
+        out.append(f"wall time {self.seconds:.1f} s ({total / max(self.seconds, 1e-9):.2f} expert-videos/s)")
+        return out
+
+
+def feature_sets(
+    manifest: str | Path,
+    experts: list[str],
+    features_root: str | Path,
+    *,
+    shard_size: int = 64,
+    device: str = "cpu",
+    weights_dir: str | Path | None = None,
+    expert_configs: dict[str, dict[str, Any]] | None = None,
+    retry_token: str = "",
+) -> list[FeatureSet]:
+    """The FeatureSet tasks for ``experts``, after checking names, configs and weights (before any decoding)."""
+    expert_configs = expert_configs or {}
+    unknown = sorted(set(expert_configs) - set(experts))
+    if unknown:
+        raise ConfigError(f"expert config given for experts not requested: {unknown}")
+    tasks = []
+    for name in experts:
+        if name not in expert_names():
+            raise ConfigError(f"unknown expert {name!r}; known: {', '.join(expert_names())}")
+        expert = get_expert(name, expert_configs.get(name))
+        require_weights(expert, weights_dir)
+        tasks.append(
+            FeatureSet(
+                manifest=Path(manifest).absolute(),
+                features_root=Path(features_root).absolute(),
+                expert=name,
+                expert_config=expert.config_dict(),
+                shard_size=shard_size,
+                weights_dir=Path(weights_dir).absolute() if weights_dir else None,
+                device=resolve_device(device),
+                retry_token=retry_token,
+            )
+        )
+    return tasks
+
+
+def run_extraction(
+    manifest: str | Path,
+    experts: list[str],
+    features_root: str | Path,
+    *,
+    shard_size: int = 64,
+    workers: int = 1,
+    device: str = "cpu",
+    weights_dir: str | Path | None = None,
+    expert_configs: dict[str, dict[str, Any]] | None = None,
+    retry_failed: bool = False,
+    scheduler_url: str | None = None,
+) -> ExtractionReport:
+    """Validate the manifest, extract every expert's shards through Luigi, and report the counts."""
+    start = time.perf_counter()
+    load_manifest(manifest, check_paths=False)
+    tasks = feature_sets(
+        manifest,
+        experts,
+        features_root,
+        shard_size=shard_size,
+        device=device,
+        weights_dir=weights_dir,
+        expert_configs=expert_configs,
+        retry_token=uuid.uuid4().hex[:12] if retry_failed else "",
+    )
+    run_tasks(list(tasks), workers=workers, scheduler_url=scheduler_url)
+    report = ExtractionReport(Path(features_root), time.perf_counter() - start)
+    for task in tasks:
+        report.experts[task.expert] = json.loads(Path(task.output().path).read_text())
+    return report

@@ -1,0 +1,207 @@
+"""Luigi tasks after extraction: ``TrainHead`` -> ``EvaluateHead`` -> ``AblationTable`` (DESIGN.md §2).
+
+Run folders are ``<out_root>/<head>/<variant or 'default'>-<run id>/`` where the run id hashes what determines the
+result (gokart style): the training config (after ablation options are merged, without ``device``), the feature
+folders' fingerprints and the manifest's train/val ids and captions. Editing the config, an expert's options or a
+training caption gives a new run folder; editing test captions or infrastructure parameters (device, paths of the
+output root) retrains nothing.
+
+``TrainHead`` requires ``FeatureSet(manifest, features_root, expert, expert_config, shard_size)`` of
+``workflows.tasks_extract`` for every expert the config lists; a config without ``experts`` uses every feature
+folder already under ``features_root`` (nothing is extracted for it). Its output is ``result.json`` in the run
+folder, written only when all epochs are done (``best.pt`` exists from the first epoch on, so it cannot tell a
+finished run from a killed one); ``TrainHead.run_dir()`` and ``best_checkpoint()`` give the paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import luigi
+
+from pipeline.ablation import ABLATIONS, ablation_markdown
+from pipeline.fingerprint import canonical_json
+from pipeline.train_config import TrainConfig, load_config
+
+
+def _manifest_digest(manifest: Path, splits: tuple[str, ...]) -> str:
+    from data_manifest.validate import load_manifest
+
+    rows = [(r.video_id, r.split, r.captions) for r in load_manifest(manifest, check_paths=False) if r.split in splits]
+    return hashlib.sha256(canonical_json(rows).encode()).hexdigest()
+
+
+class _RunParams(luigi.Task):
+    """Parameters that identify a training run (see the module docstring)."""
+
+    head = luigi.Parameter(default="t2vlad")
+    manifest = luigi.PathParameter()
+    features_root = luigi.PathParameter()
+    out_root = luigi.PathParameter()
+    config_path = luigi.OptionalPathParameter(default=None)
+    variant = luigi.Parameter(default="")
+    epochs = luigi.OptionalIntParameter(default=None)
+    expert_configs = luigi.DictParameter(default={})
+    shard_size = luigi.IntParameter(default=64)
+    device = luigi.Parameter(default="auto", significant=False)
+    weights_dir = luigi.OptionalPathParameter(default=None, significant=False)
+
+    def run_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in TrainHead.get_param_names()}
+
+    def train_config(self) -> TrainConfig:
+        """The config file (or defaults) with ``head``, ``epochs``, the variant's head options applied."""
+        config = load_config(self.config_path, head=self.head, epochs=self.epochs)
+        if self.variant:
+            if self.variant not in ABLATIONS:
+                from pipeline.errors import ConfigError
+
+                raise ConfigError(f"unknown ablation variant {self.variant!r} (choose from {', '.join(ABLATIONS)})")
+            config = replace(config, head_options={**config.head_options, **ABLATIONS[self.variant]})
+        return config
+
+    def feature_sets(self, manifest: Path | None = None) -> list[luigi.Task]:
+        """The FeatureSet tasks of the config's experts (none when the config lists no experts)."""
+        from workflows.tasks_extract import FeatureSet
+
+        return [
+            FeatureSet(
+                manifest=manifest or self.manifest,
+                features_root=self.features_root,
+                expert=e,
+                expert_config=dict(self.expert_configs.get(e, {})),
+                shard_size=self.shard_size,
+                weights_dir=self.weights_dir,
+                device="cpu" if self.device == "auto" else self.device,
+            )
+            for e in self.train_config().experts
+        ]
+
+    def pinned_config(self) -> TrainConfig:
+        """``train_config`` with the FeatureSets' fingerprint folders pinned."""
+        config = self.train_config()
+        dirs = {t.expert: str(t.feature_dir()) for t in self.feature_sets()}
+        return replace(config, features={**dirs, **config.features})
+
+    def run_id(self) -> str:
+        config = self.pinned_config()
+        if config.features:
+            features = {e: Path(d).name for e, d in config.features.items()}
+        else:
+            from pipeline.run_setup import list_experts
+
+            root = Path(self.features_root)
+            features = {e: Path(d).name for e, d in _latest_dirs(root, list_experts(root)).items()}
+        significant = {
+            "config": {k: v for k, v in config.to_dict().items() if k not in ("device", "features")},
+            "features": features,
+            "data": _manifest_digest(Path(self.manifest), ("train", "val")),
+        }
+        return hashlib.sha256(canonical_json(significant).encode()).hexdigest()[:12]
+
+    def run_dir(self) -> Path:
+        return Path(self.out_root) / self.head / f"{self.variant or 'default'}-{self.run_id()}"
+
+
+def _latest_dirs(root: Path, experts: list[str]) -> dict[str, Path]:
+    from pipeline.features import latest_feature_dir
+
+    return {e: Path(latest_feature_dir(root, e)) for e in experts}
+
+
+class TrainHead(_RunParams):
+    """Train a head on cached features (``pipeline.train.train``); resumes a killed run in the same folder."""
+
+    def requires(self) -> list[luigi.Task]:
+        return self.feature_sets()
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(self.run_dir() / "result.json"))
+
+    def best_checkpoint(self) -> Path:
+        return self.run_dir() / "best.pt"
+
+    def run(self) -> None:
+        from pipeline.train import train
+
+        config = replace(self.pinned_config(), device=self.device)
+        train(config, self.manifest, self.features_root, self.run_dir())
+
+
+class EvaluateHead(_RunParams):
+    """Metrics of a trained run on ``split`` of ``eval_manifest`` (default: the training manifest)."""
+
+    split = luigi.Parameter(default="test")
+    eval_manifest = luigi.OptionalPathParameter(default=None)
+
+    def requires(self) -> list[luigi.Task]:
+        deps: list[luigi.Task] = [TrainHead(**self.run_params())]
+        if self.eval_manifest is not None:
+            deps += self.feature_sets(Path(self.eval_manifest))
+        return deps
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(self.run_dir() / self.metrics_name()))
+
+    def metrics_name(self) -> str:
+        if self.eval_manifest is None:
+            return f"metrics-{self.split}.json"
+        tag = _manifest_digest(Path(self.eval_manifest), (self.split,))[:8]
+        return f"metrics-{self.split}-{Path(self.eval_manifest).stem}-{tag}.json"
+
+    def run(self) -> None:
+        from pipeline.evaluate import evaluate_run, format_metrics_table
+
+        result = evaluate_run(
+            self.run_dir(),
+            manifest_path=self.eval_manifest,
+            split=self.split,
+            device=self.device,
+            out_name=self.metrics_name(),
+        )
+        print(format_metrics_table(result["metrics"], title=f"{self.head} {self.variant or 'default'} {self.split}"))
+
+
+class AblationTable(luigi.Task):
+    """Train + evaluate the T2VLAD variants of ``pipeline.ablation.ABLATIONS``; write ``<out_dir>/ablation.md``."""
+
+    manifest = luigi.PathParameter()
+    features_root = luigi.PathParameter()
+    out_dir = luigi.PathParameter()
+    config_path = luigi.OptionalPathParameter(default=None)
+    split = luigi.Parameter(default="test")
+    epochs = luigi.OptionalIntParameter(default=None)
+    expert_configs = luigi.DictParameter(default={})
+    shard_size = luigi.IntParameter(default=64)
+    device = luigi.Parameter(default="auto", significant=False)
+
+    def requires(self) -> dict[str, EvaluateHead]:
+        return {
+            v: EvaluateHead(
+                head="t2vlad",
+                manifest=self.manifest,
+                features_root=self.features_root,
+                out_root=Path(self.out_dir) / "runs",
+                config_path=self.config_path,
+                variant=v,
+                epochs=self.epochs,
+                expert_configs=self.expert_configs,
+                shard_size=self.shard_size,
+                device=self.device,
+                split=self.split,
+            )
+            for v in ABLATIONS
+        }
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(Path(self.out_dir) / "ablation.md"))
+
+    def run(self) -> None:
+        results = {v: json.loads(Path(t.path).read_text())["metrics"] for v, t in self.input().items()}
+        text = ablation_markdown(results, title=f"T2VLAD ablations, split {self.split} of {Path(self.manifest).name}")
+        with self.output().temporary_path() as tmp:
+            Path(tmp).write_text(text, encoding="utf-8")
