@@ -1,9 +1,10 @@
 """Probing of media files with PyAV: duration, frame rate, frame count, size, audio, codec, content hash.
 
 A probe never raises for bad media: missing, empty, unreadable and truncated files get a one-line
-``probe_error`` instead. Truncation is found by demuxing every video packet (no decoding) and comparing what
-is present with what the container declares: a faststart mp4 cut half-way opens without error but holds only
-part of its declared frames; an mp4 whose ``moov`` box was at the end does not open at all.
+``probe_error`` instead. Truncation is found by demuxing every video packet and comparing what is present with
+what the container declares (only the first frame is decoded, for its display rotation): a faststart mp4 cut
+half-way opens without error but holds only part of its declared frames; an mp4 whose ``moov`` box was at the
+end does not open at all.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from fractions import Fraction
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +79,20 @@ def _declared_duration(container: av.container.InputContainer, stream: av.VideoS
     return None
 
 
+def _first_frame_rotation(stream: av.VideoStream, packet: av.Packet) -> tuple[int, bool]:
+    """Feed one packet to the decoder: (display rotation in degrees, whether a frame is still needed).
+
+    A packet the decoder rejects ends the search with rotation 0: only demuxing decides truncation.
+    """
+    try:
+        frames = stream.codec_context.decode(packet)
+    except av.FFmpegError:
+        return 0, False
+    if not frames:
+        return 0, True
+    return int(getattr(frames[0], "rotation", 0) or 0), False
+
+
 def _scan_video(
     container: av.container.InputContainer, stream: av.VideoStream
 ) -> tuple[int, float, int, str]:
@@ -97,10 +114,7 @@ def _scan_video(
                 first = pts if first is None else min(first, pts)
                 last = end if last is None else max(last, end)
             if need_frame and packet.size:
-                frames = stream.codec_context.decode(packet)
-                if frames:
-                    rotation = int(getattr(frames[0], "rotation", 0) or 0)
-                    need_frame = False
+                rotation, need_frame = _first_frame_rotation(stream, packet)
     except av.FFmpegError as err:
         error = f"{err.strerror or err} after {count} packets"
     span = float((last - first) * tb) if first is not None and last is not None else 0.0
@@ -139,11 +153,7 @@ def _probe_media(path: str, out: dict[str, Any]) -> None:
         out["has_audio"] = bool(container.streams.audio)
         out["codec"] = ctx.name
         out["fps"] = round(fps, 6) if fps > 0 else None
-        try:
-            present, span_s, rotation, demux_error = _scan_video(container, stream)
-        except av.FFmpegError as err:
-            out["probe_error"] = f"cannot decode first frame: {err.strerror or err}"
-            return
+        present, span_s, rotation, demux_error = _scan_video(container, stream)
         width, height = ctx.width, ctx.height
         if rotation % 180:
             width, height = height, width
@@ -227,6 +237,47 @@ def _unchanged(rec: VideoRecord, full: Path) -> bool:
     return st.st_size == rec.file_size and st.st_mtime == rec.file_mtime
 
 
+def _mp_context() -> BaseContext:
+    """Fork where available: workers then need no importable ``__main__`` (scripts, notebooks, stdin)."""
+    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+
+
+def _probe_isolated(path: str) -> dict[str, Any]:
+    """Probe in a one-off worker process; if the worker dies, that is recorded as the file's ``probe_error``."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=_mp_context()) as pool:
+        try:
+            return pool.submit(probe_file, path).result()
+        except BrokenProcessPool:
+            out = _empty_result()
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+                out["file_size"], out["file_mtime"] = st.st_size, st.st_mtime
+            out["probe_error"] = "probe crashed: the demuxer killed its worker process"
+            return out
+
+
+def _results(paths: list[str], workers: int) -> Iterator[dict[str, Any]]:
+    """:func:`probe_file` results in the order of ``paths``, from ``workers`` processes when > 1.
+
+    A file that crashes the demuxer (a native crash, not an exception) breaks the pool; the files not yet
+    done are then probed one process each, so only the culprit is marked. Daemon processes (which may not
+    have children) probe in-process.
+    """
+    if workers <= 1 or len(paths) <= 1 or multiprocessing.current_process().daemon:
+        yield from map(probe_file, paths)
+        return
+    done = 0
+    try:
+        with ProcessPoolExecutor(max_workers=min(workers, len(paths)), mp_context=_mp_context()) as pool:
+            for result in pool.map(probe_file, paths, chunksize=4):
+                done += 1
+                yield result
+    except BrokenProcessPool:
+        log.warning("a probe worker died; probing the %d remaining files one process each", len(paths) - done)
+        for path in paths[done:]:
+            yield _probe_isolated(path)
+
+
 def probe_records(
     records: list[VideoRecord], manifest_dir: str | Path, *, workers: int = 2, progress: bool = True
 ) -> ProbeSummary:
@@ -242,26 +293,16 @@ def probe_records(
     summary.skipped = len(records) - len(todo)
     paths = [str(r.resolve(manifest_dir)) for r in todo]
     bar = tqdm(total=len(todo), unit="video", desc="probe", file=sys.stderr, disable=not progress or not todo)
-    with contextlib.ExitStack() as stack:
-        if workers > 1 and len(todo) > 1:
-            methods = multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-            pool = stack.enter_context(
-                ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx)
-            )
-            results: Iterator[dict[str, Any]] = pool.map(probe_file, paths, chunksize=4)
+    for rec, result in zip(todo, _results(paths, workers), strict=True):
+        for key, value in result.items():
+            setattr(rec, key, value)
+        summary.probed += 1
+        if rec.probe_error:
+            summary.failed += 1
+            log.debug("%s: %s", rec.video_id, rec.probe_error)
         else:
-            results = map(probe_file, paths)
-        for rec, result in zip(todo, results, strict=True):
-            for key, value in result.items():
-                setattr(rec, key, value)
-            summary.probed += 1
-            if rec.probe_error:
-                summary.failed += 1
-                log.debug("%s: %s", rec.video_id, rec.probe_error)
-            else:
-                summary.ok += 1
-            bar.update(1)
+            summary.ok += 1
+        bar.update(1)
     bar.close()
     summary.seconds = time.perf_counter() - start
     return summary

@@ -12,6 +12,7 @@ Long tracks are streamed in blocks (``iter_audio_blocks``) so memory stays bound
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def load_checkpoint(path: Path) -> dict:
     try:
         with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, ValueError, EOFError) as err:
+    except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as err:
         raise WeightsError(
             f"{path}: cannot read as a weights-only torch checkpoint: {one_line_error(err)}"
         ) from err

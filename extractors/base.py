@@ -9,7 +9,8 @@ An expert is a class with these class attributes:
 - ``Config``: a frozen dataclass subclass of ``ExpertConfig`` with its options. The sampling spec (fps, clip length,
   sample rate) and the preprocessing that travels with the weights (input size, mean, std) live there, like timm's
   ``PretrainedCfg``. Fields declared with ``infra(...)`` (batch size) do not change features and stay out of the
-  fingerprint.
+  fingerprint. ``smoke_config``: overrides for a cheap run of the same architecture (smaller input), used by the
+  registry-wide contract test.
 
 Life cycle: ``load(device, weights_dir)`` once (``random_init=True`` for tests: same architecture, no files; the
 base class sets ``self.loaded`` after any subclass's ``load`` returns), then
@@ -184,6 +185,9 @@ class Expert(ABC):
     token_level: ClassVar[bool] = False
     weights: ClassVar[tuple[WeightsFile, ...]] = ()
     Config: ClassVar[type[ExpertConfig]] = ExpertConfig
+    smoke_config: ClassVar[
+        dict[str, Any]
+    ] = {}  # cheaper options, same architecture: contract tests, quick checks
 
     def __init__(self, config: Mapping[str, Any] | ExpertConfig | None = None) -> None:
         self.config = build_config(type(self).Config, config, self.name)

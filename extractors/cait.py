@@ -20,9 +20,10 @@ and loading (every key and shape must fit). ``arch`` may name the smaller ``cait
 from __future__ import annotations
 
 import logging
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -38,8 +39,14 @@ from extractors.base import (
     resolve_device,
 )
 from extractors.registry import register_expert
-from extractors.weights import WeightsFile, load_state_dict_checked, load_torch_file, require_weights
-from pipeline.errors import ConfigError
+from extractors.weights import (
+    WeightsFile,
+    load_state_dict_checked,
+    load_torch_file,
+    one_line_error,
+    require_weights,
+)
+from pipeline.errors import ConfigError, WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +105,7 @@ class CaitExpert(FrameExpert):
     dim: ClassVar[int] = 384
     weights: ClassVar[tuple[WeightsFile, ...]] = (CAIT_ARCHS["cait_s24_224"][0],)
     Config: ClassVar[type[ExpertConfig]] = CaitConfig
+    smoke_config: ClassVar[dict[str, Any]] = {"num_frames": 1}
 
     def __init__(self, config: dict | CaitConfig | None = None) -> None:
         super().__init__(config)
@@ -114,11 +122,16 @@ class CaitExpert(FrameExpert):
         import timm
         from timm.models.cait import checkpoint_filter_fn
 
-        paths = {} if random_init else require_weights(self, weights_dir)
-        model = build_seeded(lambda: timm.create_model(self.config.arch, pretrained=False))
+        state = None
         if not random_init:
-            path = paths[self.weights[0].filename]
-            load_state_dict_checked(model, checkpoint_filter_fn(load_torch_file(path), model), path)
+            path = require_weights(self, weights_dir)[self.weights[0].filename]
+            try:
+                state = checkpoint_filter_fn(load_torch_file(path))
+            except pickle.UnpicklingError as err:
+                raise WeightsError(f"{path}: not a torch checkpoint: {one_line_error(err)}") from err
+        model = build_seeded(lambda: timm.create_model(self.config.arch, pretrained=False))
+        if state is not None:
+            load_state_dict_checked(model, state, path)
             log.info("cait: loaded %s", path)
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)

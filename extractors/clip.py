@@ -22,7 +22,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -121,24 +121,27 @@ class ClipExpert(FrameExpert):
     dim: ClassVar[int] = PROJECTION_DIM
     weights: ClassVar[tuple[WeightsFile, ...]] = CLIP_FILES
     Config: ClassVar[type[ExpertConfig]] = ClipConfig
+    smoke_config: ClassVar[dict[str, Any]] = {"num_frames": 1}
 
     def load(
         self, device: str = "cpu", weights_dir: str | Path | None = None, *, random_init: bool = False
     ) -> None:
-        from transformers import CLIPConfig, CLIPModel
+        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
         if random_init:
-            model = build_seeded(lambda: CLIPModel(CLIPConfig(projection_dim=PROJECTION_DIM)))
+            vision_config = CLIPVisionConfig(projection_dim=PROJECTION_DIM)
+            model = build_seeded(lambda: CLIPVisionModelWithProjection(vision_config))
         else:
             require_weights(self, weights_dir)
             model_dir = clip_model_dir(weights_dir)
             _check_processor(model_dir, self.config)
             model = load_clip_model(model_dir)
-        size = model.config.vision_config.image_size
-        if model.config.projection_dim != self.dim or size != self.config.image_size:
+        vision_config = getattr(model.config, "vision_config", model.config)
+        size, projection_dim = vision_config.image_size, model.visual_projection.out_features
+        if projection_dim != self.dim or size != self.config.image_size:
             raise WeightsError(
-                f"{clip_model_dir(weights_dir)}: CLIP projection_dim {model.config.projection_dim} / image_size "
-                f"{size}, the clip expert expects {self.dim} / {self.config.image_size}"
+                f"{clip_model_dir(weights_dir)}: CLIP projection_dim {projection_dim} / image_size {size}, "
+                f"the clip expert expects {self.dim} / {self.config.image_size}"
             )
         self.device = resolve_device(device)
         self.vision = model.vision_model.eval().to(self.device)

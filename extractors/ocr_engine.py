@@ -20,7 +20,9 @@ import numpy as np
 
 from extractors.weights import WeightsFile
 
-OCR_SOURCE = "https://github.com/RapidAI/RapidOCR (PP-OCRv4 ONNX models, also in PyPI rapidocr-onnxruntime 1.4.4)"
+OCR_SOURCE = (
+    "https://github.com/RapidAI/RapidOCR (PP-OCRv4 ONNX models, also in PyPI rapidocr-onnxruntime 1.4.4)"
+)
 OCR_DET = WeightsFile(
     filename="rapidocr/ch_PP-OCRv4_det_infer.onnx",
     sha256="d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
@@ -125,7 +127,11 @@ def merge_repeats(frames: list[tuple[float, float, list[str]]], max_gap_s: float
     by_word: dict[str, list[WordTrack]] = {}
     for start, end, words in frames:
         for word, count in Counter(words).items():
-            live = [t for t in by_word.get(word, []) if start - t.end <= max_gap_s + 1e-6 and t.end <= start + 1e-6]
+            live = [
+                t
+                for t in by_word.get(word, [])
+                if start - t.end <= max_gap_s + 1e-6 and t.end <= start + 1e-6
+            ]
             for track in live[:count]:
                 track.end = max(track.end, end)
                 track.frames += 1

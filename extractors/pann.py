@@ -140,11 +140,13 @@ class PANNExpert(Expert):
     def load(
         self, device: str = "cpu", weights_dir: str | Path | None = None, *, random_init: bool = False
     ) -> None:
-        paths = {} if random_init else require_weights(self, weights_dir)
-        model = build_seeded(build_cnn14)
+        state = None
         if not random_init:
-            path = paths[CNN14_WEIGHTS.filename]
-            load_state_dict_checked(model, cnn14_state_dict(load_checkpoint(path), path), path)
+            path = require_weights(self, weights_dir)[CNN14_WEIGHTS.filename]
+            state = cnn14_state_dict(load_checkpoint(path), path)
+        model = build_seeded(build_cnn14)
+        if state is not None:
+            load_state_dict_checked(model, state, path)
             log.info("pann: loaded %s", path)
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)

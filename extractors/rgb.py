@@ -9,7 +9,7 @@ Row = global average pool of the last feature map (before the classifier).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -35,6 +35,7 @@ class RGBExpert(FrameExpert):
     version: ClassVar[str] = "1"
     dim: ClassVar[int] = 1280
     weights: ClassVar[tuple[WeightsFile, ...]] = (MOBILENET_V2,)
+    smoke_config: ClassVar[dict[str, Any]] = {"image_size": 96, "resize": 110}
 
     def load(
         self, device: str = "cpu", weights_dir: str | Path | None = None, *, random_init: bool = False

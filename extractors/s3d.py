@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -75,6 +75,7 @@ class S3DExpert(Expert):
     input_kind: ClassVar[str] = "clips"
     dim: ClassVar[int] = 1024
     weights: ClassVar[tuple[WeightsFile, ...]] = (S3D_KINETICS400,)
+    smoke_config: ClassVar[dict[str, Any]] = {"clip_len": 8, "fps": 8.0, "image_size": 64, "resize": 72}
     Config: ClassVar[type[ExpertConfig]] = S3DConfig
 
     def load(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -32,7 +32,7 @@ PLACES365_DENSENET161 = WeightsFile(
 )
 NUM_CLASSES = 365
 _LEGACY_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12])\.(weight|bias|running_mean|running_var)$"
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12])\.(weight|bias|running_mean|running_var|num_batches_tracked)$"
 )
 
 
@@ -69,6 +69,7 @@ class SceneExpert(FrameExpert):
     version: ClassVar[str] = "1"
     dim: ClassVar[int] = 2208
     weights: ClassVar[tuple[WeightsFile, ...]] = (PLACES365_DENSENET161,)
+    smoke_config: ClassVar[dict[str, Any]] = {"image_size": 64, "resize": 72}
     Config: ClassVar[type[ExpertConfig]] = SceneConfig
 
     def load(

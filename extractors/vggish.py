@@ -158,9 +158,9 @@ class VGGishExpert(Expert):
             path = paths[VGGISH_WEIGHTS.filename]
             load_state_dict_checked(model, load_checkpoint(path), path)
             log.info("vggish: loaded %s", path)
-            if post is not None:
-                pca_path = paths[VGGISH_PCA.filename]
-                load_state_dict_checked(post, load_pca_params(pca_path), pca_path)
+        if post is not None and not random_init:
+            pca_path = paths[VGGISH_PCA.filename]
+            load_state_dict_checked(post, load_pca_params(pca_path), pca_path)
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
         self.post = post.eval().to(self.device) if post is not None else None

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from abc import abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from abc import abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np

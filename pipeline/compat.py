@@ -5,23 +5,30 @@ The CUDA build's ``_C.so`` fails to load against CPU torch, and ``import torchvi
 We try to load the library ourselves; if that fails we register the two op schemas torchvision's Python
 code looks up at import time. The C++ kernels (nms, roi_align) stay unavailable; t2v does not use them.
 Where torchvision loads normally this module does nothing.
+
+Importing this module costs nothing: it installs an import hook that applies the fix just before the first
+``import torchvision`` (direct, or through timm / transformers), so commands that never touch torchvision do not
+pay for importing torch.
 """
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.util
 import os
-
-import torch
+import sys
+from typing import Any
 
 _SCHEMAS = {
     "nms": "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
     "qnms": "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
 }
-_fragment: torch.library.Library | None = None
+_fragment: Any = None
 
 
 def _torchvision_ops_present() -> bool:
+    import torch
+
     try:
         return bool(torch._C._dispatch_has_kernel_for_dispatch_key("torchvision::nms", "CPU")) or hasattr(
             torch.ops.torchvision, "nms"
@@ -33,6 +40,8 @@ def _torchvision_ops_present() -> bool:
 def ensure_torchvision_importable() -> None:
     """Idempotently make ``import torchvision`` work; no-op when torchvision is absent or healthy."""
     global _fragment
+    import torch
+
     spec = importlib.util.find_spec("torchvision")
     if spec is None or spec.submodule_search_locations is None or _torchvision_ops_present():
         return
@@ -50,4 +59,15 @@ def ensure_torchvision_importable() -> None:
             _fragment.define(schema)
 
 
-ensure_torchvision_importable()
+class _BeforeTorchvision(importlib.abc.MetaPathFinder):
+    """Runs ``ensure_torchvision_importable`` once, when ``torchvision`` is first imported; finds nothing itself."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
+        if fullname == "torchvision":
+            sys.meta_path.remove(self)
+            ensure_torchvision_importable()
+        return None
+
+
+if "torchvision" not in sys.modules and not any(isinstance(f, _BeforeTorchvision) for f in sys.meta_path):
+    sys.meta_path.insert(0, _BeforeTorchvision())

@@ -1,7 +1,11 @@
 """Video decoding and frame/clip sampling with bounded memory.
 
-decord is the primary reader, PyAV the fallback (decord fails to open, errors mid-stream, or the video carries
-rotation metadata, which decord mishandles). decord's VP9 threading bug is retried with one thread first.
+Two readers, each the other's fallback when it fails to open or errors mid-stream: decord (its VP9 threading bug
+is retried with one thread) and PyAV (frame-threaded decoding; seeks to the keyframe before each needed frame and
+decodes forward). ``backend="auto"`` tries decord first for ``uniform`` specs (a few frames, one seek each) and PyAV
+first for dense specs (``all``, ``fps``, ``clips``), where the benchmark (tests/benchmarks/bench_decode.py) measured
+PyAV's threaded decoder 2-6x faster than decord on 2 cores. Rotated videos are always read with PyAV: decord
+ignores rotation metadata and returns wrongly shaped frames for them.
 
 Sampling (``FrameSpec.kind``), all times in seconds from the first frame, rows as half-open ``[start, end)``:
 
@@ -32,6 +36,7 @@ from pipeline.video_readers import DecodeFailure, FrameReader, VideoInfo, open_d
 log = logging.getLogger(__name__)
 
 KINDS = ("uniform", "fps", "clips", "all")
+BACKENDS = ("auto", "decord", "pyav")
 _EPS = 1e-6
 
 __all__ = [
@@ -171,17 +176,23 @@ def plan_clips(
 class _Decoder:
     """Opens a reader (decord, decord single-threaded, PyAV) and falls back to the next one on failure."""
 
-    def __init__(self, path: Path, spec: FrameSpec):
+    def __init__(self, path: Path, spec: FrameSpec, backend: str):
+        if backend not in BACKENDS:
+            raise ConfigError(f"decode backend must be one of {BACKENDS}, got {backend!r}")
         self.path = path
         self.info = probe_video(path)
         self.size = output_size(self.info.width, self.info.height, spec.short_side, spec.max_side)
-        makers: list[tuple[str, Callable[[], FrameReader]]] = []
-        if self.info.rotation == 0:
-            makers += [
-                ("decord", lambda: open_decord(path, self.info, self.size, threads=0)),
-                ("decord-1-thread", lambda: open_decord(path, self.info, self.size, threads=1)),
-            ]
-        makers.append(("pyav", lambda: open_pyav(path, self.info, self.size)))
+        decord_makers: list[tuple[str, Callable[[], FrameReader]]] = [
+            ("decord", lambda: open_decord(path, self.info, self.size, threads=0)),
+            ("decord-1-thread", lambda: open_decord(path, self.info, self.size, threads=1)),
+        ]
+        pyav_maker = ("pyav", lambda: open_pyav(path, self.info, self.size))
+        if self.info.rotation != 0 or backend == "pyav":
+            makers = [pyav_maker]
+        elif backend == "decord" or (backend == "auto" and spec.kind == "uniform"):
+            makers = [*decord_makers, pyav_maker]
+        else:
+            makers = [pyav_maker, *decord_makers]
         self._makers = makers
         self._failures: list[str] = []
         self.reader = self._next_reader()
@@ -225,14 +236,18 @@ def _checked_times(decoder: _Decoder) -> tuple[np.ndarray, np.ndarray]:
     return starts, ends
 
 
-def iter_frames(path: str | Path, spec: FrameSpec, batch: int = 32) -> Iterator[FrameBatch]:
+def iter_frames(
+    path: str | Path, spec: FrameSpec, batch: int = 32, *, backend: str = "auto"
+) -> Iterator[FrameBatch]:
     """Stream the frames a ``uniform`` / ``fps`` / ``all`` spec asks for, ``batch`` rows at a time.
 
-    Raises MediaError (naming the file) for unreadable, truncated or frameless videos.
+    ``backend``: "auto" (see module docstring), "decord" or "pyav" (the reader tried first; the other is the
+    fallback unless the video is rotated). Raises MediaError (naming the file) for unreadable, truncated or
+    frameless videos.
     """
     if spec.kind == "clips":
         raise ConfigError("iter_frames: FrameSpec(kind='clips') is read with iter_clips")
-    decoder = _Decoder(Path(path), spec)
+    decoder = _Decoder(Path(path), spec, backend)
     try:
         starts, ends = _checked_times(decoder)
         idx, times = plan_frames(spec, starts, ends)
@@ -243,11 +258,13 @@ def iter_frames(path: str | Path, spec: FrameSpec, batch: int = 32) -> Iterator[
         decoder.close()
 
 
-def iter_clips(path: str | Path, spec: FrameSpec, batch: int = 4) -> Iterator[ClipBatch]:
+def iter_clips(
+    path: str | Path, spec: FrameSpec, batch: int = 4, *, backend: str = "auto"
+) -> Iterator[ClipBatch]:
     """Stream the clips of a ``clips`` spec, ``batch`` clips at a time (see module docstring for padding)."""
     if spec.kind != "clips":
         raise ConfigError(f"iter_clips: needs FrameSpec(kind='clips'), got kind={spec.kind!r}")
-    decoder = _Decoder(Path(path), spec)
+    decoder = _Decoder(Path(path), spec, backend)
     try:
         starts, ends = _checked_times(decoder)
         idx, times, valid = plan_clips(spec, starts, ends)

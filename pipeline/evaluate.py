@@ -40,7 +40,9 @@ def similarity_matrix(
     head.eval()
     text_side.eval()
     try:
-        video_blocks = [head.encode_video(b.to(device).video) for b in make_loader(dataset, batch_size, False)]
+        video_blocks = [
+            head.encode_video(b.to(device).video) for b in make_loader(dataset, batch_size, False)
+        ]
         rows = []
         for i in range(0, len(texts), batch_size):
             text_emb = head.encode_text(text_side(texts[i : i + batch_size], device=device))
@@ -106,14 +108,19 @@ def evaluate_run(
     (``{"split", "manifest", "num_videos", "num_texts", "checkpoint", "epoch", "metrics": {"t2v", "v2t"}}``).
     """
     run = load_run(
-        Path(run_dir), checkpoint=checkpoint, device=device, manifest_path=manifest_path, features_root=features_root
+        Path(run_dir),
+        checkpoint=checkpoint,
+        device=device,
+        manifest_path=manifest_path,
+        features_root=features_root,
     )
     dataset = run.dataset(split)
     if len(dataset) == 0:
         raise T2VError(f"{run.manifest_path}: split {split!r} has no captioned videos")
     run.text_side.prepare(dataset.queries()[0], device=run.device, progress=progress)
-    metrics = evaluate_dataset(run.head, run.text_side, dataset, batch_size=run.config.eval_batch_size,
-                               device=run.device)
+    metrics = evaluate_dataset(
+        run.head, run.text_side, dataset, batch_size=run.config.eval_batch_size, device=run.device
+    )
     texts, _ = dataset.queries()
     result = {
         "split": split,

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from pipeline.errors import ShardError
-from pipeline.shards import SHARD_GLOB, _attr, read_index
+from pipeline.shards import SHARD_GLOB, attr_value, read_index
 
 
 @dataclass
@@ -63,7 +63,7 @@ class FeatureReader:
             try:
                 with h5py.File(path, "r") as f:
                     ids, offsets = read_index(f)
-                    attrs = {k: _attr(v) for k, v in f.attrs.items()}
+                    attrs = {k: attr_value(v) for k, v in f.attrs.items()}
                     dim = int(f["features"].shape[1])
             except (OSError, KeyError) as err:
                 raise ShardError(f"{path}: cannot read shard index: {err}") from err

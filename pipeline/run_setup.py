@@ -103,7 +103,12 @@ class RunContext:
     def dataset(self, split: str | None, train: bool = False) -> RetrievalDataset:
         """The split's captioned videos with this run's experts and ``max_rows``."""
         return RetrievalDataset(
-            self.records, self.readers, max_rows=self.config.max_rows, split=split, train=train, seed=self.config.seed
+            self.records,
+            self.readers,
+            max_rows=self.config.max_rows,
+            split=split,
+            train=train,
+            seed=self.config.seed,
         )
 
 
@@ -131,6 +136,7 @@ def build_context(
     expert_dims = {e: int(r.dim) for e, r in readers.items()}
     seed_everything(config.seed)  # after the text side, whose loading may draw random numbers
     head = build_head(config.head, dict(config.head_options), expert_dims, int(text_dim))
+    readers = {e: readers[e] for e in head.expert_names}  # the experts the head reads, in its column order
     return RunContext(
         config=config,
         manifest_path=manifest_path,

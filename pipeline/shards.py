@@ -279,7 +279,8 @@ class ShardData:
         return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
 
 
-def _attr(value: Any) -> Any:
+def attr_value(value: Any) -> Any:
+    """An HDF5 attribute as a plain Python value (bytes decoded, numpy scalars unwrapped)."""
     if isinstance(value, bytes):
         return value.decode("utf-8")
     if isinstance(value, np.generic):
@@ -291,7 +292,7 @@ def shard_attrs(path: str | Path) -> dict[str, Any]:
     """The attributes of a shard as plain Python values. Raises ShardError if it can't be opened."""
     try:
         with h5py.File(path, "r") as f:
-            return {k: _attr(v) for k, v in f.attrs.items()}
+            return {k: attr_value(v) for k, v in f.attrs.items()}
     except OSError as err:
         raise ShardError(f"{path}: cannot open shard: {err}") from err
 
@@ -316,7 +317,7 @@ def read_shard(path: str | Path) -> ShardData:
                 status=f["status"][()],
                 error=list(f["error"].asstr()[()]),
                 tokens=list(f["tokens"].asstr()[()]) if "tokens" in f else None,
-                attrs={k: _attr(v) for k, v in f.attrs.items()},
+                attrs={k: attr_value(v) for k, v in f.attrs.items()},
             )
     except (OSError, KeyError) as err:
         raise ShardError(f"{path}: cannot read shard: {err}") from err

@@ -62,7 +62,9 @@ class FrozenTextCache:
                 offsets = f["offsets"][()]
                 feats = f["features"][()]
         except (OSError, KeyError) as err:
-            raise ConfigError(f"{self.path}: unreadable text-feature cache ({err}); delete it to rebuild") from err
+            raise ConfigError(
+                f"{self.path}: unreadable text-feature cache ({err}); delete it to rebuild"
+            ) from err
         self.dim = int(feats.shape[1])
         self._tokens = {t: feats[offsets[i] : offsets[i + 1]] for i, t in enumerate(texts)}
 
@@ -72,7 +74,9 @@ class FrozenTextCache:
     def __len__(self) -> int:
         return len(self._tokens)
 
-    def ensure(self, texts: Iterable[str], batch_size: int = 128, device: str = "cpu", progress: bool = False) -> int:
+    def ensure(
+        self, texts: Iterable[str], batch_size: int = 128, device: str = "cpu", progress: bool = False
+    ) -> int:
         """Encode the captions not yet cached (one encoder load, batches of ``batch_size``); returns how many."""
         missing = sorted({t for t in texts if t not in self._tokens})
         if not missing:

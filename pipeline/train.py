@@ -22,7 +22,6 @@ the global RNG states are restored). A different hash is a ConfigError: use a ne
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import random
 import time
@@ -191,14 +190,20 @@ def train(
 ) -> RunResult:
     """Train ``config.head`` on the manifest's ``train`` split; resume from ``run_dir/last.pt`` when it matches."""
     config.validate()
-    run_dir, manifest_path, features_root = Path(run_dir), Path(manifest_path).resolve(), Path(features_root).resolve()
+    run_dir, manifest_path, features_root = (
+        Path(run_dir),
+        Path(manifest_path).resolve(),
+        Path(features_root).resolve(),
+    )
     device = pick_device(config.device)
     feature_dirs = resolve_feature_dirs(config, features_root)
     config = replace(config, experts=list(feature_dirs))
     ctx = build_context(config, manifest_path, features_root, feature_dirs, device)
     train_set = ctx.dataset("train", train=True)
     if len(train_set) < 2:
-        raise T2VError(f"{manifest_path}: split 'train' needs at least 2 captioned videos, has {len(train_set)}")
+        raise T2VError(
+            f"{manifest_path}: split 'train' needs at least 2 captioned videos, has {len(train_set)}"
+        )
     val_set, selection = validation_set(ctx)
     optimizer = make_optimizer(config, ctx)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.optim.lr_decay_every, config.optim.lr_decay)
@@ -241,10 +246,14 @@ def train(
         lr = optimizer.param_groups[0]["lr"]
         loss = _train_epoch(ctx, train_set, optimizer, epoch, progress)
         scheduler.step()
-        metrics = evaluate_dataset(ctx.head, ctx.text_side, val_set, batch_size=config.eval_batch_size, device=device)
+        metrics = evaluate_dataset(
+            ctx.head, ctx.text_side, val_set, batch_size=config.eval_batch_size, device=device
+        )
         score = float(metrics["t2v"]["geometric_mean"])
         elapsed = elapsed_before + time.monotonic() - t0
-        history.append({"epoch": epoch, "train_loss": loss, "lr": lr, "elapsed_s": round(elapsed, 3), "val": metrics})
+        history.append(
+            {"epoch": epoch, "train_loss": loss, "lr": lr, "elapsed_s": round(elapsed, 3), "val": metrics}
+        )
         text_state = ctx.text_side.state_dict() if ctx.text_side.encoder is not None else None
         state = {"epoch": epoch, "head": ctx.head.state_dict(), "text": text_state}
         if score > best["score"]:
@@ -261,8 +270,11 @@ def train(
         save_atomic(state, last)
         write_curves(history, run_dir)
         if progress:
-            print(f"epoch {epoch}/{config.epochs}: loss {loss:.4f}  {selection} t2v R@1 {metrics['t2v']['R1']:.1f} "
-                  f"GM {score:.2f}{'  (best)' if best['epoch'] == epoch else ''}", flush=True)
+            print(
+                f"epoch {epoch}/{config.epochs}: loss {loss:.4f}  {selection} t2v R@1 {metrics['t2v']['R1']:.1f} "
+                f"GM {score:.2f}{'  (best)' if best['epoch'] == epoch else ''}",
+                flush=True,
+            )
 
     elapsed = history[-1]["elapsed_s"] if history else 0.0
     write_json_atomic(run_dir / "provenance.json", _provenance(config, ctx, elapsed, selection))

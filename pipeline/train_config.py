@@ -141,7 +141,11 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
         return value
     if kind.startswith("list[str]") and isinstance(value, list) and all(isinstance(v, str) for v in value):
         return list(value)
-    if kind.startswith("dict[str, str]") and isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+    if (
+        kind.startswith("dict[str, str]")
+        and isinstance(value, dict)
+        and all(isinstance(v, str) for v in value.values())
+    ):
         return dict(value)
     if kind.startswith("dict[str, Any]") and isinstance(value, dict):
         return dict(value)
@@ -181,7 +185,9 @@ def load_config(path: str | Path | None, **overrides: Any) -> TrainConfig:
         try:
             data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
         except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
-            raise ConfigError(f"{path}: invalid {'JSON' if path.suffix == '.json' else 'TOML'}: {err}") from err
+            raise ConfigError(
+                f"{path}: invalid {'JSON' if path.suffix == '.json' else 'TOML'}: {err}"
+            ) from err
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return config_from_dict(data)

@@ -46,8 +46,13 @@ def build_corpus(root: Path) -> dict[str, str]:
     files["huge_resolution"] = "huge.mp4"
     make_video(v / "vp9.webm", duration=2, codec="libvpx-vp9")
     files["vp9_webm"] = "vp9.webm"
-    make_video(v / "vfr.mp4", duration=2, fps=10, extra_video_filters="setpts='if(lt(N,10),N*0.05,N*0.15)/TB'",
-               extra_args=("-fps_mode", "vfr"))
+    make_video(
+        v / "vfr.mp4",
+        duration=2,
+        fps=10,
+        extra_video_filters="setpts='if(lt(N,10),N*0.05,N*0.15)/TB'",
+        extra_args=("-fps_mode", "vfr"),
+    )
     files["vfr"] = "vfr.mp4"
     make_video(v / "rotated.mp4", duration=2, extra_args=("-metadata:s:v:0", "rotate=90"))
     files["rotated"] = "rotated.mp4"
@@ -63,12 +68,16 @@ def corpus_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     root = tmp_path_factory.mktemp("corpus")
     files = build_corpus(root)
     manifest = root / "manifest.jsonl"
-    write_manifest(manifest, [VideoRecord(vid, f"videos/{name}", [f"a {vid} clip"], "test")
-                              for vid, name in files.items()])
+    write_manifest(
+        manifest,
+        [VideoRecord(vid, f"videos/{name}", [f"a {vid} clip"], "test") for vid, name in files.items()],
+    )
     feats = root / "features"
     ProbedManifest(manifest=manifest, features_root=feats).run()
     (root / "videos" / "vanishing.mp4").unlink()
-    run_extraction(manifest, ["rgb", "audio_stats"], feats, shard_size=4, expert_configs={"rgb": {"fps": 2.0}})
+    run_extraction(
+        manifest, ["rgb", "audio_stats"], feats, shard_size=4, expert_configs={"rgb": {"fps": 2.0}}
+    )
     return feats, files
 
 
@@ -78,10 +87,20 @@ def _reader(feats: Path, expert: str) -> FeatureReader:
 
 
 EXPECT_RGB = {
-    "good": STATUS_OK, "zero_byte": STATUS_FAILED, "garbage": STATUS_FAILED, "truncated": STATUS_FAILED,
-    "moov_missing": STATUS_FAILED, "audio_only": STATUS_FAILED, "no_audio_track": STATUS_OK,
-    "one_frame": STATUS_OK, "huge_resolution": STATUS_OK, "vp9_webm": STATUS_OK, "vfr": STATUS_OK,
-    "rotated": STATUS_OK, "non_ascii_spaces": STATUS_OK, "vanished_after_probe": STATUS_FAILED,
+    "good": STATUS_OK,
+    "zero_byte": STATUS_FAILED,
+    "garbage": STATUS_FAILED,
+    "truncated": STATUS_FAILED,
+    "moov_missing": STATUS_FAILED,
+    "audio_only": STATUS_FAILED,
+    "no_audio_track": STATUS_OK,
+    "one_frame": STATUS_OK,
+    "huge_resolution": STATUS_OK,
+    "vp9_webm": STATUS_OK,
+    "vfr": STATUS_OK,
+    "rotated": STATUS_OK,
+    "non_ascii_spaces": STATUS_OK,
+    "vanished_after_probe": STATUS_FAILED,
 }
 
 

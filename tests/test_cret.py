@@ -12,7 +12,15 @@ from pipeline.heads.cret import CRETVideoEmbedding
 
 DIMS = {"cait": 6, "patches": 5}
 TEXT_DIM = 7
-SMALL = {"dim": 8, "num_heads": 2, "ff_dim": 16, "num_centers": 3, "ccm_layers": 1, "temporal_layers": 2, "max_rows": 8}
+SMALL = {
+    "dim": 8,
+    "num_heads": 2,
+    "ff_dim": 16,
+    "num_centers": 3,
+    "ccm_layers": 1,
+    "temporal_layers": 2,
+    "max_rows": 8,
+}
 OPTIONS = [
     {},
     {"covariance": "full", "global_score": "gees"},
@@ -42,8 +50,13 @@ def make_batches(b=4, rows=4, tokens=5, seed=1):
 
 
 def pad(video, text, extra=2):
-    feats = {e: torch.cat([x, torch.full((x.shape[0], extra, x.shape[2]), 5e3)], 1) for e, x in video.features.items()}
-    masks = {e: torch.cat([m, torch.zeros(m.shape[0], extra, dtype=torch.bool)], 1) for e, m in video.masks.items()}
+    feats = {
+        e: torch.cat([x, torch.full((x.shape[0], extra, x.shape[2]), 5e3)], 1)
+        for e, x in video.features.items()
+    }
+    masks = {
+        e: torch.cat([m, torch.zeros(m.shape[0], extra, dtype=torch.bool)], 1) for e, m in video.masks.items()
+    }
     tokens = torch.cat([text.tokens, torch.full((text.tokens.shape[0], extra, TEXT_DIM), -7e2)], 1)
     tmask = torch.cat([text.mask, torch.zeros(text.mask.shape[0], extra, dtype=torch.bool)], 1)
     return VideoBatch(feats, masks, video.available, video.experts), TextBatch(tokens, tmask)
@@ -68,7 +81,9 @@ def reference_video(head, video, v):
         frames = [unit(head.frame_global(row).tolist()) for row in h]
         n, d = len(frames), len(frames[0])
         mean = [sum(f[i] for f in frames) / n for i in range(d)]
-        cov = [[sum((f[i] - mean[i]) * (f[j] - mean[j]) for f in frames) / n for j in range(d)] for i in range(d)]
+        cov = [
+            [sum((f[i] - mean[i]) * (f[j] - mean[j]) for f in frames) / n for j in range(d)] for i in range(d)
+        ]
         centers = head.video_ccm(head.center_queries[None], h[None])[0]
         return [unit(c.tolist()) for c in centers], mean, cov
 
@@ -98,13 +113,18 @@ def test_forward_and_gees_match_loop_reference(covariance):
             cov = [[cov[i][j] if i == j else 0.0 for j in range(d)] for i in range(d)]
         else:
             avg_var = sum(cov[i][i] for i in range(d)) / d
-            cov = [[(1 - lam) * cov[i][j] + (lam * avg_var if i == j else 0.0) for j in range(d)] for i in range(d)]
+            cov = [
+                [(1 - lam) * cov[i][j] + (lam * avg_var if i == j else 0.0) for j in range(d)]
+                for i in range(d)
+            ]
         for t in range(4):
             zt, tg = reference_text(head, text, t)
             local = sum(dot(zt[c], zv[c]) for c in range(len(zt))) / len(zt)
             quad = sum(tg[i] * cov[i][j] * tg[j] for i in range(d) for j in range(d))
             assert logits[t, v].item() == pytest.approx(dot(tg, mean) / tau + 0.5 * quad / tau**2, abs=1e-3)
-            assert sims[t, v].item() == pytest.approx(0.5 * (local + dot(tg, mean) + 0.5 * quad / tau), abs=1e-4)
+            assert sims[t, v].item() == pytest.approx(
+                0.5 * (local + dot(tg, mean) + 0.5 * quad / tau), abs=1e-4
+            )
 
 
 def test_loss_by_hand():
@@ -190,3 +210,13 @@ def test_expert_choice_and_errors():
     video.masks["cait"] = torch.ones(4, 9, dtype=torch.bool)
     with pytest.raises(ConfigError, match="max_rows"):
         head.encode_video(video)
+
+
+def test_expert_with_zero_rows_is_finite():
+    head = make_head(local_expert="patches").train()
+    video, text = make_batches()
+    video.features["patches"] = torch.zeros(4, 0, DIMS["patches"])
+    video.masks["patches"] = torch.zeros(4, 0, dtype=torch.bool)
+    loss = head.loss(*embed(head, video, text))
+    loss.backward()
+    assert torch.isfinite(loss)

@@ -90,8 +90,19 @@ def test_sigkill_mid_run_resumes_to_identical_features(tmp_path: Path) -> None:
     run_extraction(manifest, ["rgb"], ref, shard_size=1, expert_configs=FAST_RGB)
 
     feats = tmp_path / "features"
-    args = ("extract", "--manifest", str(manifest), "--experts", "rgb", "--out", str(feats), "--shard-size", "1",
-            "--device", "cpu")
+    args = (
+        "extract",
+        "--manifest",
+        str(manifest),
+        "--experts",
+        "rgb",
+        "--out",
+        str(feats),
+        "--shard-size",
+        "1",
+        "--device",
+        "cpu",
+    )
     proc = _t2v(*args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while not list((feats / "rgb").rglob(SHARD_GLOB)) and time.monotonic() < deadline:
@@ -115,20 +126,47 @@ def test_sigkill_mid_run_resumes_to_identical_features(tmp_path: Path) -> None:
 def test_two_workers_against_luigid(tmp_path: Path, luigid: str) -> None:
     manifest = make_dataset(tmp_path / "data", 4)
     feats = tmp_path / "features"
-    report = run_extraction(manifest, EXPERTS, feats, shard_size=1, workers=2, scheduler_url=luigid,
-                            expert_configs=FAST_RGB)
+    report = run_extraction(
+        manifest, EXPERTS, feats, shard_size=1, workers=2, scheduler_url=luigid, expert_configs=FAST_RGB
+    )
     assert report.experts["rgb"]["ok"] == 4 and report.experts["rgb"]["shards"] == 4
     assert report.experts["audio_stats"]["ok"] + report.experts["audio_stats"]["empty"] == 4
 
 
 def test_cli_summary_and_bad_expert(tmp_path: Path) -> None:
     manifest = make_dataset(tmp_path / "data", 2)
-    ok = subprocess.run([sys.executable, "-m", "workflows.cli", "extract", "--manifest", str(manifest),
-                         "--experts", "audio_stats", "--out", str(tmp_path / "f")], capture_output=True, text=True)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workflows.cli",
+            "extract",
+            "--manifest",
+            str(manifest),
+            "--experts",
+            "audio_stats",
+            "--out",
+            str(tmp_path / "f"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "audio_stats" in ok.stdout and "wall time" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "workflows.cli", "extract", "--manifest", str(manifest),
-                          "--experts", "nosuch"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workflows.cli",
+            "extract",
+            "--manifest",
+            str(manifest),
+            "--experts",
+            "nosuch",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 1
     assert "unknown expert 'nosuch'" in bad.stderr and "Traceback" not in bad.stderr
     summary = json.loads(next((tmp_path / "f" / "audio_stats").rglob("summary-s64.json")).read_text())
@@ -147,6 +185,7 @@ def test_retry_failed_redoes_only_failed_videos(tmp_path: Path, device: str) -> 
     victim.write_bytes(good)  # repaired in place: the manifest is unchanged, so a plain rerun skips the shard
     again = run_extraction(manifest, ["rgb"], feats, shard_size=3, device=device, expert_configs=FAST_RGB)
     assert again.experts["rgb"]["failed"] == 1
-    retried = run_extraction(manifest, ["rgb"], feats, shard_size=3, device=device, expert_configs=FAST_RGB,
-                             retry_failed=True)
+    retried = run_extraction(
+        manifest, ["rgb"], feats, shard_size=3, device=device, expert_configs=FAST_RGB, retry_failed=True
+    )
     assert retried.experts["rgb"]["failed"] == 0 and retried.experts["rgb"]["ok"] == 3

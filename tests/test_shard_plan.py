@@ -65,7 +65,13 @@ def test_shard_is_current(tmp_path: Path) -> None:
     path = tmp_path / "shard-00000.h5"
     assert not shard_is_current(path, spec)
     with ShardWriter(
-        path, expert="e", fingerprint="f", config={}, weights_sha256="", dim=2, members_digest=spec.members_digest
+        path,
+        expert="e",
+        fingerprint="f",
+        config={},
+        weights_sha256="",
+        dim=2,
+        members_digest=spec.members_digest,
     ) as w:
         for vid in spec.video_ids:
             w.add(vid, np.ones((1, 2)), np.zeros((1, 2)))

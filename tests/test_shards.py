@@ -31,7 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _writer(path: Path, **kw: object) -> ShardWriter:
-    args = {"expert": "rgb", "fingerprint": "abc123def456", "config": {"fps": 1.0}, "weights_sha256": "ff" * 32}
+    args = {
+        "expert": "rgb",
+        "fingerprint": "abc123def456",
+        "config": {"fps": 1.0},
+        "weights_sha256": "ff" * 32,
+    }
     args.update(kw)
     return ShardWriter(path, dim=4, **args)
 
@@ -61,7 +66,13 @@ def test_round_trip_layout_and_attrs(tmp_path: Path) -> None:
     with _writer(path, members_digest="d1", compression="lzf") as w:
         w.add("a", a, np.stack([np.arange(5), np.arange(1, 6)], 1))
         w.add("b", np.zeros((0, 4)), np.zeros((0, 2)), status=STATUS_EMPTY, error="no audio track")
-        w.add("c", np.zeros((0, 4)), np.zeros((0, 2)), status=STATUS_FAILED, error="x.mp4: truncated:\n decoded 3")
+        w.add(
+            "c",
+            np.zeros((0, 4)),
+            np.zeros((0, 2)),
+            status=STATUS_FAILED,
+            error="x.mp4: truncated:\n decoded 3",
+        )
     data = read_shard(path)
     assert data.video_ids == ["a", "b", "c"]
     np.testing.assert_array_equal(data.offsets, [0, 5, 5, 5])
@@ -72,7 +83,9 @@ def test_round_trip_layout_and_attrs(tmp_path: Path) -> None:
     assert data.error == ["", "no audio track", "x.mp4: truncated: decoded 3"]
     assert data.tokens is None
     attrs = shard_attrs(path)
-    assert attrs["expert"] == "rgb" and attrs["fingerprint"] == "abc123def456" and attrs["schema_version"] == 1
+    assert (
+        attrs["expert"] == "rgb" and attrs["fingerprint"] == "abc123def456" and attrs["schema_version"] == 1
+    )
     assert attrs["config"] == '{"fps":1.0}' and attrs["weights_sha256"] == "ff" * 32
     assert attrs["members_digest"] == "d1" and "created_at" in attrs
     assert set(json.loads(attrs["package_versions"])) >= {"torch", "numpy", "h5py", "t2v"}

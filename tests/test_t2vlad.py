@@ -51,7 +51,10 @@ def scores(head, video, text):
 
 # ---------- direct reimplementation of §3.2-3.5, one pair at a time ----------
 def linear(layer, x):
-    return [sum(layer.weight[o, i] * x[i] for i in range(len(x))) + layer.bias[o] for o in range(layer.out_features)]
+    return [
+        sum(layer.weight[o, i] * x[i] for i in range(len(x))) + layer.bias[o]
+        for o in range(layer.out_features)
+    ]
 
 
 def norm(v):
@@ -84,31 +87,48 @@ def vlad_loop(rows, vlad_params):
     return out
 
 
-def reference_score(head, video, text, t, v):
+def reference_video(head, video, v):
+    """Per-video pieces: present experts, g^v (K lists) and F^v per expert (loops over rows and centers)."""
     with torch.no_grad():
-        present = [e for i, e in enumerate(head.expert_names) if video.available[v, i] and video.masks[e][v].any()]
+        present = [
+            e for i, e in enumerate(head.expert_names) if video.available[v, i] and video.masks[e][v].any()
+        ]
         rows = []
         for e in present:
             real = video.features[e][v][video.masks[e][v]]
             rows += [linear(head.local_proj[e], x) for x in real]
         z = head.encoder(torch.tensor(rows, dtype=torch.float32)[None])[0]
         g_video = vlad_loop([list(r) for r in z], head.text_vlad)
-        tokens = text.tokens[t][text.mask[t]]
-        g_text = vlad_loop([linear(head.text_proj, x) for x in tokens], head.text_vlad)
-        k = len(g_text)
-        s_local = sum(dot(g_text[j], g_video[j]) for j in range(k)) / k
-        big_g = [a for g in g_text for a in g]
-        logits = linear(head.expert_weights, big_g)
-        s_global, total = 0.0, 0.0
-        for i, e in enumerate(head.expert_names):
-            if e not in present:
-                continue
+        f_video = {}
+        for e in present:
             real = video.features[e][v][video.masks[e][v]]
             pooled = [max(float(real[r, d]) for r in range(real.shape[0])) for d in range(real.shape[1])]
-            weight = math.exp(float(logits[i]))
-            s_global += weight * dot(geu(head.text_geu[e], big_g), geu(head.video_geu[e], pooled))
+            f_video[e] = geu(head.video_geu[e], pooled)
+        return present, g_video, f_video
+
+
+def reference_text(head, text, t):
+    """Per-text pieces: g^t, F^t per expert and the expert logits."""
+    with torch.no_grad():
+        tokens = text.tokens[t][text.mask[t]]
+        g_text = vlad_loop([linear(head.text_proj, x) for x in tokens], head.text_vlad)
+        big_g = [a for g in g_text for a in g]
+        f_text = {e: geu(head.text_geu[e], big_g) for e in head.expert_names}
+        return g_text, f_text, [float(x) for x in linear(head.expert_weights, big_g)]
+
+
+def reference_score(head, video_parts, text_parts):
+    present, g_video, f_video = video_parts
+    g_text, f_text, logits = text_parts
+    k = len(g_text)
+    s_local = sum(dot(g_text[j], g_video[j]) for j in range(k)) / k
+    s_global, total = 0.0, 0.0
+    for i, e in enumerate(head.expert_names):
+        if e in present:
+            weight = math.exp(logits[i])
+            s_global += weight * dot(f_text[e], f_video[e])
             total += weight
-        return 0.5 * (s_global / total + s_local)
+    return 0.5 * (s_global / total + s_local)
 
 
 def test_forward_matches_loop_reference():
@@ -116,9 +136,11 @@ def test_forward_matches_loop_reference():
     video, text = make_batches()
     video.available[3, 1] = False  # video 3 has no audio: masked from local, weight renormalised in global
     got = scores(head, video, text)
+    videos = [reference_video(head, video, v) for v in range(4)]
+    texts = [reference_text(head, text, t) for t in range(4)]
     for t in range(4):
         for v in range(4):
-            assert got[t, v].item() == pytest.approx(reference_score(head, video, text, t, v), abs=1e-4)
+            assert got[t, v].item() == pytest.approx(reference_score(head, videos[v], texts[t]), abs=1e-4)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -126,7 +148,9 @@ def test_padding_never_changes_a_score(variant):
     head = make_head(variant).eval()
     video, text = make_batches()
     padded_video, padded_text = with_garbage_padding(video, text)
-    torch.testing.assert_close(scores(head, padded_video, padded_text), scores(head, video, text), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        scores(head, padded_video, padded_text), scores(head, video, text), atol=1e-5, rtol=0
+    )
 
 
 def test_unavailable_expert_equals_masked_rows_and_is_ignored():
@@ -187,7 +211,9 @@ def test_query_vectors_with_an_availability_pattern():
     video.available[:, 2] = False  # no video has scene
     t_emb, v_emb = head.encode_text(text), head.encode_video(video)
     q = head.query_vectors(t_emb, available=torch.tensor([True, True, False]))
-    torch.testing.assert_close(q @ head.video_vectors(v_emb).t(), head.similarity(t_emb, v_emb), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        q @ head.video_vectors(v_emb).t(), head.similarity(t_emb, v_emb), atol=1e-5, rtol=0
+    )
 
 
 def test_eval_branches_select_scores_in_eval_only():
@@ -216,7 +242,9 @@ def test_embeddings_slice_and_concatenate():
     v_joined = T2VLADVideoEmbedding.cat([v_emb[:1], v_emb[1:]]).to("cpu")
     full = head.similarity(t_emb, v_emb)
     torch.testing.assert_close(head.similarity(joined[2:], v_joined), full[2:])
-    torch.testing.assert_close(head.similarity(t_emb[torch.tensor([3, 0])], v_joined[1]), full[[3, 0]][:, [1]])
+    torch.testing.assert_close(
+        head.similarity(t_emb[torch.tensor([3, 0])], v_joined[1]), full[[3, 0]][:, [1]]
+    )
 
 
 def test_config_errors_name_the_problem():
@@ -230,3 +258,16 @@ def test_config_errors_name_the_problem():
     assert head.expert_names == ["scene", "rgb"]
     rebuilt = build_head(**head.build_args())
     assert rebuilt.expert_names == ["scene", "rgb"] and rebuilt.config == head.config
+
+
+def test_expert_with_zero_rows_and_nan_padding():
+    head = make_head().train()
+    video, text = make_batches()
+    video.features["audio"] = torch.zeros(4, 0, DIMS["audio"])  # no video of the batch has audio rows
+    video.masks["audio"] = torch.zeros(4, 0, dtype=torch.bool)
+    video.features["rgb"][0, 2] = float("nan")  # a padded row (mask False) may hold anything
+    loss = head.loss(head.encode_text(text), head.encode_video(video))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in head.parameters() if p.grad is not None)
+    assert not head.encode_video(video).available[:, 1].any()

@@ -47,7 +47,15 @@ def test_short_training_run_beats_chance_and_writes_its_files(tree):
     run = tmp / "run-e2e"
     result = train(small_config(tmp), manifest, features, run, progress=False)
     assert result.epochs_done == 4 and result.resumed_from == 0 and 1 <= result.best_epoch <= 4
-    for name in ("config.json", "last.pt", "best.pt", "curves.jsonl", "curves.png", "provenance.json", "result.json"):
+    for name in (
+        "config.json",
+        "last.pt",
+        "best.pt",
+        "curves.jsonl",
+        "curves.png",
+        "provenance.json",
+        "result.json",
+    ):
         assert (run / name).is_file(), name
     curves = [json.loads(line) for line in (run / "curves.jsonl").read_text().splitlines()]
     assert [c["epoch"] for c in curves] == [1, 2, 3, 4]
@@ -98,7 +106,7 @@ def test_config_errors_name_the_key(tmp_path):
     bad.write_text('head = "t2vlad"\nepochz = 3\n')
     with pytest.raises(ConfigError, match=r"bad.toml: config: unknown key 'epochz'"):
         load_config(bad)
-    bad.write_text('[optim]\nlearning_rate = 1e-3\n')
+    bad.write_text("[optim]\nlearning_rate = 1e-3\n")
     with pytest.raises(ConfigError, match=r"unknown key 'optim.learning_rate'"):
         load_config(bad)
     bad.write_text('batch_size = "big"\n')
@@ -123,4 +131,29 @@ def test_config_errors_name_the_key(tmp_path):
 def test_unknown_head_option_is_a_config_error(tree):
     tmp, manifest, features = tree
     with pytest.raises(ConfigError, match="unknown config keys"):
-        train(small_config(tmp, head_options={"clusters": 3}), manifest, features, tmp / "run-bad", progress=False)
+        train(
+            small_config(tmp, head_options={"clusters": 3}),
+            manifest,
+            features,
+            tmp / "run-bad",
+            progress=False,
+        )
+
+
+def test_finetune_mode_updates_the_text_encoder(tmp_path):
+    manifest, features, _ = make_dataset_tree(tmp_path, {"train": 8, "val": 4})
+    config = small_config(tmp_path, epochs=1, text={"mode": "finetune", "lr": 1e-4})
+    train(config, manifest, features, tmp_path / "run", progress=False)
+    state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert state["text"] is not None
+    from pipeline.text_encoder import TextEncoder
+
+    original = TextEncoder().state_dict()
+    changed = [
+        k
+        for k, v in state["text"].items()
+        if k.startswith("encoder.") and not torch.equal(v, original[k.removeprefix("encoder.")])
+    ]
+    assert changed, "no text encoder weight changed"
+    result = evaluate_run(tmp_path / "run", split="val", progress=False)
+    assert result["num_videos"] == 4

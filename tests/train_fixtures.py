@@ -24,27 +24,46 @@ def make_records(splits: dict[str, int]) -> list[VideoRecord]:
             colour, shape = COLOURS[k % 4], SHAPES[(k // 4) % 4]
             caps = [f"a {colour} {shape}", f"there is a {colour} {shape} moving", f"the {shape} is {colour}"]
             records.append(
-                VideoRecord(video_id=f"v{k:03d}", path=f"videos/v{k:03d}.mp4", captions=caps, split=split,
-                            meta={"colour": colour, "shape": shape})
+                VideoRecord(
+                    video_id=f"v{k:03d}",
+                    path=f"videos/v{k:03d}.mp4",
+                    captions=caps,
+                    split=split,
+                    meta={"colour": colour, "shape": shape},
+                )
             )
             k += 1
     return records
 
 
-def write_features(root: Path, records: list[VideoRecord], seed: int = 0, missing_speech_every: int = 3) -> Path:
+def write_features(
+    root: Path, records: list[VideoRecord], seed: int = 0, missing_speech_every: int = 3
+) -> Path:
     """features/<expert>/<fingerprint>/shard-00000.h5 for three experts; every 3rd video has no speech rows."""
     rng = np.random.default_rng(seed)
     protos = {e: rng.normal(size=(8, d)).astype(np.float32) for e, d in DIMS.items()}
     for expert, dim in DIMS.items():
         fingerprint = hashlib.sha256(expert.encode()).hexdigest()[:12]
         path = root / expert / fingerprint / shard_name(0)
-        with ShardWriter(path, expert=expert, fingerprint=fingerprint, config={}, weights_sha256="", dim=dim,
-                         dtype="float32") as writer:
+        with ShardWriter(
+            path,
+            expert=expert,
+            fingerprint=fingerprint,
+            config={},
+            weights_sha256="",
+            dim=dim,
+            dtype="float32",
+        ) as writer:
             for i, rec in enumerate(records):
                 c, s = COLOURS.index(rec.meta["colour"]), SHAPES.index(rec.meta["shape"])
                 if expert == "speech" and i % missing_speech_every == 0:
-                    writer.add(rec.video_id, np.zeros((0, dim), np.float32), np.zeros((0, 2), np.float32),
-                               status=STATUS_EMPTY, error="no speech")
+                    writer.add(
+                        rec.video_id,
+                        np.zeros((0, dim), np.float32),
+                        np.zeros((0, 2), np.float32),
+                        status=STATUS_EMPTY,
+                        error="no speech",
+                    )
                     continue
                 n = int(rng.integers(3, 45)) if expert == "appearance" else int(rng.integers(2, 8))
                 base = protos[expert][c] + protos[expert][4 + s]
@@ -54,7 +73,9 @@ def write_features(root: Path, records: list[VideoRecord], seed: int = 0, missin
     return root
 
 
-def make_dataset_tree(tmp: Path, splits: dict[str, int] | None = None) -> tuple[Path, Path, list[VideoRecord]]:
+def make_dataset_tree(
+    tmp: Path, splits: dict[str, int] | None = None
+) -> tuple[Path, Path, list[VideoRecord]]:
     """(manifest path, features root, records) under ``tmp``."""
     records = make_records(splits or {"train": 16, "val": 8})
     manifest = tmp / "manifest.jsonl"

@@ -31,7 +31,11 @@ from pipeline.train_config import TrainConfig, load_config
 def _manifest_digest(manifest: Path, splits: tuple[str, ...]) -> str:
     from data_manifest.validate import load_manifest
 
-    rows = [(r.video_id, r.split, r.captions) for r in load_manifest(manifest, check_paths=False) if r.split in splits]
+    rows = [
+        (r.video_id, r.split, r.captions)
+        for r in load_manifest(manifest, check_paths=False)
+        if r.split in splits
+    ]
     return hashlib.sha256(canonical_json(rows).encode()).hexdigest()
 
 
@@ -60,7 +64,9 @@ class _RunParams(luigi.Task):
             if self.variant not in ABLATIONS:
                 from pipeline.errors import ConfigError
 
-                raise ConfigError(f"unknown ablation variant {self.variant!r} (choose from {', '.join(ABLATIONS)})")
+                raise ConfigError(
+                    f"unknown ablation variant {self.variant!r} (choose from {', '.join(ABLATIONS)})"
+                )
             config = replace(config, head_options={**config.head_options, **ABLATIONS[self.variant]})
         return config
 
@@ -163,7 +169,11 @@ class EvaluateHead(_RunParams):
             device=self.device,
             out_name=self.metrics_name(),
         )
-        print(format_metrics_table(result["metrics"], title=f"{self.head} {self.variant or 'default'} {self.split}"))
+        print(
+            format_metrics_table(
+                result["metrics"], title=f"{self.head} {self.variant or 'default'} {self.split}"
+            )
+        )
 
 
 class AblationTable(luigi.Task):
@@ -202,6 +212,8 @@ class AblationTable(luigi.Task):
 
     def run(self) -> None:
         results = {v: json.loads(Path(t.path).read_text())["metrics"] for v, t in self.input().items()}
-        text = ablation_markdown(results, title=f"T2VLAD ablations, split {self.split} of {Path(self.manifest).name}")
+        text = ablation_markdown(
+            results, title=f"T2VLAD ablations, split {self.split} of {Path(self.manifest).name}"
+        )
         with self.output().temporary_path() as tmp:
             Path(tmp).write_text(text, encoding="utf-8")

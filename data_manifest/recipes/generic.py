@@ -30,9 +30,9 @@ from data_manifest.recipes._common import (
     sanitize_ids,
 )
 from data_manifest.schema import VideoRecord
+from data_manifest.validate import SPLITS
 
 CAPTION_FILES = ("captions.csv", "captions.json", "annotations.csv", "annotations.json")
-SPLITS = ("train", "val", "test", "unlabelled")
 
 
 @dataclass

@@ -145,7 +145,9 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int) -> Tensor:
 
 
 def masked_max(x: Tensor, mask: Tensor, dim: int) -> Tensor:
-    """Max of ``x`` over the True positions of ``mask`` along ``dim`` (0 where none is True)."""
+    """Max of ``x`` over the True positions of ``mask`` along ``dim`` (0 where none is True or the dim is empty)."""
+    if x.shape[dim] == 0:
+        return x.sum(dim)
     filled = x.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim)
     return torch.where(mask.any(dim).unsqueeze(-1), filled, torch.zeros_like(filled))
 
@@ -193,19 +195,23 @@ class RetrievalHead(nn.Module, metaclass=ABCMeta):
     def loss(self, text_emb: Embedding, video_emb: Embedding) -> Tensor:
         """Scalar loss over B matching pairs (text i ↔ video i), all other pairs being negatives."""
 
-    def check_video(self, batch: VideoBatch) -> dict[str, Tensor]:
-        """Validate a batch against ``expert_names``/``expert_dims``; return per-expert row masks (B, R_e) that
-        are False for every row of an unavailable expert."""
+    def prepare_video(self, batch: VideoBatch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Validate a batch against ``expert_names``/``expert_dims``; return per-expert features (B, R_e, D_e) with
+        padding rows zeroed (and one all-padding row added when R_e = 0) and row masks (B, R_e) that are False
+        for every row of an unavailable expert."""
         columns = batch.experts if batch.experts is not None else self.expert_names
         if batch.available.dim() != 2 or batch.available.shape[1] != len(columns):
             raise HeadInputError(
                 f"{self.name}: available must be (B, {len(columns)}) for experts {columns}, "
                 f"got {tuple(batch.available.shape)}"
             )
-        masks = {}
+        features: dict[str, Tensor] = {}
+        masks: dict[str, Tensor] = {}
         for expert in self.expert_names:
             if expert not in columns:
-                raise HeadInputError(f"{self.name}: video batch has no availability column for expert {expert!r}")
+                raise HeadInputError(
+                    f"{self.name}: video batch has no availability column for expert {expert!r}"
+                )
             i = columns.index(expert)
             if expert not in batch.features or expert not in batch.masks:
                 raise HeadInputError(f"{self.name}: video batch has no features/mask for expert {expert!r}")
@@ -220,8 +226,13 @@ class RetrievalHead(nn.Module, metaclass=ABCMeta):
                     f"{self.name}: expert {expert!r} mask {tuple(mask.shape)} does not match features "
                     f"{tuple(feats.shape)}"
                 )
-            masks[expert] = mask.bool() & batch.available[:, i : i + 1].bool()
-        return masks
+            mask = mask.bool() & batch.available[:, i : i + 1].bool()
+            if feats.shape[1] == 0:
+                feats = feats.new_zeros(feats.shape[0], 1, feats.shape[2])
+                mask = mask.new_zeros(mask.shape[0], 1)
+            features[expert] = feats.masked_fill(~mask.unsqueeze(-1), 0.0)
+            masks[expert] = mask
+        return features, masks
 
     def check_text(self, batch: TextBatch) -> None:
         if batch.tokens.dim() != 3 or batch.tokens.shape[2] != self.text_dim:
@@ -262,12 +273,16 @@ def config_from_dict(config_cls: type, values: dict[str, Any] | None, head: str)
     return config
 
 
-def pick_expert(requested: str | None, expert_dims: dict[str, int], preferred: tuple[str, ...], head: str) -> str:
+def pick_expert(
+    requested: str | None, expert_dims: dict[str, int], preferred: tuple[str, ...], head: str
+) -> str:
     """``requested`` if given (it must be in ``expert_dims``), else the first of ``preferred`` that the data has,
     else the first expert of ``expert_dims``."""
     if requested:
         if requested not in expert_dims:
-            raise ConfigError(f"head {head!r}: expert {requested!r} has no features; available: {sorted(expert_dims)}")
+            raise ConfigError(
+                f"head {head!r}: expert {requested!r} has no features; available: {sorted(expert_dims)}"
+            )
         return requested
     for name in preferred:
         if name in expert_dims:

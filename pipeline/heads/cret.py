@@ -39,7 +39,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.errors import ConfigError
-from pipeline.heads.base import Embedding, HeadInputError, InnerProductHead, TextBatch, VideoBatch, pick_expert
+from pipeline.heads.base import (
+    Embedding,
+    HeadInputError,
+    InnerProductHead,
+    TextBatch,
+    VideoBatch,
+    pick_expert,
+)
 from pipeline.losses import symmetric_infonce
 
 FRAME_EXPERTS = ("cait", "clip", "rgb", "scene")
@@ -78,7 +85,9 @@ class CRETConfig:
         if self.dim % self.num_heads:
             raise ConfigError(f"cret: dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if not 0.0 <= self.shrinkage <= 1.0 or self.temperature <= 0:
-            raise ConfigError(f"cret: need 0 ≤ shrinkage ≤ 1 and temperature > 0, got {self.shrinkage}, {self.temperature}")
+            raise ConfigError(
+                f"cret: need 0 ≤ shrinkage ≤ 1 and temperature > 0, got {self.shrinkage}, {self.temperature}"
+            )
 
 
 @dataclass
@@ -116,12 +125,16 @@ class CRETHead(InnerProductHead):
     def __init__(self, config: CRETConfig, expert_dims: dict[str, int], text_dim: int) -> None:
         super().__init__(config, expert_dims, text_dim)
         self.expert = pick_expert(config.expert, expert_dims, FRAME_EXPERTS, "cret")
-        self.local_expert = pick_expert(config.local_expert, expert_dims, (), "cret") if config.local_expert else None
+        self.local_expert = (
+            pick_expert(config.local_expert, expert_dims, (), "cret") if config.local_expert else None
+        )
         self.expert_names = [self.expert] + ([self.local_expert] if self.local_expert else [])
         d = config.dim
         self.frame_proj = nn.Linear(expert_dims[self.expert], d)
         self.positions = nn.Parameter(torch.randn(config.max_rows, d) * 0.02)
-        layer = nn.TransformerEncoderLayer(d, config.num_heads, config.ff_dim, config.dropout, batch_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d, config.num_heads, config.ff_dim, config.dropout, batch_first=True
+        )
         self.temporal = nn.TransformerEncoder(layer, config.temporal_layers, enable_nested_tensor=False)
         self.frame_global = nn.Linear(d, d)
         if self.local_expert:
@@ -138,13 +151,17 @@ class CRETHead(InnerProductHead):
         return F.normalize(out, dim=-1)
 
     def encode_video(self, batch: VideoBatch) -> CRETVideoEmbedding:
-        masks = self.check_video(batch)
+        feats, masks = self.prepare_video(batch)
         mask = masks[self.expert]
         rows = mask.shape[1]
         if rows > self.config.max_rows:
-            raise HeadInputError(f"cret: expert {self.expert!r} has {rows} rows, more than max_rows={self.config.max_rows}")
-        x = batch.features[self.expert].masked_fill(~mask.unsqueeze(-1), 0.0)
-        h = self.temporal(self.frame_proj(x) + self.positions[:rows], src_key_padding_mask=_key_padding(mask))
+            raise HeadInputError(
+                f"cret: expert {self.expert!r} has {rows} rows, more than max_rows={self.config.max_rows}"
+            )
+        h = self.temporal(
+            self.frame_proj(feats[self.expert]) + self.positions[:rows],
+            src_key_padding_mask=_key_padding(mask),
+        )
         frames = F.normalize(self.frame_global(h), dim=-1)
         weights = mask.to(frames.dtype).unsqueeze(-1)
         count = weights.sum(dim=1).clamp_min(1.0)
@@ -160,8 +177,7 @@ class CRETHead(InnerProductHead):
             cov = (1 - lam) * sample + lam * trace[:, None, None] * eye
         if self.local_expert:
             local_mask = masks[self.local_expert]
-            local_x = batch.features[self.local_expert].masked_fill(~local_mask.unsqueeze(-1), 0.0)
-            centers = self._ccm(self.video_ccm, self.local_proj(local_x), local_mask)
+            centers = self._ccm(self.video_ccm, self.local_proj(feats[self.local_expert]), local_mask)
         else:
             centers = self._ccm(self.video_ccm, h, mask)
         return CRETVideoEmbedding(centers=centers, mean=mean, cov=cov)
@@ -201,7 +217,9 @@ class CRETHead(InnerProductHead):
         return score
 
     def similarity(self, text_emb: CRETTextEmbedding, video_emb: CRETVideoEmbedding) -> Tensor:
-        return 0.5 * (self.local_similarity(text_emb, video_emb) + self.global_similarity(text_emb, video_emb))
+        return 0.5 * (
+            self.local_similarity(text_emb, video_emb) + self.global_similarity(text_emb, video_emb)
+        )
 
     def loss(self, text_emb: CRETTextEmbedding, video_emb: CRETVideoEmbedding) -> Tensor:
         """InfoNCE on the local scores plus the GEES (or plain NCE) loss on the global logits (both symmetric)."""
@@ -214,7 +232,9 @@ class CRETHead(InnerProductHead):
         t = text_emb.sentence
         parts = [0.5 / self.config.num_centers * text_emb.centers.flatten(1), 0.5 * t]
         if self.config.global_score == "gees":
-            quad = t.pow(2) if self.config.covariance == "diag" else torch.einsum("td,te->tde", t, t).flatten(1)
+            quad = (
+                t.pow(2) if self.config.covariance == "diag" else torch.einsum("td,te->tde", t, t).flatten(1)
+            )
             parts.append(0.25 / self.config.temperature * quad)
         return torch.cat(parts, dim=1)
 

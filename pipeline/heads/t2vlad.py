@@ -133,8 +133,7 @@ class T2VLADHead(InnerProductHead):
 
     # ----- video -----
     def encode_video(self, batch: VideoBatch) -> T2VLADVideoEmbedding:
-        masks = self.check_video(batch)
-        feats = {e: batch.features[e].masked_fill(~masks[e].unsqueeze(-1), 0.0) for e in self.expert_names}
+        feats, masks = self.prepare_video(batch)
         available = torch.stack([masks[e].any(dim=1) for e in self.expert_names], dim=1)
         centers = self._video_local(feats, masks) if self.use_local else None
         experts = None

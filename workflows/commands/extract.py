@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from workflows.extraction import load_expert_configs, run_extraction
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``t2v extract``."""
@@ -25,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _extract(args: argparse.Namespace) -> int:
+    from workflows.extraction import load_expert_configs, run_extraction  # lazy: keeps `t2v --help` fast
+
     experts = [e.strip() for e in args.experts.split(",") if e.strip()]
     report = run_extraction(
         args.manifest,

@@ -86,9 +86,13 @@ def cmd_ablation(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train``, ``evaluate`` and ``ablation``."""
     p = sub.add_parser("train", help="train an alignment head on cached features")
-    p.add_argument("--head", choices=("t2vlad", "cret", "mgfi"), default=None, help="head (default: config's)")
+    p.add_argument(
+        "--head", choices=("t2vlad", "cret", "mgfi"), default=None, help="head (default: config's)"
+    )
     p.add_argument("--manifest", required=True, help="manifest JSONL (train split trains, val split selects)")
-    p.add_argument("--config", default=None, help="TOML or JSON training config (see pipeline/train_config.py)")
+    p.add_argument(
+        "--config", default=None, help="TOML or JSON training config (see pipeline/train_config.py)"
+    )
     p.add_argument("--features", default=None, help="features root (default: 'features' beside the manifest)")
     p.add_argument("--out", required=True, help="run folder (resumed when it holds a matching last.pt)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default=None)
@@ -108,7 +112,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("ablation", help="T2VLAD ablation table (full / no global / no local / ...) as Markdown")
+    p = sub.add_parser(
+        "ablation", help="T2VLAD ablation table (full / no global / no local / ...) as Markdown"
+    )
     p.add_argument("--manifest", required=True)
     p.add_argument("--features", default=None, help="features root (default: 'features' beside the manifest)")
     p.add_argument("--out", required=True, help="folder for runs/ and ablation.md")

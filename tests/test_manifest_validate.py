@@ -1,0 +1,154 @@
+"""Manifest validation: one test per problem kind, all problems in one run, the CLI's exit code and output."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from data_manifest.errors import ManifestError
+from data_manifest.validate import load_manifest, validate_manifest
+from workflows.cli import main
+
+
+def _good(vid: str = "v1", **overrides) -> dict:
+    rec = {"video_id": vid, "path": "videos/a.mp4", "captions": ["a red circle moves"], "split": "train"}
+    rec.update(overrides)
+    return rec
+
+
+@pytest.fixture
+def mdir(tmp_path: Path) -> Path:
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "a.mp4").write_bytes(b"\0")
+    return tmp_path
+
+
+def _write(mdir: Path, lines: list[dict | str | bytes], name: str = "m.jsonl") -> Path:
+    chunks = []
+    for line in lines:
+        if isinstance(line, dict):
+            line = json.dumps(line)
+        chunks.append((line if isinstance(line, bytes) else line.encode()) + b"\n")
+    path = mdir / name
+    path.write_bytes(b"".join(chunks))
+    return path
+
+
+def _delete(key: str) -> dict:
+    rec = _good()
+    del rec[key]
+    return rec
+
+
+CASES = {
+    "malformed json": ('{"video_id": "v1", "path": ', "json: malformed JSON"),
+    "not an object": ("[1, 2]", "json: expected a JSON object, got array"),
+    "non-utf8": (b'{"video_id": "v\xff1"}', "encoding: not valid UTF-8 (byte 0xff"),
+    "missing field": (_delete("split"), "split: missing required field"),
+    "wrong type": (_good(captions="a caption"), "captions: expected an array of strings, got string"),
+    "bad id chars": (
+        _good("a b/c"),
+        "video_id: 'a b/c' must be non-empty and use only letters, digits and ._-",
+    ),
+    "empty caption": (_good(captions=["ok", "  "]), "captions[1]: empty caption"),
+    "non-string caption": (_good(captions=[3]), "captions[0]: expected a string, got number"),
+    "unknown split": (
+        _good(split="dev"),
+        "split: unknown split 'dev' (allowed: train, val, test, unlabelled)",
+    ),
+    "missing path": (_good(path="videos/nope.mp4"), "path: file does not exist:"),
+    "bad duration": (_good(duration="10s"), "duration: expected a number >= 0 (seconds), got '10s'"),
+    "bad has_audio": (_good(has_audio=1), "has_audio: expected true or false, got 1"),
+    "bad width": (_good(width=64.5), "width: expected an integer > 0 (pixels), got 64.5"),
+    "bad hash": (_good(content_hash="XYZ"), "content_hash: expected a lowercase hex string, got 'XYZ'"),
+    "bad meta": (_good(meta=[1]), "meta: expected an object, got [1]"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_each_problem_kind(mdir: Path, case: str) -> None:
+    line, expected = CASES[case]
+    path = _write(mdir, [_good("v0"), line])
+    problems = validate_manifest(path)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"{path}:2: ")
+    assert expected in problems[0]
+
+
+def test_duplicate_id_names_first_line(mdir: Path) -> None:
+    path = _write(mdir, [_good("v0"), _good("v1"), _good("v0")])
+    assert validate_manifest(path) == [f"{path}:3: video_id: duplicate 'v0' (first on line 1)"]
+
+
+def test_all_problems_in_one_run(mdir: Path) -> None:
+    lines = [
+        _good("v0"),
+        "{oops",
+        _good("v0", split="dev"),
+        b"\xfe\xff",
+        _delete("path"),
+        _good("x y", captions=[""]),
+    ]
+    path = _write(mdir, lines)
+    problems = validate_manifest(path)
+    assert [p.split(": ")[0].rsplit(":", 1)[1] for p in problems] == ["2", "3", "3", "4", "5", "6", "6"]
+    with pytest.raises(ManifestError) as err:
+        load_manifest(path)
+    assert err.value.problems == problems
+    assert "(+6 more problems)" in str(err.value)
+
+
+def test_empty_manifest_and_unreadable_file(mdir: Path) -> None:
+    assert validate_manifest(_write(mdir, [])) == [f"{mdir / 'm.jsonl'}:1: file: empty manifest (no videos)"]
+    assert "cannot read manifest" in validate_manifest(mdir / "absent.jsonl")[0]
+
+
+def test_load_valid_manifest(mdir: Path) -> None:
+    rec = _good("v0", duration=2.5, fps=10, num_frames=25, width=64, height=48, has_audio=False, codec="h264")
+    path = _write(mdir, [rec, "", _good("v1", path=str(mdir / "videos" / "a.mp4"), meta=None, extra_key=1)])
+    records = load_manifest(path)
+    assert [r.video_id for r in records] == ["v0", "v1"]
+    assert records[0].duration == 2.5 and records[0].has_audio is False
+    assert records[0].resolve(mdir).is_file() and records[1].resolve(mdir).is_file()
+    assert records[1].meta == {"extra": {"extra_key": 1}}
+
+
+def test_check_paths_off(mdir: Path) -> None:
+    path = _write(mdir, [_good(path="videos/nope.mp4")])
+    assert validate_manifest(path, check_paths=False) == []
+
+
+def test_load_is_fast(mdir: Path) -> None:
+    captions = [f"caption number {i} of a video" for i in range(20)]
+    lines = [
+        _good(f"video{i}", captions=captions, duration=10.0, fps=25.0, codec="h264") for i in range(10_000)
+    ]
+    path = _write(mdir, lines)
+    start = time.perf_counter()
+    assert len(load_manifest(path)) == 10_000
+    assert time.perf_counter() - start < 2.0  # ~0.2 s on an idle 2-core machine; loose for busy CI
+
+
+def test_cli_reports_problems_without_traceback(mdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(mdir, [_good("v0"), "{", _good("v0", split="x")])
+    assert main(["manifest", "validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines[:3] == [
+        f"{path}:2: json: malformed JSON: Expecting property name enclosed in double quotes (column 2)",
+        f"{path}:3: split: unknown split 'x' (allowed: train, val, test, unlabelled)",
+        f"{path}:3: video_id: duplicate 'v0' (first on line 1)",
+    ]
+    assert lines[3] == "t2v manifest validate: 3 problems"
+
+
+def test_cli_success_summary(mdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(
+        mdir, [_good("v0"), _good("v1", split="test", captions=["a", "b"]), _good("v2", captions=[])]
+    )
+    assert main(["manifest", "validate", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == f"{path}: valid: 3 videos (train 2, test 1), 3 captions"
