@@ -185,9 +185,8 @@ class Expert(ABC):
     token_level: ClassVar[bool] = False
     weights: ClassVar[tuple[WeightsFile, ...]] = ()
     Config: ClassVar[type[ExpertConfig]] = ExpertConfig
-    smoke_config: ClassVar[
-        dict[str, Any]
-    ] = {}  # cheaper options, same architecture: contract tests, quick checks
+    # cheaper options, same architecture (smaller input): contract tests, quick checks
+    smoke_config: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: Mapping[str, Any] | ExpertConfig | None = None) -> None:
         self.config = build_config(type(self).Config, config, self.name)
@@ -305,7 +304,8 @@ def resize_crop(
 class FrameConfig(ExpertConfig):
     """Per-frame image experts. Sampling: ``fps`` frames per second, or ``num_frames`` uniform frames when set.
     Preprocessing: resize the short side (or both sides when ``squash``) to ``resize`` px, centre crop
-    ``image_size`` px, normalise with ``mean``/``std`` (0-1 RGB). ``part_rows``: frames per prepared part."""
+    ``image_size`` px, normalise with ``mean``/``std`` (0-1 RGB). ``part_rows``: frames per prepared part
+    (bounds memory: 150 KB per 224 px frame)."""
 
     fps: float = 1.0
     num_frames: int | None = None
@@ -314,7 +314,7 @@ class FrameConfig(ExpertConfig):
     squash: bool = False
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    part_rows: int = infra(256)
+    part_rows: int = infra(16)
 
     def __post_init__(self) -> None:
         if self.resize < self.image_size:

@@ -70,9 +70,13 @@ class ShardSummary:
         self.rows += rows
 
 
-def default_workers() -> int:
-    """Decode threads: 2 (decoders release the GIL; two keep one core busy while the other runs the model)."""
-    return 2
+def default_workers(device: str = "cpu") -> int:
+    """Decode threads: on CPU 1 per 2 cores up to 2 (the model keeps the rest; decoders thread internally too),
+    for a GPU model up to 8, since decoding is then the bottleneck."""
+    cores = os.cpu_count() or 1
+    if device.startswith("cuda"):
+        return max(1, min(8, cores - 1))
+    return max(1, min(2, cores // 2))
 
 
 def model_threads() -> int:
@@ -124,6 +128,13 @@ def _produce(expert: Expert, path: Path, record: VideoRecord, q: queue.Queue, st
         put(err)
     finally:
         put(_END)
+
+
+def _no_silent_nothing(out: ExpertOutput, expert: Expert) -> ExpertOutput:
+    """An 'ok' output without rows is recorded as empty, with a reason, never as a silent success."""
+    if out.status == STATUS_OK and len(out.features) == 0:
+        return ExpertOutput.empty(expert.dim, out.error or "expert produced no rows", expert.token_level)
+    return out
 
 
 class _Runner:
@@ -190,7 +201,7 @@ class _Runner:
             if vid not in self.done:
                 if vid not in finished or vid in pending_ids:
                     break
-                self.done[vid] = self.expert.merge(self.parts.pop(vid))
+                self.done[vid] = _no_silent_nothing(self.expert.merge(self.parts.pop(vid)), self.expert)
             out = self.done.pop(vid)
             self.writer.add(vid, out.features, out.timestamps, out.status, out.error, out.tokens)
             self.summary.count(out.status, len(out.features))
@@ -213,13 +224,16 @@ def extract_shard(
     retry_failed: bool = False,
     weights_dir: str | Path | None = None,
     workers: int | None = None,
+    threads: int | None = None,
     dtype: str = "float16",
     members_digest: str = "",
 ) -> ShardSummary:
     """Extract ``records`` with ``expert`` into the shard ``out_path`` (written atomically); never fails on bad media.
 
     ``expert`` is loaded on ``device`` ("auto": cuda if available) from ``weights_dir`` unless already loaded — before
-    any video is decoded, so missing weights fail fast. ``workers``: decode threads (default 2).
+    any video is decoded, so missing weights fail fast. ``workers``: decode threads (``default_workers``);
+    ``threads``: torch threads for a CPU model (default ``model_threads()``: all cores but one; pass fewer when
+    several shards run in parallel processes). ``dtype``: how features are stored (float16 or float32).
     """
     start = time.perf_counter()
     out_path = Path(out_path)
@@ -232,10 +246,10 @@ def extract_shard(
     todo = [r for r in records if r.video_id not in reused]
     if todo and not expert.loaded:
         expert.load(device, weights_dir)
-    workers = workers or default_workers()
+    workers = workers or default_workers(expert.device)
     threads_before = torch.get_num_threads()
     if expert.device == "cpu":
-        torch.set_num_threads(model_threads())
+        torch.set_num_threads(threads or model_threads())
     stop = threading.Event()
     bar = tqdm(total=len(order), desc=f"{expert.name} {out_path.name}", unit="video", disable=not progress)
     writer = ShardWriter(

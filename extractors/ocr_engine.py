@@ -12,7 +12,6 @@ weights folder when it holds a copy, else from the ``rapidocr-onnxruntime`` pack
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,16 +125,17 @@ def merge_repeats(frames: list[tuple[float, float, list[str]]], max_gap_s: float
     tracks: list[WordTrack] = []
     by_word: dict[str, list[WordTrack]] = {}
     for start, end, words in frames:
-        for word, count in Counter(words).items():
+        for word in words:
+            # a row is live when it ended before this frame (not yet extended by it) and recently enough
             live = [
                 t
                 for t in by_word.get(word, [])
-                if start - t.end <= max_gap_s + 1e-6 and t.end <= start + 1e-6
+                if t.end <= start + 1e-6 and start - t.end <= max_gap_s + 1e-6
             ]
-            for track in live[:count]:
-                track.end = max(track.end, end)
-                track.frames += 1
-            for _ in range(count - len(live[:count])):
+            if live:
+                live[0].end = max(live[0].end, end)
+                live[0].frames += 1
+            else:
                 track = WordTrack(word, start, end)
                 tracks.append(track)
                 by_word.setdefault(word, []).append(track)

@@ -35,7 +35,7 @@ class RGBExpert(FrameExpert):
     version: ClassVar[str] = "1"
     dim: ClassVar[int] = 1280
     weights: ClassVar[tuple[WeightsFile, ...]] = (MOBILENET_V2,)
-    smoke_config: ClassVar[dict[str, Any]] = {"image_size": 96, "resize": 110}
+    smoke_config: ClassVar[dict[str, Any]] = {"image_size": 64, "resize": 72}
 
     def load(
         self, device: str = "cpu", weights_dir: str | Path | None = None, *, random_init: bool = False

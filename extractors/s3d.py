@@ -59,7 +59,7 @@ class S3DConfig(ExpertConfig):
     mean: tuple[float, float, float] = KINETICS_MEAN
     std: tuple[float, float, float] = KINETICS_STD
     batch_size: int = infra(4)
-    part_rows: int = infra(32)
+    part_rows: int = infra(4)
 
     def __post_init__(self) -> None:
         if self.resize < self.image_size or self.clip_len < 1 or self.fps <= 0 or self.stride_s <= 0:
@@ -75,7 +75,7 @@ class S3DExpert(Expert):
     input_kind: ClassVar[str] = "clips"
     dim: ClassVar[int] = 1024
     weights: ClassVar[tuple[WeightsFile, ...]] = (S3D_KINETICS400,)
-    smoke_config: ClassVar[dict[str, Any]] = {"clip_len": 8, "fps": 8.0, "image_size": 64, "resize": 72}
+    smoke_config: ClassVar[dict[str, Any]] = {"clip_len": 8, "fps": 8.0, "image_size": 32, "resize": 36}
     Config: ClassVar[type[ExpertConfig]] = S3DConfig
 
     def load(

@@ -69,7 +69,7 @@ class SceneExpert(FrameExpert):
     version: ClassVar[str] = "1"
     dim: ClassVar[int] = 2208
     weights: ClassVar[tuple[WeightsFile, ...]] = (PLACES365_DENSENET161,)
-    smoke_config: ClassVar[dict[str, Any]] = {"image_size": 64, "resize": 72}
+    smoke_config: ClassVar[dict[str, Any]] = {"image_size": 32, "resize": 36}
     Config: ClassVar[type[ExpertConfig]] = SceneConfig
 
     def load(

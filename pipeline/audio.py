@@ -1,4 +1,4 @@
-"""Audio decoding to mono float32 at a requested rate (PyAV's resampler, streamed), and fixed windows over it."""
+"""Audio decoding to mono float32 at a requested rate (PyAV's resampler, streamed), and windows over it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pipeline.errors import ConfigError, MediaError, NoAudioError
 
 
 def iter_audio(path: str | Path, sample_rate: int) -> Iterator[np.ndarray]:
-    """Yield consecutive chunks (float32 mono in [-1, 1]) of a file's first audio track resampled to ``sample_rate`` Hz.
+    """Yield consecutive chunks (float32 mono in [-1, 1], ~1 s each) of a file's first audio track at
+    ``sample_rate`` Hz (PyAV's resampler, streamed).
 
     Raises NoAudioError when the file has no audio track, MediaError when it can't be read.
     """
@@ -27,11 +28,18 @@ def iter_audio(path: str | Path, sample_rate: int) -> Iterator[np.ndarray]:
                 raise NoAudioError(f"{path}: no audio track")
             stream = container.streams.audio[0]
             resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+            parts: list[np.ndarray] = []
+            size = 0
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
-                    yield out.to_ndarray().reshape(-1)
-            for out in resampler.resample(None):
-                yield out.to_ndarray().reshape(-1)
+                    parts.append(out.to_ndarray().reshape(-1))
+                    size += parts[-1].size
+                if size >= sample_rate:
+                    yield np.clip(np.concatenate(parts), -1.0, 1.0)
+                    parts, size = [], 0
+            parts += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
+            if parts:
+                yield np.clip(np.concatenate(parts), -1.0, 1.0)
     except (av.FFmpegError, OSError) as err:
         raise MediaError(f"{path}: cannot decode audio: {err}") from err
 
@@ -44,7 +52,7 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     """
     chunks = list(iter_audio(path, sample_rate))
     wave = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
-    return np.clip(wave, -1.0, 1.0)
+    return wave
 
 
 def audio_windows(
@@ -52,9 +60,9 @@ def audio_windows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cut a mono wave into windows of ``window_s`` seconds every ``hop_s`` (default: ``window_s``).
 
-    Returns windows float32 (n, round(window_s*sr)) and timestamps float32 (n, 2) [start, end) seconds (end clipped
-    to the audio's duration). The last partial window and any audio shorter than one window are zero-padded, so a
-    non-empty wave always gives at least one window; an empty wave gives (0, W) and (0, 2).
+    Returns windows float32 (n, round(window_s*sr)) and timestamps float32 (n, 2) [start, end) seconds (end
+    clipped to the audio's duration). The last partial window and any audio shorter than one window are
+    zero-padded, so a non-empty wave always gives at least one window; an empty wave gives (0, W) and (0, 2).
     """
     if window_s <= 0 or (hop_s is not None and hop_s <= 0):
         raise ConfigError(f"audio_windows: window_s and hop_s must be > 0, got {window_s}, {hop_s}")

@@ -10,7 +10,8 @@ Per expert a video keeps at most ``max_rows`` rows (MMT / T2VLAD use 30):
 An expert is *unavailable* for a video when the video is absent from that expert's reader, when its status is
 not ok (empty: no audio / speech / on-screen text; failed), or when it has no rows. Unavailable experts get an
 all-False row mask and ``available[:, e] = False``; padded rows are zeros with mask False. Nothing is zero-filled
-without a mask saying so.
+without a mask saying so. A video absent from a reader was never extracted: ``require_extracted`` (called by
+training and evaluation) turns that into an error instead of a silently weaker score.
 
 Captions: videos without captions are left out (they have nothing to train or to query with). Training samples
 one caption per video per step; evaluation turns every caption into a query (``queries()`` gives the flat caption
@@ -51,12 +52,7 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         """Move the tensors to ``device``."""
-        v = self.video
-        video = VideoBatch(
-            features={e: t.to(device) for e, t in v.features.items()},
-            masks={e: t.to(device) for e, t in v.masks.items()},
-            available=v.available.to(device),
-        )
+        video = self.video.to(device)
         return Batch(video=video, captions=self.captions, video_ids=self.video_ids, indices=self.indices)
 
 
@@ -96,8 +92,10 @@ class RetrievalDataset(torch.utils.data.Dataset):
         self.video_ids = ids
         self.rows: dict[str, list[np.ndarray]] = {}
         self.missing: dict[str, list[str]] = {}
+        self.absent: dict[str, list[str]] = {}
         for expert, reader in readers.items():
             present = [v for v in ids if v in reader]
+            self.absent[expert] = [v for v in ids if v not in reader]
             got = reader.get_many(present) if present else {}
             empty = np.zeros((0, self.dims[expert]), np.float32)
             rows, missing = [], []
@@ -113,6 +111,16 @@ class RetrievalDataset(torch.utils.data.Dataset):
             self.rows[expert] = rows
             self.missing[expert] = missing
         self._rng = np.random.default_rng([seed, 0])
+
+    def require_extracted(self) -> None:
+        """Raise T2VError when some video was never extracted for some expert (absent from its reader; a video
+        whose extraction failed or found nothing is present with status failed/empty and is fine)."""
+        for expert, absent in self.absent.items():
+            if absent:
+                raise T2VError(
+                    f"split {self.split!r}: {len(absent)} of {len(self)} videos have no {expert!r} features "
+                    f"(e.g. {', '.join(absent[:3])}); run t2v extract for this manifest first"
+                )
 
     def set_epoch(self, epoch: int) -> None:
         """Re-seed row and caption sampling for ``epoch`` (training), so a resumed run draws the same samples."""
@@ -166,7 +174,7 @@ def collate(samples: list[VideoSample], experts: list[str], dims: dict[str, int]
         features[e] = feats
         masks[e] = mask
     return Batch(
-        video=VideoBatch(features=features, masks=masks, available=available),
+        video=VideoBatch(features=features, masks=masks, available=available, experts=list(experts)),
         captions=[s.caption for s in samples if s.caption is not None],
         video_ids=[s.video_id for s in samples],
         indices=torch.tensor([s.index for s in samples], dtype=torch.long),

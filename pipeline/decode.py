@@ -1,23 +1,30 @@
 """Video decoding and frame/clip sampling with bounded memory.
 
-Two readers, each the other's fallback when it fails to open or errors mid-stream: decord (its VP9 threading bug
-is retried with one thread) and PyAV (frame-threaded decoding; seeks to the keyframe before each needed frame and
-decodes forward). ``backend="auto"`` tries decord first for ``uniform`` specs (a few frames, one seek each) and PyAV
-first for dense specs (``all``, ``fps``, ``clips``), where the benchmark (tests/benchmarks/bench_decode.py) measured
-PyAV's threaded decoder 2-6x faster than decord on 2 cores. Rotated videos are always read with PyAV: decord
-ignores rotation metadata and returns wrongly shaped frames for them.
+Two readers, each the other's fallback when it fails to open or errors mid-stream:
+
+- PyAV (``backend="auto"`` tries it first): frame-threaded decoding; builds a packet index (real, VFR-aware
+  frame times and keyframes), seeks to the keyframe before a needed frame when that skips work, decodes
+  forward, and lets the decoder skip non-reference frames that no row needs (``skip_frame=NONREF``, which
+  cannot change the frames that are kept). Bit-identical frames to decord, and faster on 2 cores
+  (tests/benchmarks/bench_decode.py, 60 s 640x360 clip: dense 11.4 vs 15.9 s, 1 fps 3.9 vs 8.8 s,
+  16 uniform frames 2.3 vs 5.6 s).
+- decord (``backend="decord"`` tries it first): ``get_batch`` of the needed indices; its VP9 threading bug is
+  retried with one thread before PyAV takes over. decord ignores rotation metadata (and returns wrongly shaped
+  frames for rotated files), so rotated videos are always read with PyAV.
 
 Sampling (``FrameSpec.kind``), all times in seconds from the first frame, rows as half-open ``[start, end)``:
 
-- ``uniform``: ``num_frames`` frames, one at the centre of each of N equal intervals; row time = that interval.
+- ``uniform``: ``num_frames`` frames, one at the centre of each of N equal intervals; row time = that
+  interval.
 - ``fps``: frames at ``fps`` per second, row time ``[t, t + 1/fps)`` (clipped to the duration).
-- ``clips``: clips of ``clip_len`` frames sampled at ``fps`` (default: the video's own rate) every ``clip_stride_s``
-  seconds (default: back to back). Clips running past the end are padded by repeating their last real frame and
-  flagged; a video shorter than one clip gives exactly one padded clip, never nothing.
+- ``clips``: clips of ``clip_len`` frames sampled at ``fps`` (default: the video's own rate) every
+  ``clip_stride_s`` seconds (default: back to back). Clips running past the end are padded by repeating their
+  last real frame and flagged; a video shorter than one clip gives exactly one padded clip, never nothing.
 - ``all``: every frame, with the real (VFR-aware) frame times.
 
-Frames are decoded in chunks of ``batch`` rows, only the frames a spec needs; nothing holds a whole video.
-Arrays are uint8 RGB ``(n, H, W, 3)``, resized at decode time when ``short_side`` / ``max_side`` is set.
+Frames are decoded in chunks of ``batch`` rows (fewer when a batch would exceed MAX_BATCH_BYTES, e.g. 8K
+video), only the frames a spec needs; nothing holds a whole video. Arrays are uint8 RGB ``(n, H, W, 3)``,
+resized at decode time when ``short_side`` / ``max_side`` is set.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ log = logging.getLogger(__name__)
 
 KINDS = ("uniform", "fps", "clips", "all")
 BACKENDS = ("auto", "decord", "pyav")
+MAX_BATCH_BYTES = 256 * 1024 * 1024  # one yielded batch of uint8 frames stays below this
 _EPS = 1e-6
 
 __all__ = [
@@ -88,7 +96,7 @@ class FrameSpec:
 
 @dataclass
 class FrameBatch:
-    """``frames`` uint8 (n,H,W,3) RGB; ``timestamps`` float32 (n,2) [start,end) s; ``indices`` int64 (n,) frame nos."""
+    """``frames`` uint8 (n,H,W,3) RGB; ``timestamps`` float32 (n,2) [start,end) s; ``indices`` frame nos."""
 
     frames: np.ndarray
     timestamps: np.ndarray
@@ -107,7 +115,7 @@ class ClipBatch:
 
 
 def output_size(width: int, height: int, short_side: int | None, max_side: int | None) -> tuple[int, int]:
-    """(width, height) after scaling the short side to ``short_side`` then capping the long side at ``max_side``."""
+    """(width, height) with the short side scaled to ``short_side``, the long one capped at ``max_side``."""
     scale = 1.0
     if short_side is not None:
         scale = short_side / min(width, height)
@@ -125,7 +133,7 @@ def _frame_at(starts: np.ndarray, times: np.ndarray) -> np.ndarray:
 
 
 def plan_frames(spec: FrameSpec, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Frame indices (R,) and row times (R,2) float32 for a frame spec, given frame start/end times (n,) in s."""
+    """Frame indices (R,) and row times (R,2) float32 of a frame spec, from frame start/end times (n,) s."""
     duration = float(ends[-1])
     if spec.kind == "all":
         return np.arange(len(starts), dtype=np.int64), np.stack([starts, ends], 1).astype(np.float32)
@@ -174,7 +182,8 @@ def plan_clips(
 
 
 class _Decoder:
-    """Opens a reader (decord, decord single-threaded, PyAV) and falls back to the next one on failure."""
+    """Opens the first reader that works (PyAV / decord / decord single-threaded, in backend order) and
+    moves on to the next one when it fails mid-stream."""
 
     def __init__(self, path: Path, spec: FrameSpec, backend: str):
         if backend not in BACKENDS:
@@ -189,12 +198,13 @@ class _Decoder:
         pyav_maker = ("pyav", lambda: open_pyav(path, self.info, self.size))
         if self.info.rotation != 0 or backend == "pyav":
             makers = [pyav_maker]
-        elif backend == "decord" or (backend == "auto" and spec.kind == "uniform"):
+        elif backend == "decord":
             makers = [*decord_makers, pyav_maker]
         else:
             makers = [pyav_maker, *decord_makers]
         self._makers = makers
         self._failures: list[str] = []
+        self._wanted: np.ndarray | None = None
         self.reader = self._next_reader()
 
     def _next_reader(self) -> FrameReader:
@@ -217,6 +227,24 @@ class _Decoder:
                 self._failures.append(f"{self.reader.name}: {err}")
                 self.reader.close()
                 self.reader = self._next_reader()
+                if self._wanted is not None:
+                    count = len(self.reader.frame_times()[0])
+                    if len(self._wanted) and self._wanted[-1] >= count:
+                        raise MediaError(
+                            f"{self.path}: {self.reader.name} finds {count} frames, fewer than planned "
+                            f"({self._wanted[-1] + 1}) after: {'; '.join(self._failures)}"
+                        ) from err
+                    self.reader.want(self._wanted)
+
+    def rows_per_batch(self, batch: int, frames_per_row: int) -> int:
+        """``batch``, reduced so that one batch of output stays under MAX_BATCH_BYTES (huge resolutions)."""
+        row_bytes = self.size[0] * self.size[1] * 3 * frames_per_row
+        return max(1, min(batch, MAX_BATCH_BYTES // row_bytes))
+
+    def want(self, indices: np.ndarray) -> None:
+        """Tell the reader (and any fallback opened later) every frame index that will be read."""
+        self._wanted = np.unique(indices)
+        self.reader.want(self._wanted)
 
     def close(self) -> None:
         self.reader.close()
@@ -226,6 +254,8 @@ def _gather(decoder: _Decoder, idx: np.ndarray) -> np.ndarray:
     """Frames for ``idx`` (any shape, repeats allowed): each distinct frame decoded once."""
     uniq, inverse = np.unique(idx, return_inverse=True)
     frames = decoder.read(uniq)
+    if uniq.size == idx.size and np.array_equal(uniq, idx.ravel()):
+        return frames.reshape(idx.shape + frames.shape[1:])
     return frames[inverse.reshape(idx.shape)]
 
 
@@ -241,8 +271,8 @@ def iter_frames(
 ) -> Iterator[FrameBatch]:
     """Stream the frames a ``uniform`` / ``fps`` / ``all`` spec asks for, ``batch`` rows at a time.
 
-    ``backend``: "auto" (see module docstring), "decord" or "pyav" (the reader tried first; the other is the
-    fallback unless the video is rotated). Raises MediaError (naming the file) for unreadable, truncated or
+    ``backend``: the reader tried first, "auto" (= PyAV), "pyav" (no fallback) or "decord" (PyAV as fallback);
+    see the module docstring. Raises MediaError (naming the file) for unreadable, truncated or
     frameless videos.
     """
     if spec.kind == "clips":
@@ -251,9 +281,11 @@ def iter_frames(
     try:
         starts, ends = _checked_times(decoder)
         idx, times = plan_frames(spec, starts, ends)
-        for i in range(0, len(idx), max(1, batch)):
-            chunk = idx[i : i + batch]
-            yield FrameBatch(frames=_gather(decoder, chunk), timestamps=times[i : i + batch], indices=chunk)
+        decoder.want(idx)
+        step = decoder.rows_per_batch(batch, 1)
+        for i in range(0, len(idx), step):
+            chunk = idx[i : i + step]
+            yield FrameBatch(frames=_gather(decoder, chunk), timestamps=times[i : i + step], indices=chunk)
     finally:
         decoder.close()
 
@@ -268,11 +300,13 @@ def iter_clips(
     try:
         starts, ends = _checked_times(decoder)
         idx, times, valid = plan_clips(spec, starts, ends)
-        for i in range(0, len(idx), max(1, batch)):
-            v = valid[i : i + batch]
+        decoder.want(idx)
+        step = decoder.rows_per_batch(batch, spec.clip_len)
+        for i in range(0, len(idx), step):
+            v = valid[i : i + step]
             yield ClipBatch(
-                clips=_gather(decoder, idx[i : i + batch]),
-                timestamps=times[i : i + batch],
+                clips=_gather(decoder, idx[i : i + step]),
+                timestamps=times[i : i + step],
                 valid=v,
                 padded=v < spec.clip_len,
             )

@@ -1,8 +1,8 @@
 """Reading feature shards: ``FeatureReader`` over ``features/<expert>/<fingerprint>/``, and folder helpers.
 
-The reader builds its id → (shard, row range) index from the small ``video_ids`` / ``offsets`` datasets of each
-shard only (no feature data is read for that; ~1 ms per shard). Temp files of writers (``*.h5.tmp-<pid>``) are never
-read. Features are returned as float32 whatever the stored dtype.
+The reader builds its id → (shard, row range) index from the small ``video_ids`` / ``offsets`` datasets of
+each shard only (no feature data is read for that; ~1 ms per shard). Temp files of writers
+(``*.h5.tmp-<pid>``) are never read. Features are returned as float32 whatever the stored dtype.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ def shard_files(folder: str | Path) -> list[Path]:
 class FeatureReader:
     """Random access to the features of one expert fingerprint folder (``features/<expert>/<fingerprint>/``).
 
-    Raises ShardError if the folder has no shard, a shard is unreadable, shards disagree on fingerprint or dim,
-    or a video appears in two shards.
+    Raises ShardError if the folder has no shard, a shard is unreadable, shards disagree on fingerprint or
+    dim, or a video appears in two shards.
     """
 
     def __init__(self, expert_dir: str | Path):
@@ -164,7 +164,7 @@ def list_fingerprints(features_root: str | Path, expert: str) -> list[Fingerprin
 
 
 def latest_feature_dir(features_root: str | Path, expert: str) -> Path:
-    """The fingerprint folder of ``expert`` with the most recently written shard. Raises ShardError if none."""
+    """The fingerprint folder of ``expert`` with the newest shard. Raises ShardError if there is none."""
     found = list_fingerprints(features_root, expert)
     if not found:
         raise ShardError(f"{Path(features_root) / expert}: no feature shards for expert {expert!r}")

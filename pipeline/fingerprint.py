@@ -1,7 +1,8 @@
 """Fingerprints of feature folders (DESIGN.md §3.3) and the canonical JSON they hash.
 
-``fingerprint = sha256(canonical JSON of [expert, version, config, weights_sha256])[:12]``. Any change of the expert's
-name, its extractor version, its config or its weights gives a new ``features/<expert>/<fingerprint>/`` folder.
+``fingerprint = sha256(canonical JSON of [expert, version, config, weights_sha256])[:12]``. Any change of the
+expert's name, its extractor version, its config or its weights gives a new
+``features/<expert>/<fingerprint>/`` folder.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ FINGERPRINT_LEN = 12
 
 
 def _normalise(obj: Any, where: str) -> Any:
-    """Turn ``obj`` into plain JSON types (tuples -> lists, numpy scalars -> Python); reject what JSON can't hold."""
+    """``obj`` as plain JSON types (tuples -> lists, numpy scalars -> Python); reject what JSON can't hold."""
     if obj is None or isinstance(obj, bool | str | int):
         return obj
     if isinstance(obj, float):
@@ -42,8 +43,8 @@ def _normalise(obj: Any, where: str) -> Any:
 def canonical_json(obj: Any) -> str:
     """Deterministic JSON: sorted keys, no spaces, floats as Python ``repr``, non-ASCII kept as is.
 
-    Tuples become lists and numpy scalars plain numbers, so equal configs give equal text. Raises ConfigError for
-    NaN/inf or values JSON can't represent.
+    Tuples become lists and numpy scalars plain numbers, so equal configs give equal text. Raises ConfigError
+    for NaN/inf or values JSON can't represent.
     """
     return json.dumps(
         _normalise(obj, ""), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False

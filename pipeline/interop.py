@@ -1,14 +1,15 @@
 """Exchange features with the reference codebases: MMT per-video HDF5 files and Collaborative-Experts pickles.
 
 MMT layout (gabeur/mmt): one HDF5 file per video, ``<v[0]>/<v[1]>/<v[2]>/<video_id>.h5`` under the data folder
-(or flat ``<video_id>.h5``), holding for each expert ``features.<expert>`` (R, D) and ``features_t.<expert>`` (R, 2)
-start/end seconds; a missing expert is a single NaN row. Captions, when exported, are ``raw_captions.<i>`` word arrays.
+(or flat ``<video_id>.h5``), holding for each expert ``features.<expert>`` (R, D) and ``features_t.<expert>``
+(R, 2) start/end seconds; a missing expert is a single NaN row. Captions, when exported, are
+``raw_captions.<i>`` word arrays.
 
 Collaborative Experts: one pickle per expert mapping ``video_id -> array`` ((D,) or (R, D)); NaN arrays mean
 "missing". Pickles can run arbitrary code when loaded, so they are only read with ``trust_pickle=True``.
 
-Imported features get their own fingerprint: expert name, version ``import-1``, config ``{"imported_from": fmt}`` and
-the sha256 of the source bytes in place of the weights hash. Unknown row times are stored as NaN.
+Imported features get their own fingerprint: expert name, version ``import-1``, config ``{"imported_from":
+fmt}`` and the sha256 of the source bytes in place of the weights hash. Unknown row times are stored as NaN.
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ def export_mmt(
 ) -> int:
     """Write every video of a fingerprint folder into MMT per-video files (other experts' datasets are kept).
 
-    Videos without usable rows (status empty/failed) get one NaN row, MMT's "missing" marker. With ``records``,
-    their captions are written as ``raw_captions.<i>`` word arrays. Returns the number of videos written.
+    Videos without usable rows (status empty/failed) get one NaN row, MMT's "missing" marker. With
+    ``records``, their captions are written as ``raw_captions.<i>`` word arrays. Returns the number of videos
+    written.
     """
     reader = FeatureReader(feature_dir)
     name = expert or str(reader.attrs.get("expert") or Path(feature_dir).parent.name)
@@ -118,7 +120,7 @@ def _as_rows(video_id: str, value: object, source: str) -> ImportedVideo:
 
 
 def read_mmt(root: str | Path, expert: str) -> Iterator[ImportedVideo]:
-    """Videos of an MMT folder (nested or flat ``*.h5``, or one file) holding ``features.<expert>``, sorted by id."""
+    """Videos (sorted by id) of an MMT folder (nested or flat) or file that hold ``features.<expert>``."""
     root = Path(root)
     files = [root] if root.is_file() else sorted(root.rglob("*.h5"), key=lambda p: p.stem)
     for path in files:
@@ -182,8 +184,8 @@ def import_features(
 ) -> Path:
     """Write imported videos as shards of ``features_root/<expert>/<fingerprint>/``; returns that folder.
 
-    With ``records`` (a manifest), shards follow the shard plan of ``features_root`` (videos the source lacks get
-    status empty); otherwise videos are grouped in source order, ``shard_size`` per shard.
+    With ``records`` (a manifest), shards follow the shard plan of ``features_root`` (videos the source lacks
+    get status empty); otherwise videos are grouped in source order, ``shard_size`` per shard.
     """
     items = {v.video_id: v for v in videos}
     if not items:

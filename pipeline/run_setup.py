@@ -101,8 +101,9 @@ class RunContext:
     extra: dict = field(default_factory=dict)
 
     def dataset(self, split: str | None, train: bool = False) -> RetrievalDataset:
-        """The split's captioned videos with this run's experts and ``max_rows``."""
-        return RetrievalDataset(
+        """The split's captioned videos with this run's experts and ``max_rows``; T2VError when some of them
+        were never extracted for an expert."""
+        ds = RetrievalDataset(
             self.records,
             self.readers,
             max_rows=self.config.max_rows,
@@ -110,6 +111,8 @@ class RunContext:
             train=train,
             seed=self.config.seed,
         )
+        ds.require_extracted()
+        return ds
 
 
 def open_readers(feature_dirs: dict[str, Path]) -> dict[str, FeatureReader]:

@@ -58,7 +58,7 @@ class ShardPlan:
 
     @classmethod
     def load(cls, path: str | Path) -> ShardPlan:
-        """Read a plan; a missing file gives an empty plan. Raises ShardError for an unreadable/invalid file."""
+        """Read a plan (a missing file = empty plan). Raises ShardError for an unreadable/invalid file."""
         path = Path(path)
         if not path.exists():
             return cls()
@@ -94,8 +94,8 @@ class ShardPlan:
     def update(self, records: Iterable[VideoRecord], shard_size: int) -> list[ShardSpec]:
         """Record new videos (in new shards) and changed content hashes; return every shard's spec.
 
-        A record's content hash is ``content_hash`` or "" when unprobed. Raises ConfigError for a shard size that
-        differs from the plan's, or duplicate video ids.
+        A record's content hash is ``content_hash`` or "" when unprobed. Raises ConfigError for a shard size
+        that differs from the plan's, or duplicate video ids.
         """
         if shard_size < 1:
             raise ConfigError(f"shard plan: shard_size must be >= 1, got {shard_size}")

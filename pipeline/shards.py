@@ -8,11 +8,12 @@ Layout of ``features/<expert>/<fingerprint>/shard-NNNNN.h5``:
 - ``tokens`` (R,) str for token-level experts (the word of each row)
 
 Attributes: ``expert``, ``fingerprint``, ``schema_version``, ``config`` (canonical JSON), ``weights_sha256``,
-``members_digest`` (from the shard plan, "" if none), ``package_versions`` (JSON), ``created_at`` (UTC ISO 8601).
+``members_digest`` (from the shard plan, "" if none), ``package_versions`` (JSON), ``created_at`` (UTC ISO
+8601).
 
-The writer streams rows into resizable datasets of ``<name>.tmp-<pid>`` in the same folder and ``os.replace``-s it
-onto the final name on commit, so readers never see half a shard. Temp files left by dead writers are removed when
-that shard is written again.
+The writer streams rows (in blocks of a few MB) into resizable datasets of ``<name>.tmp-<pid>`` in the same
+folder and ``os.replace``-s it onto the final name on commit, so readers never see half a shard. Temp files
+left by dead writers are removed when that shard is written again.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ SCHEMA_VERSION = 1
 SHARD_GLOB = "shard-*.h5"
 _STR = h5py.string_dtype("utf-8")
 _CHUNK_ROWS = 256
+_FLUSH_ROWS = 4 * _CHUNK_ROWS
+_FLUSH_BYTES = 8 * 1024 * 1024
 
 
 def shard_name(index: int) -> str:
@@ -84,11 +87,12 @@ def clean_stale_tmp(path: Path) -> list[Path]:
 
 
 class ShardWriter:
-    """Stream one shard to disk; ``commit()`` (or leaving the ``with`` block cleanly) makes it visible atomically.
+    """Stream one shard to disk; ``commit()`` (or leaving the ``with`` block cleanly) publishes it atomically.
 
-    An exception inside the ``with`` block, or ``abort()``, deletes the temp file: nothing appears at ``path``.
-    ``features`` rows are stored as ``dtype`` ("float16" or "float32"); ``compression`` is "gzip" (with shuffle),
-    "lzf" or None. ``extra_attrs`` adds scalar attributes (e.g. a retry token); they can't replace the standard ones.
+    An exception inside the ``with`` block, or ``abort()``, deletes the temp file: nothing appears at
+    ``path``. ``features`` rows are stored as ``dtype`` ("float16" or "float32"); ``compression`` is "gzip"
+    (with shuffle), "lzf" or None. ``extra_attrs`` adds scalar attributes (e.g. a retry token); they can't
+    replace the standard ones.
     """
 
     def __init__(
@@ -122,8 +126,14 @@ class ShardWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         clean_stale_tmp(self.path)
         self.tmp_path = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
-        self._ids: set[str] = set()
-        self._rows = 0
+        self._ids: list[str] = []
+        self._id_set: set[str] = set()
+        self._status: list[int] = []
+        self._errors: list[str] = []
+        self._offsets: list[int] = [0]
+        self._buf: list[tuple[np.ndarray, np.ndarray, list[str] | None]] = []
+        self._buf_rows = 0
+        self._written = 0
         self._done = False
         comp: dict[str, Any] = {}
         if compression == "gzip":
@@ -133,10 +143,6 @@ class ShardWriter:
         self._h5 = h5py.File(self.tmp_path, "w")
         try:
             f = self._h5
-            f.create_dataset("video_ids", (0,), dtype=_STR, maxshape=(None,), chunks=(1024,))
-            f.create_dataset("offsets", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(1024,))
-            f.create_dataset("status", (0,), dtype=np.int8, maxshape=(None,), chunks=(1024,))
-            f.create_dataset("error", (0,), dtype=_STR, maxshape=(None,), chunks=(1024,))
             f.create_dataset(
                 "features", (0, dim), dtype=dtype, maxshape=(None, dim), chunks=(_CHUNK_ROWS, dim), **comp
             )
@@ -178,7 +184,7 @@ class ShardWriter:
         where = f"{self.path}: {video_id}"
         if not video_id:
             raise ShardError(f"{self.path}: empty video_id")
-        if video_id in self._ids:
+        if video_id in self._id_set:
             raise ShardError(f"{where}: added twice")
         if features.ndim != 2 or features.shape[1] != self.dim:
             raise ShardError(f"{where}: features shape {features.shape}, expected (R, {self.dim})")
@@ -204,9 +210,11 @@ class ShardWriter:
         error: str = "",
         tokens: list[str] | None = None,
     ) -> None:
-        """Append one video: ``features`` (R, D), ``timestamps`` (R, 2) seconds, ``tokens`` (R,) if token-level.
+        """Append one video: ``features`` (R, D), ``timestamps`` (R, 2) s, ``tokens`` (R,) if token-level.
 
-        Rows go to disk immediately. Raises ShardError for wrong shapes, duplicates, non-finite values.
+        Rows are buffered up to a few MB, then appended to disk; the per-video index (ids, offsets, status,
+        error) is kept in memory (small) and written on commit. Raises ShardError for wrong shapes,
+        duplicates, NaN/inf.
         """
         if self._done:
             raise ShardError(f"{self.path}: add() after commit/abort")
@@ -216,25 +224,39 @@ class ShardWriter:
             features = features.reshape(0, self.dim)
             timestamps = timestamps.reshape(0, 2)
         self._check(video_id, features, timestamps, int(status), tokens)
+        self._ids.append(video_id)
+        self._id_set.add(video_id)
+        self._status.append(int(status))
+        self._errors.append(" ".join(str(error).split()))
+        self._offsets.append(self._offsets[-1] + features.shape[0])
+        if features.shape[0]:
+            toks = [str(t) for t in tokens] if self.token_level else None
+            self._buf.append((features.astype(self._h5["features"].dtype), timestamps, toks))
+            self._buf_rows += features.shape[0]
+            if self._buf_rows * self.dim * features.itemsize >= _FLUSH_BYTES or self._buf_rows >= _FLUSH_ROWS:
+                self._flush()
+
+    def _flush(self) -> None:
+        """Append the buffered rows to the resizable row datasets (a few MB at a time)."""
+        if not self._buf:
+            return
+        f, r0, r = self._h5, self._written, self._buf_rows
+        f["features"].resize((r0 + r, self.dim))
+        f["features"][r0:] = np.concatenate([b[0] for b in self._buf])
+        f["timestamps"].resize((r0 + r, 2))
+        f["timestamps"][r0:] = np.concatenate([b[1] for b in self._buf])
+        if self.token_level:
+            f["tokens"].resize((r0 + r,))
+            f["tokens"][r0:] = np.asarray([t for b in self._buf for t in b[2]], dtype=object)
+        self._written += r
+        self._buf, self._buf_rows = [], 0
+
+    def _write_index(self) -> None:
         f = self._h5
-        n, r0, r = len(self._ids), self._rows, features.shape[0]
-        for name in ("video_ids", "status", "error"):
-            f[name].resize((n + 1,))
-        f["video_ids"][n] = video_id
-        f["status"][n] = status
-        f["error"][n] = " ".join(str(error).split())
-        f["offsets"].resize((n + 2,))
-        f["offsets"][n + 1] = r0 + r
-        if r:
-            f["features"].resize((r0 + r, self.dim))
-            f["features"][r0:] = features
-            f["timestamps"].resize((r0 + r, 2))
-            f["timestamps"][r0:] = timestamps
-            if self.token_level:
-                f["tokens"].resize((r0 + r,))
-                f["tokens"][r0:] = np.asarray([str(t) for t in tokens], dtype=object)
-        self._ids.add(video_id)
-        self._rows += r
+        f.create_dataset("video_ids", data=np.asarray(self._ids, dtype=object), dtype=_STR)
+        f.create_dataset("offsets", data=np.asarray(self._offsets, dtype=np.int64))
+        f.create_dataset("status", data=np.asarray(self._status, dtype=np.int8))
+        f.create_dataset("error", data=np.asarray(self._errors, dtype=object), dtype=_STR)
 
     def commit(self) -> Path:
         """Close the temp file and rename it onto ``path`` (atomic). Returns ``path``."""
@@ -242,6 +264,8 @@ class ShardWriter:
             raise ShardError(f"{self.path}: commit() after commit/abort")
         self._done = True
         try:
+            self._flush()
+            self._write_index()
             self._h5.close()
             with open(self.tmp_path, "rb") as fh:
                 os.fsync(fh.fileno())

@@ -1,17 +1,19 @@
 """The two frame readers behind ``pipeline.decode`` (decord, PyAV) and the PyAV probe they share.
 
-A reader exposes the real frame times of the video (``frame_times()``, seconds from the first frame, VFR-aware) and
-``read(indices)`` for sorted unique frame indices, returning uint8 RGB ``(k, H, W, 3)`` at the output size.
-``DecodeFailure`` means "this reader can't do it, try the next one"; ``MediaError`` means the file itself is bad
-(e.g. truncated) and is final.
+A reader exposes the real frame times of the video (``frame_times()``, seconds from the first frame,
+VFR-aware) and ``read(indices)`` for sorted unique frame indices, returning uint8 RGB ``(k, H, W, 3)`` at the
+output size. ``DecodeFailure`` means "this reader can't do it, try the next one"; ``MediaError`` means the
+file itself is bad (e.g. truncated) and is final.
 
-Rotation: PyAV reports the display matrix as ``frame.rotation`` (degrees counter-clockwise); decord ignores it and
-returns garbage shapes for rotated files, so rotated videos are always read with PyAV and turned upright here.
+Rotation: PyAV reports the display matrix as ``frame.rotation`` (degrees counter-clockwise); decord ignores it
+and returns garbage shapes for rotated files, so rotated videos are always read with PyAV and turned upright
+here.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -55,6 +57,8 @@ class FrameReader(Protocol):
     def frame_times(self) -> tuple[np.ndarray, np.ndarray]: ...
 
     def read(self, indices: np.ndarray) -> np.ndarray: ...
+
+    def want(self, indices: np.ndarray) -> None: ...
 
     def close(self) -> None: ...
 
@@ -164,6 +168,9 @@ class _DecordReader:
             raise DecodeFailure(f"unexpected frame shape {frames.shape}")
         return frames
 
+    def want(self, indices: np.ndarray) -> None:
+        """decord has no use for the full list of needed frames."""
+
     def close(self) -> None:
         self._vr = None
 
@@ -185,23 +192,31 @@ class _PyAVReader:
         _check_truncation(path, len(self._pts), info)
         fallback = 1.0 / info.fps if info.fps else 0.04
         self._starts, self._ends = _times_from_starts(self._pts * self._tb, fallback)
-        self._container = av.open(str(path))
+        try:
+            self._container = av.open(str(path))
+        except (av.FFmpegError, OSError) as err:
+            raise DecodeFailure(str(err)) from err
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"
-        self._frames = self._container.decode(self._stream)
+        self._wanted: set[int] | None = None
+        self._frames = self._decode()
         self._pos = -1
         self._last: np.ndarray | None = None
 
     def _index(self) -> tuple[np.ndarray, np.ndarray]:
         """Presentation timestamps and keyframe flags of every video packet (demux only, no decoding)."""
         pts, keys = [], []
+        self._pts_complete = True
         try:
             with av.open(str(self.path)) as container:
                 stream = container.streams.video[0]
                 self._tb = float(stream.time_base)
                 for packet in container.demux(stream):
+                    if packet.size == 0:
+                        continue
+                    self._pts_complete = self._pts_complete and packet.pts is not None
                     stamp = packet.pts if packet.pts is not None else packet.dts
-                    if stamp is None or packet.size == 0:
+                    if stamp is None:
                         continue
                     pts.append(stamp)
                     keys.append(packet.is_keyframe)
@@ -214,11 +229,28 @@ class _PyAVReader:
     def frame_times(self) -> tuple[np.ndarray, np.ndarray]:
         return self._starts, self._ends
 
+    def want(self, indices: np.ndarray) -> None:
+        """Declare every frame the caller will read: other non-reference frames are then skipped by the
+        decoder (``skip_frame=NONREF``), which never changes the frames that are decoded. Packets without a
+        pts can't be matched to frames, so then nothing is skipped."""
+        if not self._pts_complete:
+            return
+        self._wanted = {int(p) for p in self._pts[np.asarray(indices, dtype=np.int64)]}
+
+    def _decode(self) -> Iterator[av.VideoFrame]:
+        """Frames from the current position; packets of unwanted frames are decoded only if referenced."""
+        ctx = self._stream.codec_context
+        ctx.skip_frame = "DEFAULT"
+        for packet in self._container.demux(self._stream):
+            if self._wanted is not None and packet.pts is not None:
+                ctx.skip_frame = "DEFAULT" if packet.pts in self._wanted else "NONREF"
+            yield from ctx.decode(packet)
+
     def _seek(self, target: int) -> None:
         k = np.searchsorted(self._key_idx, target, side="right") - 1
         key = int(self._key_idx[k]) if k >= 0 else 0
         self._container.seek(int(self._pts[key]), stream=self._stream, backward=True, any_frame=False)
-        self._frames = self._container.decode(self._stream)
+        self._frames = self._decode()
         self._pos = -1
 
     def _needs_seek(self, target: int) -> bool:
@@ -241,7 +273,7 @@ class _PyAVReader:
                 self._last = np.rot90(frame.to_ndarray(format="rgb24", width=w, height=h), self._k)
                 return self._last
         except (av.FFmpegError, OSError) as err:
-            raise MediaError(f"{self.path}: decode error near frame {target}: {err}") from err
+            raise DecodeFailure(f"decode error near frame {target}: {err}") from err
         n = len(self._pts)
         if self._last is not None and target >= (1 - TRUNCATION_TOLERANCE) * n:
             log.warning(

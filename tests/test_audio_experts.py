@@ -4,6 +4,7 @@ shapes, dtypes, timestamps, determinism, streaming parts, and "no audio" -> stat
 from __future__ import annotations
 
 import dataclasses
+import io
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from extractors import get_expert
 from extractors.audio_frontend import vggish_examples
 from extractors.base import build_seeded
 from extractors.pann import CNN14_WEIGHTS, build_cnn14, panns_models
-from extractors.vggish import VGG, VGGISH_PCA, VGGISH_WEIGHTS
+from extractors.vggish import VGG, VGGISH_PCA, VGGISH_WEIGHTS, load_pca_params
 from pipeline.decode import load_audio
 from pipeline.errors import WeightsError
 from pipeline.shards import STATUS_EMPTY, STATUS_OK
@@ -152,6 +153,25 @@ def test_vggish_pca_postprocess(vggish_files, media):
     np.testing.assert_allclose(out.features, expected, atol=1.0)
     assert np.mean(out.features == expected) > 0.99
     assert out.features.min() >= 0 and out.features.max() <= 255
+
+
+def test_pca_params_as_tensors_or_numpy1_pickles(tmp_path):
+    vectors, means = np.eye(128) * 2.0, np.arange(128.0)
+    torch.save(
+        {"pca_eigen_vectors": torch.tensor(vectors), "pca_means": torch.tensor(means)}, tmp_path / "t.pth"
+    )
+    legacy = io.BytesIO()
+    torch.save(
+        {"pca_eigen_vectors": vectors, "pca_means": means}, legacy, _use_new_zipfile_serialization=False
+    )
+    (tmp_path / "n.pth").write_bytes(legacy.getvalue().replace(b"numpy._core", b"numpy.core"))
+    for name in ("t.pth", "n.pth"):
+        params = load_pca_params(tmp_path / name)
+        assert params["pca_means"].shape == (128, 1) and params["pca_eigen_vectors"].dtype == torch.float32
+        np.testing.assert_array_equal(params["pca_eigen_vectors"].numpy(), vectors)
+    torch.save({"pca_eigen_vectors": torch.zeros(3, 3), "pca_means": torch.zeros(3)}, tmp_path / "bad.pth")
+    with pytest.raises(WeightsError, match="PCA shapes"):
+        load_pca_params(tmp_path / "bad.pth")
 
 
 def test_vggish_rejects_checkpoint_with_wrong_shapes(tmp_path):

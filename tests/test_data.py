@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import pipeline  # noqa: F401
+from data_manifest.errors import T2VError
 from pipeline.data import RetrievalDataset, collate, make_loader, uniform_rows
 from pipeline.features import FeatureReader, latest_feature_dir
 from tests.train_fixtures import DIMS, make_dataset_tree
@@ -64,6 +65,9 @@ def test_video_absent_from_reader_is_unavailable(tree):
     assert ds.availability()[2].tolist() == [False, False, False]
     batch = collate([ds[2]], ds.experts, ds.dims)
     assert not batch.video.available.any() and not any(m.any() for m in batch.video.masks.values())
+    with pytest.raises(T2VError, match="3 videos have no 'appearance' features"):
+        ds.require_extracted()
+    RetrievalDataset(records, readers).require_extracted()  # failed / empty videos are extracted videos
 
 
 def test_train_sampling_is_random_ordered_subset_seeded_per_epoch(tree):

@@ -51,6 +51,12 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "webm": make_video(d / "clip.webm", codec="libvpx-vp9"),
         "short": make_video(d / "short.mp4", duration=0.5, audio=False),
         "one_frame": make_video(d / "one.mp4", duration=0.1, audio=False),
+        "bframes": make_video(
+            d / "bframes.mp4",
+            duration=3.0,
+            audio=False,
+            extra_args=("-preset", "medium", "-bf", "3", "-g", "12"),
+        ),
         "long": make_video(
             d / "long.mp4", duration=10.0, fps=25, audio=False, extra_args=("-movflags", "+faststart")
         ),
@@ -115,6 +121,18 @@ def test_lossless_frames_are_exact(media: dict, backend: str) -> None:
     np.testing.assert_array_equal(clips, truth[idx])
 
 
+def test_sparse_reads_match_dense_with_b_frames(media: dict) -> None:
+    """Skipping unneeded non-reference frames and seeking never changes the frames that are returned."""
+    dense, _ = _all(media["bframes"], FrameSpec("all"), backend="pyav")
+    assert len(dense) == 30
+    for spec in (FrameSpec("fps", fps=3), FrameSpec("uniform", num_frames=7)):
+        starts = np.arange(30) / FPS
+        idx, _ = plan_frames(spec, starts, starts + 1 / FPS)
+        for backend in ("pyav", "decord"):
+            frames, _ = _all(media["bframes"], spec, batch=3, backend=backend)
+            np.testing.assert_array_equal(frames, dense[idx])
+
+
 def test_spec_rows_and_timestamps(media: dict) -> None:
     frames, times = _all(media["mp4"], FrameSpec("uniform", num_frames=4))
     assert frames.shape[0] == 4
@@ -136,6 +154,13 @@ def test_spec_rows_and_timestamps(media: dict) -> None:
     )
     assert [int(b.valid[0]) for b in batches] == [8, 5]
     assert [bool(b.padded[0]) for b in batches] == [False, True]
+
+
+def test_batches_shrink_for_huge_frames(media: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decode, "MAX_BATCH_BYTES", W * H * 3 * 2)
+    assert [len(b.frames) for b in iter_frames(media["mp4"], FrameSpec("fps", fps=2), batch=32)] == [2, 2]
+    clip_spec = FrameSpec("clips", clip_len=2, fps=2)
+    assert [len(b.clips) for b in iter_clips(media["mp4"], clip_spec, batch=4)] == [1, 1]
 
 
 def test_plan_clips_back_to_back_without_tail() -> None:

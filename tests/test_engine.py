@@ -216,3 +216,17 @@ def test_audio_stats_sine_peaks_in_its_mel_band() -> None:
     assert rows[0, 64:].max() < 0.5  # a steady tone barely varies within a window
     quiet, _ = log_mel_window_stats(np.zeros(100, np.float32), config)
     assert quiet.shape == (1, 128) and np.isfinite(quiet).all()
+
+
+def test_ok_without_rows_is_recorded_as_empty(media: Path, tmp_path: Path) -> None:
+    class Silent(MeanColour):
+        def forward(self, items: list[Prepared]) -> list[ExpertOutput]:
+            return [ExpertOutput(np.zeros((0, 3), np.float32), np.zeros((0, 2), np.float32)) for _ in items]
+
+    summary = _run(Silent(), ["v0"], media, tmp_path / "s.h5")
+    data = read_shard(tmp_path / "s.h5")
+    assert (summary.empty, data.status.tolist(), data.error) == (
+        1,
+        [STATUS_EMPTY],
+        ["expert produced no rows"],
+    )

@@ -151,6 +151,9 @@ def test_cli_info_check_failures(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert "shard-00000.h5: 1 video id(s) not in the manifest" in out
     assert "fingerprint attribute '0123456789ab' is not the folder's 'wrongname'" in out
     assert "members_digest differs from plan-2.json" in out
+    (folder / "shard-00009.h5").write_bytes(b"not hdf5")
+    assert main(["features", "check", "--manifest", str(manifest), "--features", str(folder)]) == 1
+    assert "shard-00009.h5: cannot read shard" in capsys.readouterr().out
 
 
 def test_cli_import_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -12,6 +12,7 @@ import torch
 from data_manifest.schema import VideoRecord
 from extractors.engine import extract_shard
 from extractors.registry import get_expert
+from extractors.rgb import RGBExpert
 from pipeline.shards import read_shard
 
 ANIMALS = range(0, 398)  # ImageNet-1k classes 0-397 are animals (fish, birds, reptiles, mammals, ...)
@@ -26,24 +27,24 @@ def bunny() -> Path:
 
 
 @pytest.fixture(scope="module")
-def rgb():  # noqa: ANN201
+def rgb() -> RGBExpert:
     expert = get_expert("rgb")
     expert.load("cpu")
     return expert
 
 
 @pytest.fixture(scope="module")
-def frames(rgb, bunny: Path) -> np.ndarray:  # noqa: ANN001
+def frames(rgb: RGBExpert, bunny: Path) -> np.ndarray:
     """The 6 preprocessed frames (1 fps) of the clip, uint8 (6, 3, 224, 224)."""
     return rgb.prepare(bunny, VideoRecord("bbb", str(bunny), [], "test")).data
 
 
-def _logits(expert, frames: np.ndarray) -> torch.Tensor:  # noqa: ANN001
+def _logits(expert: RGBExpert, frames: np.ndarray) -> torch.Tensor:
     with torch.inference_mode():
         return expert.logits(expert.normalise(frames))
 
 
-def test_same_frame_same_top_class(rgb, frames: np.ndarray) -> None:  # noqa: ANN001
+def test_same_frame_same_top_class(rgb: RGBExpert, frames: np.ndarray) -> None:
     first = _logits(rgb, frames[:2]).argmax(1)
     again = _logits(rgb, frames[:2]).argmax(1)
     other = get_expert("rgb")
@@ -51,7 +52,7 @@ def test_same_frame_same_top_class(rgb, frames: np.ndarray) -> None:  # noqa: AN
     assert first.tolist() == again.tolist() == _logits(other, frames[:2]).argmax(1).tolist()
 
 
-def test_sensible_classes_on_real_footage(rgb, frames: np.ndarray) -> None:  # noqa: ANN001
+def test_sensible_classes_on_real_footage(rgb: RGBExpert, frames: np.ndarray) -> None:
     """Big Buck Bunny's opening (a cartoon rabbit on a grassy hill, 5.3 s): the net sees animals.
 
     Measured: top-1 per second = coral reef, African chameleon, peacock, albatross, albatross, three-toed sloth.
@@ -62,7 +63,7 @@ def test_sensible_classes_on_real_footage(rgb, frames: np.ndarray) -> None:  # n
     assert sum(row[0] in ANIMALS for row in top5) >= 4, top5
 
 
-def test_real_weights_through_the_engine(rgb, bunny: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_real_weights_through_the_engine(rgb: RGBExpert, bunny: Path, tmp_path: Path) -> None:
     record = VideoRecord("bbb", str(bunny), [], "test")
     fp, sha = rgb.fingerprint(), rgb.weights_sha256()
     assert sha.startswith("b0353104")

@@ -110,7 +110,10 @@ class _RunParams(luigi.Task):
         return hashlib.sha256(canonical_json(significant).encode()).hexdigest()[:12]
 
     def run_dir(self) -> Path:
-        return Path(self.out_root) / self.head / f"{self.variant or 'default'}-{self.run_id()}"
+        """``<out_root>/<head>/<variant>-<run id>`` (computed once per task instance: it hashes the manifest)."""
+        if "_run_dir" not in self.__dict__:
+            self._run_dir = Path(self.out_root) / self.head / f"{self.variant or 'default'}-{self.run_id()}"
+        return self._run_dir
 
 
 def _latest_dirs(root: Path, experts: list[str]) -> dict[str, Path]:

@@ -70,6 +70,7 @@ def video_slice(batch: VideoBatch, i: int, j: int, device: torch.device) -> Vide
         features={e: t[i:j] for e, t in batch.features.items()},
         masks={e: t[i:j] for e, t in batch.masks.items()},
         available=batch.available[i:j],
+        experts=list(EXPERT_DIMS),
     ).to(device)
 
 

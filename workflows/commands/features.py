@@ -1,4 +1,4 @@
-"""`t2v features info | check | failures | export-mmt | import`: inspect, verify and exchange feature shards."""
+"""`t2v features info | check | failures | export-mmt | import`: inspect, verify, exchange shards."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ __all__ = ["register", "shard_summary", "check_features", "list_failures"]
 
 
 def _fingerprint_dirs(path: Path) -> list[Path]:
-    """Fingerprint folders at or below ``path`` (a fingerprint folder, an expert folder or a features root)."""
+    """Fingerprint folders at or below ``path`` (fingerprint folder, expert folder or features root)."""
     if not path.exists():
         raise ShardError(f"{path}: no such file or folder")
     if shard_files(path):
@@ -94,6 +94,7 @@ def _folder_summary(folder: Path) -> dict[str, Any]:
 def _print_summary(info: dict[str, Any]) -> None:
     for key, value in info.items():
         if key == "attrs":
+            print("attributes:")
             for name, attr in sorted(value.items()):
                 print(f"  {name}: {attr}")
         else:
@@ -117,7 +118,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def check_features(manifest: Path, features: Path) -> tuple[list[str], list[str]]:
-    """Problems and notes: shards open and are consistent, ids ⊆ manifest, fingerprint = folder, plan digests."""
+    """Problems and notes: shards open and agree, ids ⊆ manifest, fingerprint = folder, plan digests."""
     records = load_manifest(manifest, check_paths=False)
     known = {r.video_id for r in records}
     problems: list[str] = []

@@ -1,9 +1,166 @@
-"""`t2v` commands of the 'store' group (filled in by its owner)."""
+"""`t2v encode`, `t2v search`, `t2v report`: embedding stores of trained runs, text search, HTML reports."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+
+from data_manifest.errors import T2VError
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    """Encode (or extend) a store; prints one summary line."""
+    import pipeline  # noqa: F401
+    from pipeline.store import encode_store
+    from pipeline.vector_index import IndexSpec, bytes_per_vector
+
+    if not Path(args.run_dir).is_dir():
+        raise T2VError(f"{args.run_dir}: run folder not found")
+    if args.manifest is not None and not Path(args.manifest).is_file():
+        raise T2VError(f"{args.manifest}: manifest not found")
+    spec = None
+    if args.index is not None:
+        spec = IndexSpec(args.index, args.nlist, args.nprobe, args.m)
+    summary = encode_store(
+        args.run_dir,
+        args.out,
+        manifest=args.manifest,
+        split=args.split,
+        features_root=args.features,
+        checkpoint=args.checkpoint,
+        index=spec,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    info = summary.index
+    used = IndexSpec.from_dict(info)
+    print(
+        f"{summary.store}: {summary.num_videos} videos ({summary.added} added, {summary.reencoded} re-encoded) "
+        f"in {summary.seconds:.1f} s; index {info['kind']} over {info['indexed']} vectors of {info['dim']} floats "
+        f"({bytes_per_vector(used, int(info['dim']))} bytes/video)"
+    )
+    if summary.skipped:
+        print(
+            f"skipped {len(summary.skipped)} video(s) without features yet (run t2v extract), e.g. "
+            f"{', '.join(summary.skipped[:3])}"
+        )
+    return 0
+
+
+def _print_result(result, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False), flush=True)
+        return
+    ms = result.timings.get("total_s", 0.0) * 1000
+    line = f"query: {result.query!r} ({ms:.0f} ms)"
+    if result.expert_weights:
+        line += "; expert weights: " + ", ".join(f"{e} {w:.2f}" for e, w in result.expert_weights.items())
+    print(line)
+    for hit in result.hits:
+        caption = hit.captions[0] if hit.captions else "(no caption)"
+        extra = ""
+        centers = (hit.explanation or {}).get("top_centers")
+        if centers:
+            extra = "  centers " + ", ".join(f"#{c['center']} {c['contribution']:+.3f}" for c in centers)
+        print(f"{hit.rank:3d}. {hit.score:8.4f}  {hit.video_id}  [{hit.split}]  {caption}{extra}")
+    print(flush=True)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Answer one query, or many (``-`` reads one per line from stdin; ``--interactive`` prompts)."""
+    import pipeline  # noqa: F401
+    from pipeline.errors import StoreError
+    from pipeline.search import Searcher
+
+    if args.k < 1:
+        raise T2VError(f"-k must be >= 1, got {args.k}")
+    if args.query is None and not args.interactive:
+        raise T2VError('give a query, "-" to read queries from stdin, or --interactive')
+    if args.query is not None and args.query != "-" and not args.query.strip():
+        raise StoreError("empty query")
+    searcher = Searcher.open(args.store, run_dir=args.run, device=args.device)
+    if args.query is not None and args.query != "-":
+        _print_result(searcher.search(args.query, args.k), args.json)
+        return 0
+    interactive = args.interactive and sys.stdin.isatty()
+    while True:
+        if interactive:
+            print("query> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            return 0
+        if not line.strip():
+            continue
+        _print_result(searcher.search(line.strip(), args.k), args.json)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the HTML report; prints its path."""
+    import pipeline  # noqa: F401
+    from pipeline.report.html import build_report
+
+    if not Path(args.run_dir).is_dir():
+        raise T2VError(f"{args.run_dir}: run folder not found")
+    queries = [q for q in (args.query or []) if q.strip()] or None
+    path = build_report(
+        args.run_dir,
+        args.out,
+        store_path=args.store,
+        queries=queries,
+        num_queries=args.num_queries,
+        ablation=args.ablation,
+        device=args.device,
+    )
+    print(f"report written to {path}")
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's sub-commands."""
+    p = sub.add_parser(
+        "encode", help="encode a run's video side into an embedding store (HDF5 + faiss index)"
+    )
+    p.add_argument("run_dir", help="training run folder (config.json + best.pt)")
+    p.add_argument("--out", required=True, help="store folder (created or extended)")
+    p.add_argument("--manifest", default=None, help="manifest (default: the run's training manifest)")
+    p.add_argument("--split", default=None, help="only this split (default: every video)")
+    p.add_argument("--features", default=None, help="features root (default: the run's feature folders)")
+    p.add_argument("--checkpoint", default="best.pt")
+    p.add_argument(
+        "--index",
+        choices=("flat", "ivf", "ivfpq"),
+        default=None,
+        help="index kind (default: flat, or the store's current kind)",
+    )
+    p.add_argument("--nlist", type=int, default=1024, help="IVF lists (reduced for small stores)")
+    p.add_argument("--nprobe", type=int, default=16, help="IVF lists searched per query")
+    p.add_argument("--m", type=int, default=16, help="PQ bytes per vector (ivfpq)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("search", help="text search in an embedding store")
+    p.add_argument("store", help="store folder written by t2v encode")
+    p.add_argument(
+        "query", nargs="?", default=None, help='the query; "-" reads one query per line from stdin'
+    )
+    p.add_argument("-k", type=int, default=10, help="results per query")
+    p.add_argument("--json", action="store_true", help="one JSON object per query")
+    p.add_argument("--interactive", action="store_true", help="prompt for queries until end of input")
+    p.add_argument("--run", default=None, help="run folder (default: the one that built the store)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("report", help="static HTML report of a run (metrics, curves, searches, assignments)")
+    p.add_argument("run_dir", help="training run folder")
+    p.add_argument(
+        "--store", default=None, help="store folder (default: encode the test split into OUT/store)"
+    )
+    p.add_argument("--out", required=True, help="report folder (index.html + images)")
+    p.add_argument("--query", action="append", help="a query to show (repeatable; default: test captions)")
+    p.add_argument("--num-queries", type=int, default=8, help="test captions shown when no --query is given")
+    p.add_argument("--ablation", default=None, help="ablation.md (default: looked up next to the run)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_report)

@@ -1,0 +1,61 @@
+"""A trained run's head rebuilt from its folder (``config.json`` + checkpoint) without features or manifest.
+
+Run folders are written by ``pipeline.train`` (see ``pipeline.run_setup`` for ``config.json``); checkpoints hold
+``{"epoch", "head": state dict, "text": state dict or None}``. ``checkpoint_sha256`` identifies the weights that
+built an embedding store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.errors import StoreError
+from pipeline.heads import RetrievalHead, build_head
+from pipeline.train_config import TrainConfig, config_from_dict
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class TrainedRun:
+    """A run folder's head (eval mode, checkpoint loaded) and what identifies it."""
+
+    run_dir: Path
+    saved: dict[str, Any]
+    config: TrainConfig
+    head: RetrievalHead
+    checkpoint: Path
+    checkpoint_sha256: str
+    text_state: dict[str, Any] | None
+    epoch: int
+
+
+def load_trained_run(run_dir: str | Path, checkpoint: str = "best.pt", device: str = "cpu") -> TrainedRun:
+    """Rebuild the head of ``run_dir`` (``config.json`` + checkpoint, see ``pipeline.run_setup``) without opening
+    features or the manifest."""
+    run_dir = Path(run_dir).resolve()
+    cfg_path, ckpt = run_dir / "config.json", run_dir / checkpoint
+    for p in (cfg_path, ckpt):
+        if not p.is_file():
+            raise StoreError(f"{p}: missing (is {run_dir} a training run folder?)")
+    saved = json.loads(cfg_path.read_text(encoding="utf-8"))
+    config = config_from_dict(saved["config"])
+    head = build_head(config.head, dict(config.head_options), saved["expert_dims"], int(saved["text_dim"]))
+    state = torch.load(ckpt, map_location=device, weights_only=True)
+    head.load_state_dict(state["head"])
+    head.to(device).eval()
+    return TrainedRun(
+        run_dir, saved, config, head, ckpt, file_sha256(ckpt), state.get("text"), int(state["epoch"])
+    )
