@@ -32,7 +32,7 @@ SIZES: tuple[tuple[int, int], ...] = ((160, 120), (192, 144), (224, 168), (256, 
 FRAME_RATES: tuple[int, ...] = (12, 15, 24, 25)
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 FONTS = {"DejaVuSans-Bold": FONT_DIR / "DejaVuSans-Bold.ttf", "DejaVuSans": FONT_DIR / "DejaVuSans.ttf"}
-ESPEAK_VOICE, ESPEAK_SPEED = "en-us", 150
+ESPEAK_VOICE, ESPEAK_SPEED = "en-us+m3", 140
 BACKGROUND_KINDS = ("solid", "gradient", "noise", "stripes")
 
 
@@ -142,13 +142,13 @@ def plan_clip(
                 "kind": "sine",
                 "frequency": _pick(rng, TONE_FREQUENCIES),
                 "pattern": _pick(rng, ("steady", "beeping")),
-                "level": round(float(rng.uniform(0.1, 0.18)), 3),
+                "level": round(float(rng.uniform(0.04, 0.08)), 3),
             }
         else:
             plan["tone"] = {
                 "kind": "noise",
                 "colour": _pick(rng, NOISE_COLOURS),
-                "level": round(float(rng.uniform(0.06, 0.12)), 3),
+                "level": round(float(rng.uniform(0.03, 0.06)), 3),
                 "noise_seed": int(rng.integers(2**31)),
             }
     else:
@@ -159,7 +159,7 @@ def plan_clip(
             spoken_phrase=_pick(rng, SPEECH_TEMPLATES).format(w=spoken),
             voice=ESPEAK_VOICE,
             speed=ESPEAK_SPEED,
-            pitch=int(rng.integers(35, 66)),
+            pitch=int(rng.integers(40, 61)),
             speech_offset=round(float(rng.uniform(0.0, 1.0)), 3),
         )
     return plan

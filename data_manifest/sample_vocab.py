@@ -172,12 +172,12 @@ def _phrases(meta: dict[str, Any], rng: np.random.Generator) -> dict[str, str]:
         )
         out["Tp"] = _pick(rng, (f"the word {w} on screen", f"the text {w}", f"a title that reads {w}"))
     if meta["has_speech"]:
-        w, phrase = meta["spoken_word"], meta["spoken_phrase"]
+        w = meta["spoken_word"]
         out["S"] = _pick(
             rng,
-            (f"a voice says {w}", f'someone says "{phrase}"', f"a person says the word {w}", f"you hear {w}"),
+            (f"a voice says {w}", f'someone says "{w}"', f"a person says the word {w}", f"you hear {w}"),
         )
-        out["Sp"] = _pick(rng, (f"a voice saying {w}", f'a voice saying "{phrase}"', f"the spoken word {w}"))
+        out["Sp"] = _pick(rng, (f"a voice saying {w}", f"a voice calling out {w}", f"the spoken word {w}"))
     return out
 
 

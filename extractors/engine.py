@@ -227,6 +227,7 @@ def extract_shard(
     threads: int | None = None,
     dtype: str = "float16",
     members_digest: str = "",
+    extra_attrs: dict[str, str] | None = None,
 ) -> ShardSummary:
     """Extract ``records`` with ``expert`` into the shard ``out_path`` (written atomically); never fails on bad media.
 
@@ -262,6 +263,7 @@ def extract_shard(
         dtype=dtype,
         token_level=expert.token_level,
         members_digest=members_digest,
+        extra_attrs=extra_attrs,
     )
     try:
         with (

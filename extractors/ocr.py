@@ -26,7 +26,7 @@ from extractors.base import ExpertConfig, ExpertOutput, Prepared, infra, resolve
 from extractors.ocr_engine import OCR_DET, OCR_REC, OcrEngine, merge_repeats
 from extractors.registry import register_expert
 from extractors.weights import WeightsFile, require_weights
-from extractors.words import WordConfig, WordExpert, split_words
+from extractors.words import MINILM, WordConfig, WordExpert, split_words
 from pipeline.decode import FrameSpec, iter_frames
 from pipeline.errors import ConfigError
 from pipeline.shards import STATUS_FAILED, STATUS_OK
@@ -53,7 +53,7 @@ class OCRConfig(WordConfig):
     merge_gap_frames: int = 1
     reuse_diff: float = 1.0
     threads: int = infra(1)
-    part_rows: int = infra(64)
+    part_rows: int = infra(16)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -80,6 +80,8 @@ class OCRExpert(WordExpert):
     version: ClassVar[str] = "1"
     input_kind: ClassVar[str] = "frames"
     Config: ClassVar[type[ExpertConfig]] = OCRConfig
+    # the files of the default config, as ``t2v weights list`` shows them
+    weights: ClassVar[tuple[WeightsFile, ...]] = (OCR_DET, OCR_REC, MINILM)
 
     def engine_weights(self) -> tuple[WeightsFile, ...]:
         return (OCR_DET, OCR_REC)

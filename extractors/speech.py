@@ -28,6 +28,7 @@ from extractors.asr_engine import (
     DEFAULT_WHISPER,
     POCKETSPHINX_EN_US,
     SAMPLE_RATE,
+    WHISPER_TINY_EN,
     SphinxASR,
     WhisperASR,
     speech_present,
@@ -36,7 +37,7 @@ from extractors.asr_engine import (
 from extractors.base import ExpertConfig, ExpertOutput, Prepared, infra, resolve_device
 from extractors.registry import register_expert
 from extractors.weights import WeightsFile, default_weights_dir, require_weights, resolve_file
-from extractors.words import WordConfig, WordExpert, split_words
+from extractors.words import MINILM, WordConfig, WordExpert, split_words
 from pipeline.audio import iter_audio
 from pipeline.errors import ConfigError, NoAudioError
 from pipeline.shards import STATUS_FAILED
@@ -102,6 +103,8 @@ class SpeechExpert(WordExpert):
     version: ClassVar[str] = "1"
     input_kind: ClassVar[str] = "speech"
     Config: ClassVar[type[ExpertConfig]] = SpeechConfig
+    # the files of the default config, as ``t2v weights list`` shows them
+    weights: ClassVar[tuple[WeightsFile, ...]] = (WHISPER_TINY_EN, MINILM)
 
     def __init__(self, config: Any = None) -> None:
         self.engine_name = ""

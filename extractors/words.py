@@ -135,6 +135,9 @@ class WordEmbedder:
 class WordExpert(Expert):
     """Base of the token-level word experts: weights = the engine's files + the text model's weights file.
 
+    The class attribute ``weights`` lists the files of the default config (what ``t2v weights list`` shows); an
+    instance's ``weights`` follow its own config (another text model, another whisper folder, pocketsphinx).
+
     Subclasses implement ``engine_weights()`` and call ``load_embedder(weights_dir)`` from ``load``.
     """
 

@@ -54,6 +54,7 @@ from pipeline.vector_index import IndexSpec, add_to_index, build_index, read_ind
 FORMAT_VERSION = 1
 STORE_FILE = "embeddings.h5"
 INDEX_FILE = "index.faiss"
+CHUNK_BYTES = 1 << 18  # HDF5 chunks of whole rows, ~256 kB: reading one video touches one chunk per field
 _META = ("video_ids", "captions", "paths", "splits", "content_hash")
 __all__ = [
     "EmbeddingStore",
@@ -127,7 +128,7 @@ class EmbeddingStore:
                 if name not in f:
                     values[fld.name] = None
                     continue
-                data = f[name][rows] if isinstance(rows, slice) or len(rows) else f[name][:0]
+                data = _read_rows(f[name], rows)
                 tensor = torch.from_numpy(np.ascontiguousarray(data))
                 values[fld.name] = (tensor if order is None else tensor[torch.from_numpy(order)]).to(device)
         return self.embedding_class(**values)
@@ -140,6 +141,19 @@ class EmbeddingStore:
                 f"{self.path}: index covers {info.get('num_videos')} of {len(self)} videos; re-run t2v encode"
             )
         return read_index(self.path / INDEX_FILE, self.index_spec)
+
+
+def _read_rows(ds: h5py.Dataset, rows: np.ndarray | slice, block: int = 8192) -> np.ndarray:
+    """``ds[rows]`` for a slice or sorted unique rows; many scattered rows are read as contiguous blocks
+    (h5py's point selection costs ~per row)."""
+    if isinstance(rows, slice) or len(rows) <= 64:
+        return ds[rows] if isinstance(rows, slice) or len(rows) else ds[:0]
+    parts = []
+    for a in range(int(rows[0]), int(rows[-1]) + 1, block):
+        chunk = rows[(rows >= a) & (rows < a + block)]
+        if len(chunk):
+            parts.append(ds[a : int(chunk[-1]) + 1][chunk - a])
+    return np.concatenate(parts)
 
 
 def _attr(value: Any) -> Any:
@@ -209,7 +223,11 @@ def _put(f: h5py.File, name: str, data: np.ndarray, start: int) -> None:
     """Write ``data`` at rows ``start:`` of a resizable dataset, growing every dim as needed (zero/False padded)."""
     if name not in f:
         shape = (start + len(data),) + data.shape[1:]
-        f.create_dataset(name, shape=shape, maxshape=(None,) * data.ndim, dtype=data.dtype, chunks=True)
+        trailing = tuple(max(1, d) for d in data.shape[1:])
+        rows = int(max(1, min(1024, CHUNK_BYTES // (data.dtype.itemsize * int(np.prod(trailing))))))
+        f.create_dataset(
+            name, shape=shape, maxshape=(None,) * data.ndim, dtype=data.dtype, chunks=(rows, *trailing)
+        )
     ds = f[name]
     shape = (max(ds.shape[0], start + len(data)),) + tuple(
         max(a, b) for a, b in zip(ds.shape[1:], data.shape[1:], strict=True)

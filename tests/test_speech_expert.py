@@ -120,6 +120,18 @@ def test_config_engines_and_fingerprints():
         get_expert("speech", {"engine": "kaldi"})
 
 
+def test_long_audio_is_prepared_in_parts(tmp_path):
+    clip = make_video(tmp_path / "long.mp4", duration=65.0, size=(32, 24), fps=1, audio=True)
+    expert = get_expert("speech", {"part_s": 30.0})
+    parts = list(expert.iter_prepare(clip, _record(clip)))
+    spans = np.concatenate([p.timestamps for p in parts])
+    np.testing.assert_allclose(spans[:, 0], [0.0, 30.0, 60.0])
+    np.testing.assert_allclose(spans[:2, 1], [30.0, 60.0])
+    assert 64.9 < spans[2, 1] < 65.2
+    assert [len(p.data) for p in parts[:2]] == [480000, 480000]
+    assert not any(p.extra["speech"] for p in parts)  # a sine tone: no speech, the recogniser will not run
+
+
 # --- golden runs with the real models -------------------------------------------------------------------------
 
 

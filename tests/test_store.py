@@ -146,3 +146,23 @@ def test_store_errors(tree, tmp_path):
         encode_store(run_a, tmp_path / "s2", split="nope", progress=False)
     with pytest.raises(StoreError, match="missing"):
         load_trained_run(tmp_path)
+
+
+def test_video_without_any_expert_is_scored_by_the_head(tree):
+    tmp, manifest, features, _ = tree
+    run_dir = save_run(tmp / "run-none", "t2vlad", manifest, features, seed=4)
+    store_dir = tmp / "store-none"
+    encode_store(run_dir, store_dir, progress=False)
+    with h5py.File(store_dir / "embeddings.h5", "a") as f:
+        assert not f["complete"][0]  # video 0 lacks speech; now it lacks every expert
+        f["emb/available"][0] = False
+        f["emb/experts"][0] = 0.0
+    run, store = load_trained_run(run_dir), EmbeddingStore(store_dir)
+    searcher = Searcher(store, run)
+    assert searcher.fallback_rows.tolist() == [0] and searcher.groups
+    text_emb = run.head.encode_text(_random_queries(3, seed=7)).detach()
+    with torch.no_grad():
+        ref = run.head.similarity(text_emb, store.embeddings(slice(0, len(store)))).numpy()
+    for b, (rows, scores) in enumerate(searcher.rank(text_emb, k=len(store))):
+        np.testing.assert_allclose(scores, ref[b, rows], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(scores, np.sort(ref[b])[::-1], rtol=1e-5, atol=1e-6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import tomllib
 import uuid
@@ -66,6 +67,7 @@ def feature_sets(
     weights_dir: str | Path | None = None,
     expert_configs: dict[str, dict[str, Any]] | None = None,
     retry_token: str = "",
+    workers: int = 1,
 ) -> list[FeatureSet]:
     """The FeatureSet tasks for ``experts``, after checking names, configs and weights (before any decoding)."""
     expert_configs = expert_configs or {}
@@ -88,6 +90,7 @@ def feature_sets(
                 weights_dir=Path(weights_dir).absolute() if weights_dir else None,
                 device=resolve_device(device),
                 retry_token=retry_token,
+                threads=max(1, (os.cpu_count() or 1) // max(1, workers)) if workers > 1 else 0,
             )
         )
     return tasks
@@ -118,6 +121,7 @@ def run_extraction(
         weights_dir=weights_dir,
         expert_configs=expert_configs,
         retry_token=uuid.uuid4().hex[:12] if retry_failed else "",
+        workers=workers,
     )
     run_tasks(list(tasks), workers=workers, scheduler_url=scheduler_url)
     report = ExtractionReport(Path(features_root), time.perf_counter() - start)

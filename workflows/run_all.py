@@ -14,8 +14,11 @@ from workflows.run_config import RunConfig
 
 
 def _head_task_params(cfg: RunConfig, head: str) -> dict:
+    """Parameters of a head's Luigi tasks. With the ablation on, T2VLAD's main run *is* the ablation's "full" run,
+    so it is trained once."""
     return {
         "head": head,
+        "variant": "full" if head == "t2vlad" and cfg.ablation else "",
         "manifest": cfg.manifest.absolute(),
         "features_root": cfg.features.absolute(),
         "out_root": cfg.runs.absolute(),
@@ -41,7 +44,7 @@ def pipeline_tasks(cfg: RunConfig) -> dict[str, luigi.Task]:
     if cfg.ablation and "t2vlad" in cfg.heads:
         p = _head_task_params(cfg, "t2vlad")
         tasks["ablation"] = AblationTable(
-            manifest=p["manifest"], features_root=p["features_root"], out_dir=(cfg.out / "ablation").absolute(),
+            manifest=p["manifest"], features_root=p["features_root"], out_dir=cfg.out.absolute(),
             config_path=p["config_path"], split=cfg.split, expert_configs=p["expert_configs"],
             shard_size=cfg.shard_size, device=cfg.device,
         )

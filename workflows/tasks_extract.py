@@ -103,6 +103,7 @@ class _ExpertTask(luigi.Task):
     device = luigi.Parameter(default="cpu", significant=False)
     retry_token = luigi.Parameter(default="", significant=False)
     probe_workers = luigi.IntParameter(default=2, significant=False)
+    threads = luigi.IntParameter(default=0, significant=False)  # model threads per shard process; 0 = engine default
 
     def build_expert(self) -> Any:
         return get_expert(self.expert, dict(self.expert_config))
@@ -160,7 +161,9 @@ class ExtractShard(_ExpertTask):
             members_digest=spec.members_digest,
             device=self.device,
             previous=previous,
-            retry_token=self.retry_token,
+            retry_failed=previous is not None,
+            threads=self.threads or None,
+            extra_attrs={"retry_token": self.retry_token} if self.retry_token else None,
         )
 
 

@@ -5,7 +5,8 @@ HTML report), DESIGN.md §2 / §3.4.
 to ``<out_root>/../stores``) and, last, ``store.json`` with a digest of the split's (video id, content hash)
 rows. It is complete while that digest matches the manifest: adding videos to the manifest makes it run again, and
 ``pipeline.store.encode_store`` then appends only the new videos. ``Report`` writes
-``<report_dir or <out_root>/../report>/index.html``.
+``<report_dir or <out_root>/../report>/index.html``; with ``ablation_dir`` it also requires the T2VLAD
+``AblationTable`` written there and shows it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import luigi
 
 from pipeline.fingerprint import canonical_json
-from workflows.tasks_train import EvaluateHead, TrainHead, _RunParams
+from workflows.tasks_train import AblationTable, EvaluateHead, TrainHead, _RunParams
 
 
 def split_digest(manifest: Path, split: str | None) -> str:
@@ -99,13 +100,27 @@ class Report(_StoreParams):
 
     report_dir = luigi.OptionalPathParameter(default=None)
     num_queries = luigi.IntParameter(default=8)
+    ablation_dir = luigi.OptionalPathParameter(default=None)
 
     def requires(self) -> dict[str, luigi.Task]:
         params = {name: getattr(self, name) for name in EncodeStore.get_param_names()}
-        return {
+        deps: dict[str, luigi.Task] = {
             "store": EncodeStore(**params),
             "metrics": EvaluateHead(**self.run_params(), split=self.split or "test"),
         }
+        if self.ablation_dir is not None:
+            deps["ablation"] = AblationTable(
+                manifest=self.manifest,
+                features_root=self.features_root,
+                out_dir=self.ablation_dir,
+                config_path=self.config_path,
+                split=self.split or "test",
+                epochs=self.epochs,
+                expert_configs=self.expert_configs,
+                shard_size=self.shard_size,
+                device=self.device,
+            )
+        return deps
 
     def out_dir(self) -> Path:
         return Path(self.report_dir) if self.report_dir else Path(self.out_root).parent / "report"

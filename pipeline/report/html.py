@@ -1,8 +1,8 @@
 """The static HTML report of a run: ``OUT/index.html`` with inline CSS and its images as files under ``OUT/img``.
 
 Sections: run summary; metrics of every evaluated split (``metrics-*.json`` in the run folder); the ablation table
-(``ablation.md`` in the run folder or up to three folders above it, where ``AblationTable`` writes it, or a given
-file); training curves (the run's ``curves.png``); for each query (default: the first caption of the first
+(``ablation.md`` in the run folder or up to three folders above it, or in an ``ablation/`` folder there, where
+``t2v run`` has ``AblationTable`` write it, or a given file); training curves (the run's ``curves.png``); for each query (default: the first caption of the first
 ``num_queries`` test videos of the store) the top-5 videos as thumbnail strips with scores, the ground-truth video
 marked (Fig. 4 of the T2VLAD paper); for T2VLAD, center-assignment views (Fig. 3): per center the caption words and
 the video rows (frame thumbnails, or the OCR/speech word) assigned most to it. No script, no external asset.
@@ -67,10 +67,12 @@ def _metrics_html(run_dir: Path) -> str:
 
 
 def find_ablation(run_dir: Path) -> Path | None:
-    """``ablation.md`` in the run folder or up to three folders above it."""
+    """``ablation.md`` in the run folder or up to three folders above it, or in an ``ablation/`` folder there
+    (``t2v run`` writes ``<out>/ablation/ablation.md`` next to ``<out>/runs/<head>/<run>``)."""
     for folder in [run_dir, *list(run_dir.parents)[:3]]:
-        if (folder / "ablation.md").is_file():
-            return folder / "ablation.md"
+        for candidate in (folder / "ablation.md", folder / "ablation" / "ablation.md"):
+            if candidate.is_file():
+                return candidate
     return None
 
 

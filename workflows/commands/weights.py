@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from extractors.registry import expert_class, expert_names
-from extractors.weights import STATE_PRESENT, WeightsStatus, default_weights_dir, verify_weights
 from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from extractors.weights import WeightsStatus
 
 
 def _experts(arg: str | None) -> list[str]:
+    from extractors.registry import expert_class, expert_names  # lazy: importing experts loads torch
+
     if not arg:
         return expert_names()
     names = [n.strip() for n in arg.split(",") if n.strip()]
@@ -23,6 +27,9 @@ def _experts(arg: str | None) -> list[str]:
 
 
 def _statuses(args: argparse.Namespace) -> tuple[Path, dict[str, list[WeightsStatus]]]:
+    from extractors.registry import expert_class
+    from extractors.weights import default_weights_dir, verify_weights
+
     wdir = Path(args.weights_dir) if args.weights_dir else default_weights_dir()
     return wdir, {name: verify_weights(expert_class(name), wdir) for name in _experts(args.experts)}
 
@@ -49,7 +56,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         for s in sts:
             rows.append([name, s.file.filename, _short(s), s.state, str(s.path), s.file.source])
     print(_table(rows))
-    missing = [s for sts in statuses.values() for s in sts if s.state != STATE_PRESENT]
+    missing = [s for sts in statuses.values() for s in sts if not s.ok]
     if missing:
         print(
             f"\n{len(missing)} file(s) not ready. Put them in {wdir.resolve()} (set T2V_WEIGHTS_DIR or --weights-dir):"
