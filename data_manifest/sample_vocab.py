@@ -85,25 +85,21 @@ SCREEN_WORDS: tuple[str, ...] = (
 )  # fmt: skip
 
 SPOKEN_WORDS: tuple[str, ...] = (
-    "airport", "balloon", "banana", "beach", "bicycle", "blanket", "bottle", "butter", "cabbage", "carpet",
-    "carrot", "cherry", "chicken", "chimney", "chocolate", "coffee", "cookie", "cottage", "cowboy", "dentist",
-    "doctor", "dolphin", "donkey", "elephant", "engine", "factory", "farmer", "feather", "fireman", "fountain",
-    "giraffe", "hammer", "helicopter", "highway", "hospital", "iceberg", "kitchen", "kitten", "ladder", "lawyer",
-    "library", "lighthouse", "lizard", "lobster", "meadow", "mirror", "monkey", "mountain", "mushroom", "necklace",
-    "needle", "ocean", "oven", "painter", "pancake", "peanut", "pencil", "pepper", "pillow", "pocket",
-    "potato", "pumpkin", "puppy", "rabbit", "river", "saddle", "sailor", "sandwich", "school", "scissors",
-    "shovel", "singer", "soldier", "spoon", "squirrel", "stadium", "station", "strawberry", "student", "subway",
-    "teacher", "tomato", "tractor", "train", "turtle", "umbrella", "valley", "village", "waiter", "waterfall",
-    "window", "kettle", "lemonade", "hotel", "garage", "bakery", "farmhouse", "parade", "picnic", "zipper",
+    "airport", "balloon", "banana", "beach", "bicycle", "blanket", "carpet", "carrot", "chicken", "chocolate",
+    "coffee", "engine", "factory", "farmer", "helicopter", "highway", "hospital", "iceberg", "kitchen", "ladder",
+    "lawyer", "library", "lighthouse", "lizard", "lobster", "meadow", "mirror", "monkey", "mountain", "mushroom",
+    "necklace", "needle", "ocean", "oven", "painter", "pancake", "pencil", "pillow", "pocket", "potato",
+    "pumpkin", "puppy", "rabbit", "river", "saddle", "sailor", "sandwich", "soldier", "spoon", "squirrel",
+    "stadium", "station", "strawberry", "student", "subway", "waterfall", "window", "lemonade", "hotel", "garage",
+    "farmhouse", "parade", "picnic", "acrobat", "astronaut", "avocado", "backpack", "bagel", "bamboo", "bandage",
+    "barber", "beaver", "biscuit", "broccoli", "cactus", "computer", "crocodile", "curtain", "firework", "flamingo",
+    "flashlight", "garlic", "hamburger", "hamster", "hedgehog", "jellyfish", "kangaroo", "keyboard", "microphone", "motorcycle",
+    "octopus", "pineapple", "popcorn", "raccoon", "scarecrow", "skateboard", "snowman", "spaghetti", "suitcase", "telescope",
 )  # fmt: skip
 
-SPEECH_TEMPLATES: tuple[str, ...] = (
-    "the {w}",
-    "look at the {w}",
-    "here is the {w}",
-    "I see the {w}",
-    "this is the {w}",
-)
+# espeak-ng renders (voice en-us+m3, 140 words/min) of both forms were transcribed correctly by whisper tiny.en for
+# every word of SPOKEN_WORDS, which was filtered that way from a larger pool; longer carrier phrases fared worse.
+SPEECH_TEMPLATES: tuple[str, ...] = ("the {w}.", "{w}!")
 
 TEXT_STYLES: dict[str, tuple[str, str]] = {  # name -> (font colour, box colour), all high contrast for OCR
     "white on black": ("white", "black"),

@@ -8,7 +8,10 @@ Both take float32 mono 16 kHz audio and return words with start/end times in sec
   (``vad_filter``, the model ships inside faster-whisper) keeps only speech regions, whisper's own rule drops a
   segment whose ``no_speech_prob`` is above ``no_speech_prob`` unless its ``avg_logprob`` is above
   ``logprob_threshold``, and segments with a ``compression_ratio`` above ``max_compression_ratio`` (repetition
-  loops) or an ``avg_logprob`` below ``min_avg_logprob`` are dropped here.
+  loops) or an ``avg_logprob`` below ``min_avg_logprob`` are dropped here. Decoding is greedy/beam at temperature 0
+  only: whisper's usual fallback to sampling at higher temperatures makes the transcript differ from run to run
+  (measured: "the tomato" came out as "Not to me, though." once and "to me, though." the next time), which would
+  break the project's promise that re-extraction gives identical features.
 - **pocketsphinx**: the en-us acoustic model, language model and dictionary bundled with pocketsphinx 5.x; word
   segments come from the decoder's segmentation at 100 frames per second. Much less accurate than whisper on
   synthetic speech; it is the fallback when no whisper model is available. Filler tokens (``<s>``, ``<sil>``,
@@ -154,6 +157,7 @@ class WhisperASR:
             word_timestamps=True,
             vad_filter=self.vad,
             condition_on_previous_text=False,
+            temperature=0.0,
             no_speech_threshold=self.no_speech_prob,
             log_prob_threshold=self.logprob_threshold,
             compression_ratio_threshold=self.max_compression_ratio,

@@ -2,12 +2,15 @@
 
 Memory per indexed video (P = vector size, float32; ids are int64):
 
-| kind    | bytes per video          | search                                          |
-|---------|--------------------------|-------------------------------------------------|
-| `flat`  | 4·P + 8                  | exact: every vector scanned                     |
-| `ivf`   | 4·P + 8 (+ 4·P·nlist)    | `nprobe` of `nlist` lists scanned; approximate  |
-| `ivfpq` | m + 8 (+ 4·P·nlist + PQ) | `nprobe` lists, m-byte codes (8 bits per code); approximate |
+| kind    | bytes per video | search                                                       |
+|---------|-----------------|--------------------------------------------------------------|
+| `flat`  | 4·P + 8         | exact: every vector scanned                                  |
+| `ivf`   | 4·P + 8         | `nprobe` of `nlist` lists scanned; approximate               |
+| `ivfpq` | m + 8           | `nprobe` lists, m one-byte codes per vector; approximate     |
 
+E.g. T2VLAD with C = 256, K = 9 and 4 experts has P = 13·256 = 3328: 13.3 kB per video flat or IVF, 40 B with
+PQ m = 32 (1M videos: 13.3 GB vs 40 MB). The paper-size T2VLAD (C = 768, K = 9, 8 experts) has P = 13 056: 52 kB.
+A ``Searcher`` also keeps the vectors of the videos that lack an expert in memory (4·P bytes each).
 The coarse quantizer (`nlist` centroids of P floats) and the PQ codebooks (256·P floats) are per index, not per
 video. With `nlist` larger than the data allows (faiss wants ~39 training vectors per list) it is reduced to
 ``max(1, n // 39)``, and `ivfpq` over fewer than 256 vectors (PQ codebooks need 256 training points) is built as

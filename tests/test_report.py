@@ -25,6 +25,8 @@ CHROMIUM = shutil.which("chromium")
 CHECK_SCRIPT = """<script>
 window.__errors = [];
 window.addEventListener('error', e => window.__errors.push(String(e.message || (e.target && e.target.src))), true);
+const consoleError = console.error;
+console.error = (...args) => { window.__errors.push('console.error: ' + args.join(' ')); consoleError(...args); };
 window.addEventListener('load', () => {
   const r = {errors: window.__errors, images: [...document.images].map(i => [i.getAttribute('src'), i.naturalWidth])};
   const p = document.createElement('pre'); p.id = 't2v-check'; p.textContent = JSON.stringify(r);

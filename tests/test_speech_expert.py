@@ -147,6 +147,8 @@ def test_transcribes_espeak_phrase(speech, spoken):
     assert starts[0] >= 0 and ends[-1] <= 4.0
     spoken_s = len(load_audio(spoken, 16000)) / 16000
     assert ends[-1] <= spoken_s + 0.5
+    again = speech.extract(spoken, _record(spoken))  # temperature 0 only: the same words every time
+    assert again.tokens == out.tokens and np.array_equal(again.timestamps, out.timestamps)
 
 
 def test_tone_only_is_empty(speech, tmp_path):

@@ -52,7 +52,8 @@ def pipeline_tasks(cfg: RunConfig) -> dict[str, luigi.Task]:
         params = {**_head_task_params(cfg, cfg.store_head), "split": cfg.split,
                   "store_root": cfg.stores.absolute()}
         tasks["store"] = EncodeStore(**params)
-        tasks["report"] = Report(**params, report_dir=cfg.report.absolute())
+        ablation_dir = cfg.out.absolute() if "ablation" in tasks else None  # the report waits for the table
+        tasks["report"] = Report(**params, report_dir=cfg.report.absolute(), ablation_dir=ablation_dir)
     return tasks
 
 

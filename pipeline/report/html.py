@@ -21,7 +21,7 @@ from pipeline.features import FeatureReader
 from pipeline.report.assignments import CenterView, center_views, supports_assignments, video_rows
 from pipeline.report.thumbnails import FrameLookup, write_strip
 from pipeline.search import QueryEncoder, Searcher, SearchResult
-from pipeline.store import EmbeddingStore, encode_store, load_trained_run
+from pipeline.store import EmbeddingStore, TrainedRun, encode_store, load_trained_run
 
 METRIC_COLUMNS = (
     ("R1", "R@1"),
@@ -163,6 +163,25 @@ def _assignment_html(
     return f"<h3>{escape(video_id)}: “{escape(caption)}”</h3><div class='centers'>{''.join(cards)}</div>"
 
 
+def _assignment_view(
+    run: TrainedRun,
+    encoder: QueryEncoder,
+    readers: dict[str, FeatureReader],
+    store: EmbeddingStore,
+    query: str,
+    video_id: str,
+    images: _Images,
+    number: int,
+) -> str:
+    """Fig. 3-style view of ``query`` against ``video_id`` (its ground truth, or its top hit)."""
+    batch = encoder.encode([query])
+    ids = encoder.tokenizer(query, truncation=True, max_length=run.config.text.max_length)["input_ids"]
+    words = encoder.tokenizer.convert_ids_to_tokens(ids)
+    rows = video_rows({e: r.get(video_id) for e, r in readers.items()}, run.config.max_rows)
+    views = center_views(run.head, batch, words, rows)
+    return _assignment_html(views, video_id, store.paths[store.row_of[video_id]], query, images, str(number))
+
+
 def _default_queries(store: EmbeddingStore, n: int) -> list[tuple[str, str]]:
     rows = [i for i, s in enumerate(store.splits) if s == "test"] or list(range(len(store)))
     return [(store.captions[i][0], store.video_ids[i]) for i in rows if store.captions[i]][:n]
@@ -205,18 +224,11 @@ def build_report(
             rows, _ = searcher.rank(text_emb, k=len(store))[0]
             gt_rank = int(list(rows).index(store.row_of[gt])) + 1
         searches.append(_search_html(result, gt, gt_rank, images))
-        if gt is not None and len(assignments) < num_assignments and supports_assignments(run.head):
-            if all(gt in r for r in readers.values()):
-                batch = encoder.encode([q])
-                ids = encoder.tokenizer(q, truncation=True, max_length=run.config.text.max_length)[
-                    "input_ids"
-                ]
-                words = encoder.tokenizer.convert_ids_to_tokens(ids)
-                rows = video_rows({e: r.get(gt) for e, r in readers.items()}, run.config.max_rows)
-                views = center_views(run.head, batch, words, rows)
-                row = store.row_of[gt]
+        video = gt if gt is not None else (result.hits[0].video_id if result.hits else None)
+        if video is not None and len(assignments) < num_assignments and supports_assignments(run.head):
+            if all(video in r for r in readers.values()):
                 assignments.append(
-                    _assignment_html(views, gt, store.paths[row], q, images, str(len(assignments)))
+                    _assignment_view(run, encoder, readers, store, q, video, images, len(assignments))
                 )
 
     curves = ""
