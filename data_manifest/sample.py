@@ -55,17 +55,8 @@ def _run(cmd: list[str], what: str, stdin: bytes | None = None) -> None:
 def _speak(plan: dict[str, Any], tmp: Path, what: str) -> np.ndarray:
     """espeak-ng's rendering of the plan's phrase, float64 mono at AUDIO_RATE in [-1, 1]."""
     wav = tmp / "speech.wav"
-    cmd = [
-        "espeak-ng",
-        "-w",
-        str(wav),
-        "-v",
-        plan["voice"],
-        "-s",
-        str(plan["speed"]),
-        "-p",
-        str(plan["pitch"]),
-    ]
+    cmd = ["espeak-ng", "-w", str(wav), "-v", plan["voice"]]
+    cmd += ["-s", str(plan["speed"]), "-p", str(plan["pitch"])]
     _run([*cmd, plan["spoken_phrase"]], what)
     with wave.open(str(wav), "rb") as fh:
         if fh.getframerate() != AUDIO_RATE or fh.getsampwidth() != 2:
@@ -120,28 +111,12 @@ def _encode(
         cmd += ["-i", str(wav), "-map", "0:v", "-map", "1:a"]
     vf = (_drawtext(plan) + ",") if plan["has_text"] else ""
     cmd += ["-vf", vf + "format=yuv420p", "-sws_flags", "bicubic+accurate_rnd+bitexact"]
-    cmd += [
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-crf",
-        "20",
-        "-threads",
-        "1",
-        "-g",
-        str(2 * plan["fps"]),
-    ]
+    cmd += ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-threads", "1"]
+    cmd += ["-g", str(2 * plan["fps"])]
     cmd += ["-pix_fmt", "yuv420p", "-flags:v", "+bitexact"]
     cmd += ["-c:a", "aac", "-b:a", "64k", "-flags:a", "+bitexact"] if audio is not None else ["-an"]
-    cmd += [
-        "-fflags",
-        "+bitexact",
-        "-map_metadata",
-        "-1",
-        "-metadata",
-        f"comment={GENERATOR_VERSION} {digest}",
-    ]
+    cmd += ["-fflags", "+bitexact", "-map_metadata", "-1"]
+    cmd += ["-metadata", f"comment={GENERATOR_VERSION} {digest}"]
     _run([*cmd, "-f", "mp4", str(out)], f"sample clip {plan['index']}", stdin=frames.tobytes())
     return out
 
@@ -192,6 +167,8 @@ def generate_sample_dataset(
     out_dir = Path(out_dir)
     videos = out_dir / "videos"
     videos.mkdir(parents=True, exist_ok=True)
+    for stale in videos.glob(".tmp-*"):  # left by an interrupted run
+        shutil.rmtree(stale, ignore_errors=True)
     plans = plan_dataset(n, seed)
     check_tools(plans)
     metas: list[dict[str, Any] | None] = [None] * n

@@ -154,6 +154,13 @@ def build_context(
     )
 
 
+def saved_expert_order(saved: dict) -> list[str]:
+    """The head's expert order of a saved run. ``config.json`` is written with sorted keys, so the order of its
+    ``feature_dirs`` / ``expert_dims`` mappings is alphabetical, not the head's; ``config.experts`` keeps it (the
+    expert weights of T2VLAD's global branch are positional, so a reordered head scores wrongly)."""
+    return list(saved["config"]["experts"]) or sorted(saved["expert_dims"])
+
+
 def load_run(
     run_dir: Path,
     *,
@@ -171,7 +178,7 @@ def load_run(
             raise T2VError(f"{p}: missing (is {run_dir} a finished or running training run?)")
     saved = json.loads(cfg_path.read_text(encoding="utf-8"))
     config = config_from_dict(saved["config"])
-    trained_dirs = {e: Path(p) for e, p in saved["feature_dirs"].items()}
+    trained_dirs = {e: Path(saved["feature_dirs"][e]) for e in saved_expert_order(saved)}
     if features_root is not None:
         root = Path(features_root)
         dirs = {e: Path(latest_feature_dir(root, e)) for e in trained_dirs}

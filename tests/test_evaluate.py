@@ -191,3 +191,23 @@ def test_ablation_markdown_format():
     }
     text = ablation_markdown({"full": m}, title="x")
     assert "| full | 12.3 | 40.0 | 60.0 | 3.0 | 10.0 | 30.0 | 50.0 | 5.5 |" in text
+
+
+def test_reloaded_run_scores_like_training_whatever_the_expert_order(tmp_path):
+    """config.json is written with sorted keys; a head trained with experts in another order must be rebuilt in
+    that order (T2VLAD's expert weights are positional), so evaluating best.pt reproduces training's val score."""
+    manifest, features, _ = make_dataset_tree(tmp_path, {"train": 12, "val": 6})
+    config = tmp_path / "order.toml"
+    config.write_text(
+        'experts = ["speech", "appearance", "motion"]\nepochs = 2\nbatch_size = 6\ndevice = "cpu"\n'
+        "[head_options]\ndim = 32\nnum_clusters = 4\nff_dim = 64\nmargin = 0.2\n"
+        f'[optim]\nname = "adam"\nlr = 3e-3\n[text]\ncache_dir = "{tmp_path / "text-cache"}"\n'
+    )
+    run = tmp_path / "run"
+    assert main(["train", "--manifest", str(manifest), "--config", str(config), "--features", str(features),
+                 "--out", str(run), "--quiet"]) == 0
+    best = json.loads((run / "result.json").read_text())["best_metrics"]
+    again = evaluate_run(run, split="val", progress=False)["metrics"]
+    for direction in ("t2v", "v2t"):
+        for key, value in best[direction].items():
+            assert again[direction][key] == pytest.approx(value, abs=1e-6), (direction, key)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from data_manifest.errors import T2VError
 from data_manifest.real_media import add_real_media, default_media_cache
 from data_manifest.sample import generate_sample_dataset, split_counts
 
 
 def _sample_data(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    if args.n < 0 or (args.n == 0 and not args.real_media):
+        raise T2VError(f"--n must be at least 1 (or 0 with --real-media), got {args.n}")
     if args.n > 0:
         manifest = generate_sample_dataset(
             out, n=args.n, seed=args.seed, workers=args.workers, progress=not args.quiet
