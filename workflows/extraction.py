@@ -109,7 +109,11 @@ def run_extraction(
     retry_failed: bool = False,
     scheduler_url: str | None = None,
 ) -> ExtractionReport:
-    """Validate the manifest, extract every expert's shards through Luigi, and report the counts."""
+    """Validate the manifest, extract every expert's shards through Luigi, and report the counts.
+
+    With ``workers`` > 1 Luigi forks a process per running shard: call this from a process that has not run torch
+    operations yet (as ``t2v extract`` does), since a fork of a process whose OpenMP pool is running can hang.
+    """
     start = time.perf_counter()
     load_manifest(manifest, check_paths=False)
     tasks = feature_sets(
