@@ -222,7 +222,7 @@ class ProbeSummary:
         )
 
 
-def _unchanged(rec: VideoRecord, full: Path) -> bool:
+def unchanged_since_probe(rec: VideoRecord, full: Path) -> bool:
     """True if the record was probed before and the file still has the recorded size and mtime."""
     if (
         rec.file_size is None
@@ -289,7 +289,7 @@ def probe_records(
     """
     start = time.perf_counter()
     summary = ProbeSummary()
-    todo = [r for r in records if not _unchanged(r, r.resolve(manifest_dir))]
+    todo = [r for r in records if not unchanged_since_probe(r, r.resolve(manifest_dir))]
     summary.skipped = len(records) - len(todo)
     paths = [str(r.resolve(manifest_dir)) for r in todo]
     bar = tqdm(total=len(todo), unit="video", desc="probe", file=sys.stderr, disable=not progress or not todo)

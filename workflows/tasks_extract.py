@@ -22,7 +22,7 @@ from typing import Any
 
 import luigi
 
-from data_manifest.probe import probe_records
+from data_manifest.probe import probe_records, unchanged_since_probe
 from data_manifest.schema import PROBED_FIELDS, VideoRecord, write_manifest
 from data_manifest.validate import load_manifest
 from extractors.engine import extract_shard
@@ -68,10 +68,15 @@ class ProbedManifest(luigi.Task):
         return Path(self.output().path + ".source.json")
 
     def complete(self) -> bool:
+        """Probed from this exact manifest, and every media file still has its probed size and mtime (a stat per
+        video: a file replaced in place is re-probed, so its new content hash invalidates its shard)."""
         src = self._source_path()
-        if not (self.output().exists() and src.exists()):
+        if not (self.output().exists() and src.exists() and Path(self.manifest).exists()):
             return False
-        return json.loads(src.read_text())["sha256"] == _sha256_file(Path(self.manifest))
+        if json.loads(src.read_text())["sha256"] != _sha256_file(Path(self.manifest)):
+            return False
+        probed = load_manifest(Path(self.output().path), check_paths=False)
+        return all(unchanged_since_probe(r, Path(r.path)) or _still_missing(r) for r in probed)
 
     def run(self) -> None:
         manifest = Path(self.manifest)
@@ -114,6 +119,11 @@ class _ExpertTask(luigi.Task):
 
     def probed(self) -> Path:
         return probed_manifest_path(self.manifest, self.features_root)
+
+
+def _still_missing(rec: VideoRecord) -> bool:
+    """A video recorded as unreadable at probe time whose file is still absent (nothing new to probe)."""
+    return rec.probe_error is not None and rec.file_size is None and not Path(rec.path).exists()
 
 
 class ExtractShard(_ExpertTask):
