@@ -20,7 +20,7 @@ Paths are relative to the folder ``t2v run`` is started in. Example (``configs/d
     [store]
     head = "t2vlad"
     [search]
-    queries = ["the word TIGER appears", "a voice says harbour"]
+    queries = ["the word WHALE appears on the screen", "a person says lobster"]
 """
 
 from __future__ import annotations
