@@ -23,6 +23,7 @@ faster-whisper is installed) no speech found by silero VAD, means "no speech" wi
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,7 @@ class WhisperASR:
     ) -> None:
         from faster_whisper import WhisperModel
 
+        logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # it logs every clip's VAD at INFO
         self.model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=threads)
         self.language = language
         self.beam_size = beam_size

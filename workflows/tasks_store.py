@@ -18,6 +18,7 @@ from pathlib import Path
 import luigi
 
 from pipeline.fingerprint import canonical_json
+from workflows.luigi_runner import apply_thread_budget
 from workflows.tasks_train import AblationTable, EvaluateHead, TrainHead, _RunParams
 
 
@@ -69,6 +70,7 @@ class EncodeStore(_StoreParams):
         return recorded == split_digest(Path(self.manifest), self.split)
 
     def run(self) -> None:
+        apply_thread_budget()
         from pipeline.store import encode_store
         from pipeline.vector_index import IndexSpec
 
@@ -129,6 +131,7 @@ class Report(_StoreParams):
         return luigi.LocalTarget(str(self.out_dir() / "index.html"))
 
     def run(self) -> None:
+        apply_thread_budget()
         from pipeline.report.html import build_report
 
         build_report(

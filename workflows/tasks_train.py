@@ -26,6 +26,7 @@ import luigi
 from pipeline.ablation import ABLATIONS, ablation_markdown
 from pipeline.fingerprint import canonical_json
 from pipeline.train_config import TrainConfig, load_config
+from workflows.luigi_runner import apply_thread_budget
 
 
 def _manifest_digest(manifest: Path, splits: tuple[str, ...]) -> str:
@@ -135,6 +136,7 @@ class TrainHead(_RunParams):
         return self.run_dir() / "best.pt"
 
     def run(self) -> None:
+        apply_thread_budget()
         from pipeline.train import train
 
         config = replace(self.pinned_config(), device=self.device)
@@ -163,6 +165,7 @@ class EvaluateHead(_RunParams):
         return f"metrics-{self.split}-{Path(self.eval_manifest).stem}-{tag}.json"
 
     def run(self) -> None:
+        apply_thread_budget()
         from pipeline.evaluate import evaluate_run, format_metrics_table
 
         result = evaluate_run(
