@@ -10,7 +10,6 @@ end does not open at all.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import multiprocessing
 import os
@@ -28,13 +27,13 @@ from typing import Any
 import av
 from tqdm import tqdm
 
+from data_manifest.hashing import sha256_file
 from data_manifest.schema import VideoRecord, write_manifest
 from data_manifest.validate import load_manifest
 
 log = logging.getLogger(__name__)
 
 HASH_HEX_CHARS = 16
-_CHUNK = 1 << 20
 PROBE_FIELDS = (
     "duration",
     "fps",
@@ -52,11 +51,7 @@ PROBE_FIELDS = (
 
 def content_hash(path: str | Path) -> str:
     """First 16 hex digits of the sha256 of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()[:HASH_HEX_CHARS]
+    return sha256_file(path)[:HASH_HEX_CHARS]
 
 
 def _empty_result() -> dict[str, Any]:

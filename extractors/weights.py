@@ -14,7 +14,6 @@ Digests are cached by (size, mtime) in ``<weights_dir>/.sha256-cache.json`` so g
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -24,6 +23,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from data_manifest.hashing import sha256_file
 from pipeline.errors import WeightsError
 
 WEIGHTS_ENV = "T2V_WEIGHTS_DIR"
@@ -125,11 +125,7 @@ def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
             and entry.get("mtime_ns") == stat.st_mtime_ns
         ):
             return str(entry["sha256"])
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    hexdigest = digest.hexdigest()
+    hexdigest = sha256_file(path)
     if cache_path is not None and cache_path.parent.is_dir():
         with _cache_lock:
             cache = _load_cache(cache_path)

@@ -24,6 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from data_manifest.hashing import update_from_file
 from data_manifest.schema import VideoRecord
 from pipeline.errors import ConfigError, ShardError
 from pipeline.features import FeatureReader
@@ -165,9 +166,7 @@ def source_digest(paths: Iterable[Path]) -> str:
     digest = hashlib.sha256()
     for path in sorted(paths):
         digest.update(path.name.encode())
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        update_from_file(digest, path)
     return digest.hexdigest()
 
 

@@ -7,7 +7,6 @@ built an embedding store.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,18 +14,11 @@ from typing import Any
 
 import torch
 
+from data_manifest.hashing import sha256_file
 from pipeline.errors import StoreError
 from pipeline.heads import RetrievalHead, build_head
 from pipeline.run_setup import saved_expert_order
 from pipeline.train_config import TrainConfig, config_from_dict
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -59,5 +51,5 @@ def load_trained_run(run_dir: str | Path, checkpoint: str = "best.pt", device: s
     head.load_state_dict(state["head"])
     head.to(device).eval()
     return TrainedRun(
-        run_dir, saved, config, head, ckpt, file_sha256(ckpt), state.get("text"), int(state["epoch"])
+        run_dir, saved, config, head, ckpt, sha256_file(ckpt), state.get("text"), int(state["epoch"])
     )

@@ -22,6 +22,7 @@ from typing import Any
 
 import luigi
 
+from data_manifest.hashing import sha256_file
 from data_manifest.probe import probe_records, unchanged_since_probe
 from data_manifest.schema import PROBED_FIELDS, VideoRecord, write_manifest
 from data_manifest.validate import load_manifest
@@ -31,10 +32,6 @@ from pipeline.shard_plan import ShardPlan, default_plan_path, shard_is_current
 from pipeline.shards import STATUS_FAILED, read_shard, shard_attrs, shard_name
 
 _CARRIED = (*PROBED_FIELDS, "probe_error", "file_size", "file_mtime")
-
-
-def _sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def probed_manifest_path(manifest: str | Path, features_root: str | Path) -> Path:
@@ -73,7 +70,7 @@ class ProbedManifest(luigi.Task):
         src = self._source_path()
         if not (self.output().exists() and src.exists() and Path(self.manifest).exists()):
             return False
-        if json.loads(src.read_text())["sha256"] != _sha256_file(Path(self.manifest)):
+        if json.loads(src.read_text())["sha256"] != sha256_file(Path(self.manifest)):
             return False
         probed = load_manifest(Path(self.output().path), check_paths=False)
         return all(unchanged_since_probe(r, Path(r.path)) or _still_missing(r) for r in probed)
@@ -93,7 +90,7 @@ class ProbedManifest(luigi.Task):
         for rec in records:
             rec.path = str(rec.resolve(manifest.parent.absolute()))
         write_manifest(out, records)
-        self._source_path().write_text(json.dumps({"manifest": str(manifest.absolute()), "sha256": _sha256_file(manifest)}))
+        self._source_path().write_text(json.dumps({"manifest": str(manifest.absolute()), "sha256": sha256_file(manifest)}))
 
 
 class _ExpertTask(luigi.Task):
