@@ -220,3 +220,23 @@ def test_file_replaced_in_place_is_reprobed_and_reextracted(tmp_path: Path) -> N
     assert run_extraction(manifest, ["audio_stats"], feats, shard_size=2).experts["audio_stats"]["failed"] == 1
     victim.write_bytes(good)  # repaired in place, manifest untouched
     assert run_extraction(manifest, ["audio_stats"], feats, shard_size=2).experts["audio_stats"]["failed"] == 0
+
+
+def test_evaluate_on_another_manifest_extracts_its_features(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from workflows.cli import main
+
+    manifest = make_dataset(tmp_path / "train", 4)
+    feats = tmp_path / "features"
+    run_extraction(manifest, ["audio_stats"], feats, shard_size=4)
+    config = tmp_path / "tiny.toml"
+    config.write_text('experts = ["audio_stats"]\nepochs = 1\nbatch_size = 4\ndevice = "cpu"\n'
+                      "[head_options]\ndim = 16\nnum_clusters = 2\nff_dim = 32\n[optim]\nname = \"adam\"\n")
+    run = tmp_path / "run"
+    assert main(["train", "--head", "t2vlad", "--manifest", str(manifest), "--config", str(config),
+                 "--features", str(feats), "--out", str(run), "--quiet"]) == 0
+    other = make_dataset(tmp_path / "other", 3, start=10)  # clip010..clip012: never extracted
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--manifest", str(other), "--split", "train", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["num_videos"] == 3 and result["num_texts"] == 3
+    assert {"clip010", "clip011", "clip012"} <= set(_features(feats, "audio_stats"))  # same fingerprint folder

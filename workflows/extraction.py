@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data_manifest.errors import T2VError
 from data_manifest.validate import load_manifest
 from extractors.base import resolve_device
 from extractors.registry import expert_names, get_expert
 from extractors.weights import require_weights
 from pipeline.errors import ConfigError
+from pipeline.shards import SHARD_GLOB, shard_attrs
 from workflows.luigi_runner import run_tasks
 from workflows.tasks_extract import FeatureSet
 
@@ -132,3 +134,38 @@ def run_extraction(
     for task in tasks:
         report.experts[task.expert] = json.loads(Path(task.output().path).read_text())
     return report
+
+
+def extract_for_run(
+    run_dir: str | Path,
+    manifest: str | Path,
+    *,
+    features_root: str | Path | None = None,
+    workers: int = 1,
+    device: str = "auto",
+    weights_dir: str | Path | None = None,
+) -> Path:
+    """Extract, through the DAG, the features a trained run reads for another manifest; returns the features root.
+
+    Each expert runs with the options recorded in the run's feature shards, so the new videos land in the very
+    fingerprint folders the run was trained on (nothing already extracted is redone).
+    """
+    saved = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+    root = Path(features_root) if features_root else Path(saved["features_root"])
+    configs = {}
+    for expert, folder in saved["feature_dirs"].items():
+        shard = next(Path(folder).glob(SHARD_GLOB), None)
+        if shard is None:
+            raise T2VError(f"{folder}: no shard to read expert {expert!r}'s options from")
+        configs[expert] = json.loads(shard_attrs(shard)["config"])
+    tasks = feature_sets(
+        manifest,
+        list(configs),
+        root,
+        device=device,
+        weights_dir=weights_dir,
+        expert_configs=configs,
+        workers=workers,
+    )
+    run_tasks(list(tasks), workers=workers)
+    return root

@@ -41,6 +41,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise T2VError(f"{args.run_dir}: run folder not found")
     if args.manifest is not None and not Path(args.manifest).is_file():
         raise T2VError(f"{args.manifest}: manifest not found")
+    if args.manifest is not None:  # another manifest: extract what the run reads for its videos (DAG, cached)
+        from workflows.extraction import extract_for_run
+
+        extract_for_run(args.run_dir, args.manifest, features_root=args.features, device=args.device or "auto")
     result = evaluate_run(
         args.run_dir,
         manifest_path=args.manifest,
