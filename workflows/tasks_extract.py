@@ -26,8 +26,6 @@ from data_manifest.hashing import sha256_file
 from data_manifest.probe import probe_records, unchanged_since_probe
 from data_manifest.schema import PROBED_FIELDS, VideoRecord, write_manifest
 from data_manifest.validate import load_manifest
-from extractors.engine import extract_shard
-from extractors.registry import get_expert
 from pipeline.shard_plan import ShardPlan, default_plan_path, shard_is_current
 from pipeline.shards import STATUS_FAILED, read_shard, shard_attrs, shard_name
 
@@ -108,6 +106,8 @@ class _ExpertTask(luigi.Task):
     threads = luigi.IntParameter(default=0, significant=False)  # model threads per shard process; 0 = engine default
 
     def build_expert(self) -> Any:
+        from extractors.registry import get_expert  # lazy: `luigi --module workflows` should not load torch
+
         return get_expert(self.expert, dict(self.expert_config))
 
     def feature_dir(self) -> Path:
@@ -158,6 +158,8 @@ class ExtractShard(_ExpertTask):
         previous = out if (self.retry_token and out.exists() and shard_is_current(out, spec)) else None
         expert = self.build_expert()
         expert.load(self.device, self.weights_dir)
+        from extractors.engine import extract_shard
+
         extract_shard(
             expert,
             records,
