@@ -1,20 +1,17 @@
-# The two set-up commands of the README: `make demo` (main job on the sample dataset) and `make test`.
-.PHONY: setup demo test lint bench clean
+# Conveniences over the README's two commands (which need only bash): `make demo`, `make test`, `make bench`.
+.PHONY: setup demo test bench clean
 
 setup:
 	@bash scripts/setup.sh
 
-demo: setup
+demo:
 	@bash scripts/demo.sh
 
-lint: setup
-	.venv/bin/ruff check pipeline extractors workflows data_manifest tests
-
-test: setup lint
-	.venv/bin/python -m pytest -q tests
+test:
+	@bash scripts/test.sh
 
 bench: setup
 	@bash tests/benchmarks/run_all.sh
 
 clean:
-	rm -rf demo-output .pytest_cache
+	rm -rf demo-output demo-output.log .pytest_cache

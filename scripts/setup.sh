@@ -4,6 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(ffmpeg espeak-ng fonts-dejavu-core sox chromium)
+PY=${PYTHON:-python3}
+# Debian's own python3 needs python3-venv for `-m venv` (other builds, e.g. pyenv's, ship ensurepip).
+"$PY" -c "import ensurepip" 2>/dev/null || APT_PACKAGES+=(python3-venv)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -19,7 +22,6 @@ if ((${#missing[@]})); then
   fi
 fi
 
-PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 stamp=.venv/.t2v-installed
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)

@@ -46,9 +46,20 @@ def luigid(tmp_path: Path) -> Iterator[str]:
     env = {**os.environ, "LUIGI_CONFIG_PATH": str(cfg)}
     luigid_bin = Path(sys.executable).with_name("luigid")
     proc = subprocess.Popen(
-        [str(luigid_bin), "--address", "127.0.0.1", "--port", str(port), "--logdir", str(logdir),
-         "--state-path", str(tmp_path / "luigid-state.pickle")],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(luigid_bin),
+            "--address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--logdir",
+            str(logdir),
+            "--state-path",
+            str(tmp_path / "luigid-state.pickle"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -77,8 +88,13 @@ def make_dataset(root: Path, n: int, *, start: int = 0, duration: float = 2.0) -
     records = []
     for i in range(start, start + n):
         vid = f"clip{i:03d}"
-        make_video(root / "videos" / f"{vid}.mp4", duration=duration, fps=8, audio=i % 3 != 2,
-                   source=("testsrc2", "smptebars", "rgbtestsrc")[i % 3])
+        make_video(
+            root / "videos" / f"{vid}.mp4",
+            duration=duration,
+            fps=8,
+            audio=i % 3 != 2,
+            source=("testsrc2", "smptebars", "rgbtestsrc")[i % 3],
+        )
         records.append(VideoRecord(vid, f"videos/{vid}.mp4", [f"test pattern number {i}"], "train"))
     manifest = root / "manifest.jsonl"
     if start and manifest.exists():

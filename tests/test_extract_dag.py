@@ -129,10 +129,29 @@ def test_two_workers_against_luigid(tmp_path: Path, luigid: str) -> None:
     manifest = make_dataset(tmp_path / "data", 4)
     feats = tmp_path / "features"
     proc = subprocess.run(
-        [sys.executable, "-m", "workflows.cli", "extract", "--manifest", str(manifest), "--experts",
-         ",".join(EXPERTS), "--out", str(feats), "--shard-size", "1", "--workers", "2", "--device", "cpu",
-         "--scheduler-url", luigid],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "workflows.cli",
+            "extract",
+            "--manifest",
+            str(manifest),
+            "--experts",
+            ",".join(EXPERTS),
+            "--out",
+            str(feats),
+            "--shard-size",
+            "1",
+            "--workers",
+            "2",
+            "--device",
+            "cpu",
+            "--scheduler-url",
+            luigid,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rgb = json.loads(next((feats / "rgb").rglob("summary-s1.json")).read_text())
@@ -203,7 +222,9 @@ def test_retry_failed_redoes_only_failed_videos(tmp_path: Path, monkeypatch: pyt
     before = read_shard(shard)
     again = run_extraction(manifest, ["rgb"], feats, shard_size=3, expert_configs=FAST_RGB)
     assert again.experts["rgb"]["failed"] == 1  # nothing changed on disk: a plain rerun keeps the shard
-    retried = run_extraction(manifest, ["rgb"], feats, shard_size=3, expert_configs=FAST_RGB, retry_failed=True)
+    retried = run_extraction(
+        manifest, ["rgb"], feats, shard_size=3, expert_configs=FAST_RGB, retry_failed=True
+    )
     assert retried.experts["rgb"]["failed"] == 0 and retried.experts["rgb"]["ok"] == 3
     after = read_shard(shard)
     for vid in ("clip000", "clip002"):  # good rows were copied, not recomputed differently
@@ -217,26 +238,53 @@ def test_file_replaced_in_place_is_reprobed_and_reextracted(tmp_path: Path) -> N
     good = victim.read_bytes()
     victim.write_bytes(b"not a video at all")
     feats = tmp_path / "features"
-    assert run_extraction(manifest, ["audio_stats"], feats, shard_size=2).experts["audio_stats"]["failed"] == 1
+    assert (
+        run_extraction(manifest, ["audio_stats"], feats, shard_size=2).experts["audio_stats"]["failed"] == 1
+    )
     victim.write_bytes(good)  # repaired in place, manifest untouched
-    assert run_extraction(manifest, ["audio_stats"], feats, shard_size=2).experts["audio_stats"]["failed"] == 0
+    assert (
+        run_extraction(manifest, ["audio_stats"], feats, shard_size=2).experts["audio_stats"]["failed"] == 0
+    )
 
 
-def test_evaluate_on_another_manifest_extracts_its_features(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_evaluate_on_another_manifest_extracts_its_features(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from workflows.cli import main
 
     manifest = make_dataset(tmp_path / "train", 4)
     feats = tmp_path / "features"
     run_extraction(manifest, ["audio_stats"], feats, shard_size=4)
     config = tmp_path / "tiny.toml"
-    config.write_text('experts = ["audio_stats"]\nepochs = 1\nbatch_size = 4\ndevice = "cpu"\n'
-                      "[head_options]\ndim = 16\nnum_clusters = 2\nff_dim = 32\n[optim]\nname = \"adam\"\n")
+    config.write_text(
+        'experts = ["audio_stats"]\nepochs = 1\nbatch_size = 4\ndevice = "cpu"\n'
+        '[head_options]\ndim = 16\nnum_clusters = 2\nff_dim = 32\n[optim]\nname = "adam"\n'
+    )
     run = tmp_path / "run"
-    assert main(["train", "--head", "t2vlad", "--manifest", str(manifest), "--config", str(config),
-                 "--features", str(feats), "--out", str(run), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--head",
+                "t2vlad",
+                "--manifest",
+                str(manifest),
+                "--config",
+                str(config),
+                "--features",
+                str(feats),
+                "--out",
+                str(run),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     other = make_dataset(tmp_path / "other", 3, start=10)  # clip010..clip012: never extracted
     capsys.readouterr()
     assert main(["evaluate", str(run), "--manifest", str(other), "--split", "train", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["num_videos"] == 3 and result["num_texts"] == 3
-    assert {"clip010", "clip011", "clip012"} <= set(_features(feats, "audio_stats"))  # same fingerprint folder
+    assert {"clip010", "clip011", "clip012"} <= set(
+        _features(feats, "audio_stats")
+    )  # same fingerprint folder

@@ -17,6 +17,7 @@ from extractors.base import resolve_device
 from extractors.registry import expert_names, get_expert
 from extractors.weights import require_weights
 from pipeline.errors import ConfigError
+from pipeline.features import FeatureReader
 from pipeline.shards import SHARD_GLOB, shard_attrs
 from workflows.luigi_runner import run_tasks
 from workflows.tasks_extract import FeatureSet
@@ -136,6 +137,14 @@ def run_extraction(
     return report
 
 
+def _has_videos(folder: Path, ids: list[str]) -> bool:
+    """Whether a feature folder exists and holds rows (any status) for every id."""
+    if not folder.is_dir():
+        return False
+    reader = FeatureReader(folder)
+    return all(v in reader for v in ids)
+
+
 def extract_for_run(
     run_dir: str | Path,
     manifest: str | Path,
@@ -144,14 +153,22 @@ def extract_for_run(
     workers: int = 1,
     device: str = "auto",
     weights_dir: str | Path | None = None,
+    split: str | None = None,
 ) -> Path:
     """Extract, through the DAG, the features a trained run reads for another manifest; returns the features root.
 
     Each expert runs with the options recorded in the run's feature shards, so the new videos land in the very
-    fingerprint folders the run was trained on (nothing already extracted is redone).
+    fingerprint folders the run was trained on. Nothing runs when every video of ``split`` (all videos for None)
+    already has rows there.
     """
     saved = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
     root = Path(features_root) if features_root else Path(saved["features_root"])
+    ids = [
+        r.video_id for r in load_manifest(manifest, check_paths=False) if split is None or r.split == split
+    ]
+    folders = [root / e / Path(d).name for e, d in saved["feature_dirs"].items()]
+    if all(_has_videos(f, ids) for f in folders):
+        return root
     configs = {}
     for expert, folder in saved["feature_dirs"].items():
         shard = next(Path(folder).glob(SHARD_GLOB), None)

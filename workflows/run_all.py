@@ -36,21 +36,36 @@ def pipeline_tasks(cfg: RunConfig) -> dict[str, luigi.Task]:
     from workflows.tasks_train import AblationTable, EvaluateHead
 
     tasks: dict[str, luigi.Task] = {}
-    for fs in feature_sets(cfg.manifest, cfg.experts, cfg.features, shard_size=cfg.shard_size, device=cfg.device,
-                           weights_dir=cfg.weights_dir, expert_configs=cfg.expert_options):
+    for fs in feature_sets(
+        cfg.manifest,
+        cfg.experts,
+        cfg.features,
+        shard_size=cfg.shard_size,
+        device=cfg.device,
+        weights_dir=cfg.weights_dir,
+        expert_configs=cfg.expert_options,
+    ):
         tasks[f"features:{fs.expert}"] = fs
     for head in cfg.heads:
         tasks[f"evaluate:{head}"] = EvaluateHead(**_head_task_params(cfg, head), split=cfg.split)
     if cfg.ablation and "t2vlad" in cfg.heads:
         p = _head_task_params(cfg, "t2vlad")
         tasks["ablation"] = AblationTable(
-            manifest=p["manifest"], features_root=p["features_root"], out_dir=cfg.out.absolute(),
-            config_path=p["config_path"], split=cfg.split, expert_configs=p["expert_configs"],
-            shard_size=cfg.shard_size, device=cfg.device,
+            manifest=p["manifest"],
+            features_root=p["features_root"],
+            out_dir=cfg.out.absolute(),
+            config_path=p["config_path"],
+            split=cfg.split,
+            expert_configs=p["expert_configs"],
+            shard_size=cfg.shard_size,
+            device=cfg.device,
         )
     if cfg.store_head:
-        params = {**_head_task_params(cfg, cfg.store_head), "split": cfg.split,
-                  "store_root": cfg.stores.absolute()}
+        params = {
+            **_head_task_params(cfg, cfg.store_head),
+            "split": cfg.split,
+            "store_root": cfg.stores.absolute(),
+        }
         tasks["store"] = EncodeStore(**params)
         ablation_dir = cfg.out.absolute() if "ablation" in tasks else None  # the report waits for the table
         tasks["report"] = Report(**params, report_dir=cfg.report.absolute(), ablation_dir=ablation_dir)
@@ -63,8 +78,12 @@ def run_pipeline(cfg: RunConfig, *, scheduler_url: str | None = None) -> dict[st
     if cfg.sample is not None:
         from data_manifest.sample import generate_sample_dataset
 
-        generate_sample_dataset(cfg.out / "sample", n=int(cfg.sample.get("n", 300)),
-                                seed=int(cfg.sample.get("seed", 0)), workers=int(cfg.sample.get("workers", 2)))
+        generate_sample_dataset(
+            cfg.out / "sample",
+            n=int(cfg.sample.get("n", 300)),
+            seed=int(cfg.sample.get("seed", 0)),
+            workers=int(cfg.sample.get("workers", 2)),
+        )
     tasks = pipeline_tasks(cfg)
     run_tasks(list(tasks.values()), workers=cfg.workers, scheduler_url=scheduler_url)
     print(f"pipeline complete in {time.perf_counter() - start:.0f} s; outputs under {cfg.out}/")
@@ -78,11 +97,17 @@ def print_results(cfg: RunConfig, tasks: dict[str, luigi.Task]) -> None:
     for name, task in tasks.items():
         if name.startswith("features:"):
             s = json.loads(Path(task.output().path).read_text())
-            print(f"{task.expert:12s} ok {s['ok']:4d}  empty {s['empty']:4d}  failed {s['failed']:4d}  rows {s['rows']}")
+            print(
+                f"{task.expert:12s} ok {s['ok']:4d}  empty {s['empty']:4d}  failed {s['failed']:4d}  rows {s['rows']}"
+            )
     for name, task in tasks.items():
         if name.startswith("evaluate:"):
             result = json.loads(Path(task.output().path).read_text())
-            print(format_metrics_table(result["metrics"], title=f"{task.head} on {cfg.split} ({task.run_dir()})"))
+            print(
+                format_metrics_table(
+                    result["metrics"], title=f"{task.head} on {cfg.split} ({task.run_dir()})"
+                )
+            )
     if "ablation" in tasks:
         print(Path(tasks["ablation"].output().path).read_text())
     if "store" in tasks and cfg.queries:
@@ -92,7 +117,9 @@ def print_results(cfg: RunConfig, tasks: dict[str, luigi.Task]) -> None:
         for query in cfg.queries:
             result = searcher.search(query, k=cfg.k)
             top = result.hits[0]
-            print(f"search {query!r}: top {top.video_id} score {top.score:.3f}"
-                  f" ({top.captions[0] if top.captions else 'no caption'})")
+            print(
+                f"search {query!r}: top {top.video_id} score {top.score:.3f}"
+                f" ({top.captions[0] if top.captions else 'no caption'})"
+            )
     if "report" in tasks:
         print(f"report: {tasks['report'].output().path}")

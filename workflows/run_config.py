@@ -32,9 +32,13 @@ from typing import Any
 
 from pipeline.errors import ConfigError
 
-_SECTIONS = {"sample": {"n", "seed", "workers"}, "extract": {"experts", "shard_size", "workers", "device", "options",
-             "weights_dir"}, "train": {"heads", "ablation", "split"}, "store": {"head", "split"},
-             "search": {"queries", "k"}}
+_SECTIONS = {
+    "sample": {"n", "seed", "workers"},
+    "extract": {"experts", "shard_size", "workers", "device", "options", "weights_dir"},
+    "train": {"heads", "ablation", "split"},
+    "store": {"head", "split"},
+    "search": {"queries", "k"},
+}
 
 
 @dataclass

@@ -88,7 +88,9 @@ class ProbedManifest(luigi.Task):
         for rec in records:
             rec.path = str(rec.resolve(manifest.parent.absolute()))
         write_manifest(out, records)
-        self._source_path().write_text(json.dumps({"manifest": str(manifest.absolute()), "sha256": sha256_file(manifest)}))
+        self._source_path().write_text(
+            json.dumps({"manifest": str(manifest.absolute()), "sha256": sha256_file(manifest)})
+        )
 
 
 class _ExpertTask(luigi.Task):
@@ -103,7 +105,9 @@ class _ExpertTask(luigi.Task):
     device = luigi.Parameter(default="cpu", significant=False)
     retry_token = luigi.Parameter(default="", significant=False)
     probe_workers = luigi.IntParameter(default=2, significant=False)
-    threads = luigi.IntParameter(default=0, significant=False)  # model threads per shard process; 0 = engine default
+    threads = luigi.IntParameter(
+        default=0, significant=False
+    )  # model threads per shard process; 0 = engine default
 
     def build_expert(self) -> Any:
         from extractors.registry import get_expert  # lazy: `luigi --module workflows` should not load torch
@@ -133,7 +137,9 @@ class ExtractShard(_ExpertTask):
         return {"gpu": 1} if str(self.device).startswith("cuda") else {}
 
     def requires(self) -> ProbedManifest:
-        return ProbedManifest(manifest=self.manifest, features_root=self.features_root, workers=self.probe_workers)
+        return ProbedManifest(
+            manifest=self.manifest, features_root=self.features_root, workers=self.probe_workers
+        )
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(self.feature_dir() / shard_name(self.shard_index)))
@@ -180,7 +186,9 @@ class FeatureSet(_ExpertTask):
     """All shards of one expert for a manifest; writes ``summary-s<shard_size>.json`` beside the shards."""
 
     def requires(self) -> ProbedManifest:
-        return ProbedManifest(manifest=self.manifest, features_root=self.features_root, workers=self.probe_workers)
+        return ProbedManifest(
+            manifest=self.manifest, features_root=self.features_root, workers=self.probe_workers
+        )
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(self.feature_dir() / f"summary-s{self.shard_size}.json"))
@@ -199,7 +207,11 @@ class FeatureSet(_ExpertTask):
         shards = self._shards(save=True)
         yield shards
         summary = summarize_shards([Path(t.output().path) for t in shards])
-        summary.update(expert=self.expert, fingerprint=self.feature_dir().name, seconds_last_run=time.perf_counter() - start)
+        summary.update(
+            expert=self.expert,
+            fingerprint=self.feature_dir().name,
+            seconds_last_run=time.perf_counter() - start,
+        )
         out = Path(self.output().path)
         tmp = out.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(summary, indent=2))

@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights-dir", type=Path, help="weights folder (default: $T2V_WEIGHTS_DIR or ./weights)")
     p.add_argument("--expert-config", type=Path, help="TOML/JSON with a table of options per expert")
     p.add_argument("--retry-failed", action="store_true", help="redo only the videos recorded as failed")
-    p.add_argument("--scheduler-url", help="central luigid, e.g. http://127.0.0.1:8082 (default: local scheduler)")
+    p.add_argument(
+        "--scheduler-url", help="central luigid, e.g. http://127.0.0.1:8082 (default: local scheduler)"
+    )
     p.set_defaults(func=_extract)
 
 

@@ -12,7 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``t2v run``."""
     p = sub.add_parser("run", help="run the whole pipeline (sample data → features → heads → store → report)")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"run file (default {DEFAULT_CONFIG})")
-    p.add_argument("--scheduler-url", help="central luigid, e.g. http://127.0.0.1:8082 (default: local scheduler)")
+    p.add_argument(
+        "--scheduler-url", help="central luigid, e.g. http://127.0.0.1:8082 (default: local scheduler)"
+    )
     p.set_defaults(func=_run)
 
 

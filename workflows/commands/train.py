@@ -44,7 +44,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.manifest is not None:  # another manifest: extract what the run reads for its videos (DAG, cached)
         from workflows.extraction import extract_for_run
 
-        extract_for_run(args.run_dir, args.manifest, features_root=args.features, device=args.device or "auto")
+        extract_for_run(
+            args.run_dir,
+            args.manifest,
+            features_root=args.features,
+            device=args.device or "auto",
+            split=args.split,
+        )
     result = evaluate_run(
         args.run_dir,
         manifest_path=args.manifest,

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The README's test command (and CI's): set up .venv if needed, then ruff and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check pipeline extractors workflows data_manifest tests
+.venv/bin/python -m pytest -q tests "$@"
