@@ -80,6 +80,13 @@ def test_changed_video_content_invalidates_only_its_shard(tmp_path: Path) -> Non
     assert changed == {k for k in before if k.endswith("shard-00001.h5")}
 
 
+def _extract(*args: str) -> subprocess.CompletedProcess:
+    """``t2v extract ARGS`` in a fresh process, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "workflows.cli", "extract", *args], capture_output=True, text=True, timeout=600
+    )
+
+
 def _t2v(*args: str, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "workflows.cli", *args], **kw)
 
@@ -128,30 +135,21 @@ def test_two_workers_against_luigid(tmp_path: Path, luigid: str) -> None:
     # torch's OpenMP thread pool (as this pytest process has) can hang in the child.
     manifest = make_dataset(tmp_path / "data", 4)
     feats = tmp_path / "features"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "workflows.cli",
-            "extract",
-            "--manifest",
-            str(manifest),
-            "--experts",
-            ",".join(EXPERTS),
-            "--out",
-            str(feats),
-            "--shard-size",
-            "1",
-            "--workers",
-            "2",
-            "--device",
-            "cpu",
-            "--scheduler-url",
-            luigid,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = _extract(
+        "--manifest",
+        str(manifest),
+        "--experts",
+        ",".join(EXPERTS),
+        "--out",
+        str(feats),
+        "--shard-size",
+        "1",
+        "--workers",
+        "2",
+        "--device",
+        "cpu",
+        "--scheduler-url",
+        luigid,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rgb = json.loads(next((feats / "rgb").rglob("summary-s1.json")).read_text())
@@ -162,38 +160,10 @@ def test_two_workers_against_luigid(tmp_path: Path, luigid: str) -> None:
 
 def test_cli_summary_and_bad_expert(tmp_path: Path) -> None:
     manifest = make_dataset(tmp_path / "data", 2)
-    ok = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "workflows.cli",
-            "extract",
-            "--manifest",
-            str(manifest),
-            "--experts",
-            "audio_stats",
-            "--out",
-            str(tmp_path / "f"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    ok = _extract("--manifest", str(manifest), "--experts", "audio_stats", "--out", str(tmp_path / "f"))
     assert ok.returncode == 0, ok.stderr
     assert "audio_stats" in ok.stdout and "wall time" in ok.stdout
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "workflows.cli",
-            "extract",
-            "--manifest",
-            str(manifest),
-            "--experts",
-            "nosuch",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    bad = _extract("--manifest", str(manifest), "--experts", "nosuch")
     assert bad.returncode == 1
     assert "unknown expert 'nosuch'" in bad.stderr and "Traceback" not in bad.stderr
     summary = json.loads(next((tmp_path / "f" / "audio_stats").rglob("summary-s64.json")).read_text())

@@ -15,7 +15,7 @@ from data_manifest.schema import VideoRecord
 from extractors.asr_engine import POCKETSPHINX_EN_US, SphinxASR, peak_rms_db, speech_present
 from extractors.registry import get_expert
 from extractors.weights import resolve_file
-from extractors.words import MINILM
+from extractors.words import MINILM, word_error_rate
 from pipeline.decode import load_audio
 from pipeline.errors import ConfigError
 from pipeline.shards import STATUS_EMPTY, STATUS_OK
@@ -25,17 +25,6 @@ PHRASE = "please open the window before dinner"
 WER_BOUND = (
     0.34  # measured: 0.0 with whisper tiny.en on espeak-ng en-us at 150 wpm; 2 of 6 words may go wrong
 )
-
-
-def word_error_rate(reference: list[str], hypothesis: list[str]) -> float:
-    """(substitutions + deletions + insertions) / len(reference), by word-level edit distance."""
-    prev = list(range(len(hypothesis) + 1))
-    for i, ref_word in enumerate(reference, 1):
-        cur = [i]
-        for j, hyp_word in enumerate(hypothesis, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ref_word != hyp_word)))
-        prev = cur
-    return prev[-1] / max(1, len(reference))
 
 
 def _record(path: Path) -> VideoRecord:

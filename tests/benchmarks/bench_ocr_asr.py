@@ -31,19 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import pipeline  # noqa: E402,F401  (torchvision CPU fix first)
 from data_manifest.schema import VideoRecord  # noqa: E402
 from extractors.registry import get_expert  # noqa: E402
-from extractors.words import split_words  # noqa: E402
+from extractors.words import split_words, word_error_rate  # noqa: E402
 from pipeline.errors import MediaError  # noqa: E402
-
-
-def word_error_rate(reference: list[str], hypothesis: list[str]) -> float:
-    """(substitutions + deletions + insertions) / len(reference), by word-level edit distance."""
-    prev = list(range(len(hypothesis) + 1))
-    for i, ref_word in enumerate(reference, 1):
-        cur = [i]
-        for j, hyp_word in enumerate(hypothesis, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ref_word != hyp_word)))
-        prev = cur
-    return prev[-1] / max(1, len(reference))
 
 
 def load_records(manifest: Path) -> list[VideoRecord]:
