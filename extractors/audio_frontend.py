@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from extractors.weights import one_line_error
-from pipeline.audio import iter_audio
 from pipeline.errors import WeightsError
+from pipeline.media.audio import iter_audio
 
 VGGISH_SAMPLE_RATE = 16000
 VGGISH_FRAME = 400  # samples: 25 ms

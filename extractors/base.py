@@ -38,10 +38,10 @@ import torch
 
 from data_manifest.schema import VideoRecord
 from extractors.weights import WeightsFile, weights_sha256
-from pipeline.decode import FrameSpec, iter_frames
 from pipeline.errors import ConfigError, MediaError, NoAudioError
-from pipeline.fingerprint import fingerprint as _fingerprint
-from pipeline.shards import STATUS_EMPTY, STATUS_FAILED, STATUS_OK
+from pipeline.features.fingerprint import fingerprint as _fingerprint
+from pipeline.features.shards import STATUS_EMPTY, STATUS_FAILED, STATUS_OK
+from pipeline.media.decode import FrameSpec, iter_frames
 
 log = logging.getLogger(__name__)
 

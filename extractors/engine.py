@@ -33,7 +33,7 @@ from tqdm import tqdm
 from data_manifest.schema import VideoRecord
 from extractors.base import Expert, ExpertOutput, Prepared, one_line
 from pipeline.errors import MediaError, ShardError
-from pipeline.shards import STATUS_EMPTY, STATUS_FAILED, STATUS_OK, ShardWriter, read_shard
+from pipeline.features.shards import STATUS_EMPTY, STATUS_FAILED, STATUS_OK, ShardWriter, read_shard
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The expert registry: names -> Expert classes, with lazy imports.
 
 Importing this module imports no model library: the built-in experts are known by name and module
-(``extractors/<name>.py``) and imported only when asked for. Registering a name twice is an error, not a warning.
+(``extractors/experts/<name>.py``) and imported only when asked for. Registering a name twice is an error, not a warning.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pipeline.errors import ConfigError
 E = TypeVar("E", bound=type[Expert])
 
 BUILTIN_EXPERTS: dict[str, str] = {
-    name: f"extractors.{name}"
+    name: f"extractors.experts.{name}"
     for name in ("rgb", "audio_stats", "s3d", "scene", "vggish", "pann", "clip", "cait", "ocr", "speech")
 }
 _REGISTRY: dict[str, type[Expert]] = {}

@@ -1,4 +1,4 @@
-"""Tiny fake runs for the store / search / report tests: a random-init head saved the way ``pipeline.train`` saves
+"""Tiny fake runs for the store / search / report tests: a random-init head saved the way ``pipeline.training.loop`` saves
 runs (``config.json`` + ``best.pt``), on the synthetic features of ``tests.train_fixtures``."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pipeline  # noqa: F401
 from data_manifest.schema import VideoRecord
 from pipeline.heads import build_head
 from pipeline.text_encoder import model_dir_digest, resolve_text_model_dir
-from pipeline.train_config import TextConfig, TrainConfig
+from pipeline.training.config import TextConfig, TrainConfig
 from tests.train_fixtures import DIMS, make_dataset_tree
 
 HEAD_OPTIONS = {

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from data_manifest.schema import VideoRecord, write_manifest
-from pipeline.shards import STATUS_EMPTY, STATUS_OK, ShardWriter, shard_name
+from pipeline.features.shards import STATUS_EMPTY, STATUS_OK, ShardWriter, shard_name
 
 COLOURS = ("red", "blue", "green", "yellow")
 SHAPES = ("circle", "square", "triangle", "star")

@@ -17,8 +17,8 @@ from extractors.base import resolve_device
 from extractors.registry import expert_names, get_expert
 from extractors.weights import require_weights
 from pipeline.errors import ConfigError
-from pipeline.features import FeatureReader
-from pipeline.shards import SHARD_GLOB, shard_attrs
+from pipeline.features.reader import FeatureReader
+from pipeline.features.shards import SHARD_GLOB, shard_attrs
 from workflows.luigi_runner import run_tasks
 from workflows.tasks_extract import FeatureSet
 

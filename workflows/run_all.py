@@ -76,7 +76,7 @@ def run_pipeline(cfg: RunConfig, *, scheduler_url: str | None = None) -> dict[st
     """Generate the sample data if configured, then build every task; returns the tasks (all complete)."""
     start = time.perf_counter()
     if cfg.sample is not None:
-        from data_manifest.sample import generate_sample_dataset
+        from data_manifest.sample.generate import generate_sample_dataset
 
         generate_sample_dataset(
             cfg.out / "sample",
@@ -92,7 +92,7 @@ def run_pipeline(cfg: RunConfig, *, scheduler_url: str | None = None) -> dict[st
 
 def print_results(cfg: RunConfig, tasks: dict[str, luigi.Task]) -> None:
     """Metrics of every head on the evaluated split, the ablation table, and the configured searches."""
-    from pipeline.evaluate import format_metrics_table
+    from pipeline.runs.evaluate import format_metrics_table
 
     for name, task in tasks.items():
         if name.startswith("features:"):
@@ -111,7 +111,7 @@ def print_results(cfg: RunConfig, tasks: dict[str, luigi.Task]) -> None:
     if "ablation" in tasks:
         print(Path(tasks["ablation"].output().path).read_text())
     if "store" in tasks and cfg.queries:
-        from pipeline.search import Searcher
+        from pipeline.stores.search import Searcher
 
         searcher = Searcher.open(tasks["store"].store_dir(), device="cpu")
         for query in cfg.queries:

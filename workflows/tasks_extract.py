@@ -26,8 +26,8 @@ from data_manifest.hashing import sha256_file
 from data_manifest.probe import probe_records, unchanged_since_probe
 from data_manifest.schema import PROBED_FIELDS, VideoRecord, write_manifest
 from data_manifest.validate import load_manifest
-from pipeline.shard_plan import ShardPlan, default_plan_path, shard_is_current
-from pipeline.shards import STATUS_FAILED, read_shard, shard_attrs, shard_name
+from pipeline.features.plan import ShardPlan, default_plan_path, shard_is_current
+from pipeline.features.shards import STATUS_FAILED, read_shard, shard_attrs, shard_name
 
 _CARRIED = (*PROBED_FIELDS, "probe_error", "file_size", "file_mtime")
 

@@ -4,7 +4,7 @@ HTML report), DESIGN.md §2 / §3.4.
 ``EncodeStore`` writes ``<store_root>/<head>-<variant or 'default'>-<run id>[-<split>]/`` (``store_root`` defaults
 to ``<out_root>/../stores``) and, last, ``store.json`` with a digest of the split's (video id, content hash)
 rows. It is complete while that digest matches the manifest: adding videos to the manifest makes it run again, and
-``pipeline.store.encode_store`` then appends only the new videos. ``Report`` writes
+``pipeline.stores.store.encode_store`` then appends only the new videos. ``Report`` writes
 ``<report_dir or <out_root>/../report>/index.html``; with ``ablation_dir`` it also requires the T2VLAD
 ``AblationTable`` written there and shows it.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.fingerprint import canonical_json
+from pipeline.features.fingerprint import canonical_json
 from workflows.luigi_runner import apply_thread_budget
 from workflows.tasks_train import AblationTable, EvaluateHead, TrainHead, _RunParams
 
@@ -48,7 +48,7 @@ class _StoreParams(_RunParams):
         return root / f"{self.head}-{self.variant or 'default'}-{self.run_id()}{suffix}"
 
     def resolved_device(self) -> str:
-        from pipeline.run_setup import pick_device
+        from pipeline.runs.folder import pick_device
 
         return str(pick_device(self.device))
 
@@ -71,8 +71,8 @@ class EncodeStore(_StoreParams):
 
     def run(self) -> None:
         apply_thread_budget()
-        from pipeline.store import encode_store
-        from pipeline.vector_index import IndexSpec
+        from pipeline.stores.index import IndexSpec
+        from pipeline.stores.store import encode_store
 
         summary = encode_store(
             self.run_dir(),

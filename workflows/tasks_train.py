@@ -23,9 +23,9 @@ from typing import Any
 
 import luigi
 
-from pipeline.ablation import ABLATIONS, ablation_markdown
-from pipeline.fingerprint import canonical_json
-from pipeline.train_config import TrainConfig, load_config
+from pipeline.features.fingerprint import canonical_json
+from pipeline.runs.ablation import ABLATIONS, ablation_markdown
+from pipeline.training.config import TrainConfig, load_config
 from workflows.luigi_runner import apply_thread_budget
 
 
@@ -99,7 +99,7 @@ class _RunParams(luigi.Task):
         if config.features:
             features = {e: Path(d).name for e, d in config.features.items()}
         else:
-            from pipeline.run_setup import list_experts
+            from pipeline.runs.folder import list_experts
 
             root = Path(self.features_root)
             features = {e: Path(d).name for e, d in _latest_dirs(root, list_experts(root)).items()}
@@ -118,13 +118,13 @@ class _RunParams(luigi.Task):
 
 
 def _latest_dirs(root: Path, experts: list[str]) -> dict[str, Path]:
-    from pipeline.features import latest_feature_dir
+    from pipeline.features.reader import latest_feature_dir
 
     return {e: Path(latest_feature_dir(root, e)) for e in experts}
 
 
 class TrainHead(_RunParams):
-    """Train a head on cached features (``pipeline.train.train``); resumes a killed run in the same folder."""
+    """Train a head on cached features (``pipeline.training.loop.train``); resumes a killed run in the same folder."""
 
     def requires(self) -> list[luigi.Task]:
         return self.feature_sets()
@@ -137,7 +137,7 @@ class TrainHead(_RunParams):
 
     def run(self) -> None:
         apply_thread_budget()
-        from pipeline.train import train
+        from pipeline.training.loop import train
 
         config = replace(self.pinned_config(), device=self.device)
         train(config, self.manifest, self.features_root, self.run_dir())
@@ -166,7 +166,7 @@ class EvaluateHead(_RunParams):
 
     def run(self) -> None:
         apply_thread_budget()
-        from pipeline.evaluate import evaluate_run, format_metrics_table
+        from pipeline.runs.evaluate import evaluate_run, format_metrics_table
 
         result = evaluate_run(
             self.run_dir(),
@@ -183,7 +183,7 @@ class EvaluateHead(_RunParams):
 
 
 class AblationTable(luigi.Task):
-    """Train + evaluate the T2VLAD variants of ``pipeline.ablation.ABLATIONS``; write ``<out_dir>/ablation.md``."""
+    """Train + evaluate the T2VLAD variants of ``pipeline.runs.ablation.ABLATIONS``; write ``<out_dir>/ablation.md``."""
 
     manifest = luigi.PathParameter()
     features_root = luigi.PathParameter()

@@ -47,7 +47,7 @@ from pipeline.heads.base import (
     VideoBatch,
     pick_expert,
 )
-from pipeline.losses import symmetric_infonce
+from pipeline.heads.losses import symmetric_infonce
 
 FRAME_EXPERTS = ("cait", "clip", "rgb", "scene")
 

@@ -44,7 +44,7 @@ from pipeline.heads.base import (
     masked_softmax,
     pick_expert,
 )
-from pipeline.losses import symmetric_infonce
+from pipeline.heads.losses import symmetric_infonce
 
 FRAME_EXPERTS = ("clip", "rgb", "cait", "scene")
 AUDIO_EXPERTS = ("pann", "vggish", "audio_stats", "audio")

@@ -43,8 +43,8 @@ from torch import Tensor, nn
 from pipeline.errors import ConfigError
 from pipeline.heads.base import Embedding, InnerProductHead, TextBatch, VideoBatch, masked_max
 from pipeline.heads.gating import GatedEmbeddingUnit
+from pipeline.heads.losses import max_margin_ranking_loss
 from pipeline.heads.netvlad import VLADCenters, vlad, vlad_aggregate, vlad_assign
-from pipeline.losses import max_margin_ranking_loss
 
 VARIANTS = ("full", "no_global", "no_local", "text_only_vlad", "separate_vlads", "public_port")
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from pipeline.data import VideoSample, collate, uniform_rows
-from pipeline.features import VideoFeatures
+from pipeline.features.reader import VideoFeatures
+from pipeline.features.shards import STATUS_OK
 from pipeline.heads import TextBatch
 from pipeline.heads.netvlad import vlad_assign
-from pipeline.shards import STATUS_OK
+from pipeline.training.dataset import VideoSample, collate, uniform_rows
 
 SUPPORTED_VARIANTS = ("full", "separate_vlads", "public_port")
 

@@ -17,11 +17,11 @@ from html import escape
 from pathlib import Path
 
 from pipeline.errors import StoreError
-from pipeline.features import FeatureReader
+from pipeline.features.reader import FeatureReader
 from pipeline.report.assignments import CenterView, center_views, supports_assignments, video_rows
 from pipeline.report.thumbnails import FrameLookup, write_strip
-from pipeline.search import QueryEncoder, Searcher, SearchResult
-from pipeline.store import EmbeddingStore, TrainedRun, encode_store, load_trained_run
+from pipeline.stores.search import QueryEncoder, Searcher, SearchResult
+from pipeline.stores.store import EmbeddingStore, TrainedRun, encode_store, load_trained_run
 
 METRIC_COLUMNS = (
     ("R1", "R@1"),
@@ -77,7 +77,7 @@ def find_ablation(run_dir: Path) -> Path | None:
 
 
 def markdown_table_html(text: str) -> str:
-    """The Markdown of ``pipeline.ablation.ablation_markdown`` (### title + one pipe table) as HTML."""
+    """The Markdown of ``pipeline.runs.ablation.ablation_markdown`` (### title + one pipe table) as HTML."""
     parts, rows = [], []
     for line in text.splitlines():
         line = line.strip()

@@ -1,6 +1,6 @@
 """Thumbnails for the report: frame strips of a video and single frames at given times (JPEG files).
 
-Frames come from ``pipeline.decode.iter_frames`` (PyAV, decord fallback), decoded at ``height`` pixels on the short
+Frames come from ``pipeline.media.decode.iter_frames`` (PyAV, decord fallback), decoded at ``height`` pixels on the short
 side. An unreadable video gives a grey placeholder with a one-line reason instead of a missing image.
 """
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline.decode import FrameSpec, iter_frames
 from pipeline.errors import MediaError
+from pipeline.media.decode import FrameSpec, iter_frames
 
 GAP = 2
 

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.decode import FrameSpec, iter_frames  # noqa: E402
+from pipeline.media.decode import FrameSpec, iter_frames  # noqa: E402
 
 SPECS = {
     "all": FrameSpec("all"),
@@ -35,7 +35,7 @@ SPECS = {
 RSS_SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
-from pipeline.decode import FrameSpec, iter_frames
+from pipeline.media.decode import FrameSpec, iter_frames
 
 def hwm():
     for line in open("/proc/self/status"):

@@ -172,7 +172,7 @@ def main() -> int:
     args = ap.parse_args()
 
     if args.manifest is None:
-        from data_manifest.sample import generate_sample_dataset
+        from data_manifest.sample.generate import generate_sample_dataset
 
         out_dir = Path(tempfile.mkdtemp(prefix="bench-ocr-asr-"))
         args.manifest = generate_sample_dataset(out_dir, n=args.n, seed=0, workers=2)

@@ -6,7 +6,7 @@
    captions after one warm-up query, and the share of the total spent in the text encoder. The store holds a
    random-init T2VLAD head (C = ``--dim``, K = 9, 4 experts: P = 13·C floats per video) and synthetic unit
    embeddings drawn around 64 cluster centres, 20 % of the videos lacking one expert; it is written through
-   ``pipeline.store.append_embeddings`` (encoding 100k videos from features is not what is measured here).
+   ``pipeline.stores.store.append_embeddings`` (encoding 100k videos from features is not what is measured here).
 2. Exact search throughput: the flat index scanned for one query (and for a batch of 32) over the 100k store's
    vectors, in bytes of vectors scored per second (queries x array size / time), against ``np.copyto`` of the same array in the same run (bytes
    copied per second; a copy reads and writes each byte, so its memory traffic is twice that figure).
@@ -42,11 +42,11 @@ import pipeline  # noqa: F401
 from data_manifest.schema import VideoRecord
 from pipeline.heads import build_head
 from pipeline.heads.t2vlad import T2VLADVideoEmbedding
-from pipeline.search import QueryEncoder, Searcher
-from pipeline.store import EmbeddingStore, append_embeddings, load_trained_run, rebuild_index
+from pipeline.stores.index import IndexSpec, build_index, bytes_per_vector, search_index
+from pipeline.stores.search import QueryEncoder, Searcher
+from pipeline.stores.store import EmbeddingStore, append_embeddings, load_trained_run, rebuild_index
 from pipeline.text_encoder import model_dir_digest, resolve_text_model_dir
-from pipeline.train_config import TrainConfig
-from pipeline.vector_index import IndexSpec, build_index, bytes_per_vector, search_index
+from pipeline.training.config import TrainConfig
 
 EXPERTS = {"rgb": 1280, "audio": 128, "ocr": 384, "speech": 384}
 COLOURS = ("red", "blue", "green", "yellow", "purple", "orange")

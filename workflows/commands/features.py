@@ -13,10 +13,10 @@ import numpy as np
 
 from data_manifest.validate import load_manifest
 from pipeline.errors import ConfigError, ShardError
-from pipeline.features import shard_files
-from pipeline.interop import export_mmt, import_features, read_ce_pickle, read_mmt, source_digest
-from pipeline.shard_plan import ShardPlan
-from pipeline.shards import SCHEMA_VERSION, STATUS_NAMES, attr_value
+from pipeline.features.interop import export_mmt, import_features, read_ce_pickle, read_mmt, source_digest
+from pipeline.features.plan import ShardPlan
+from pipeline.features.reader import shard_files
+from pipeline.features.shards import SCHEMA_VERSION, STATUS_NAMES, attr_value
 
 __all__ = ["register", "shard_summary", "check_features", "list_failures"]
 

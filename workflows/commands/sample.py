@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from data_manifest.errors import T2VError
-from data_manifest.real_media import add_real_media, default_media_cache
-from data_manifest.sample import generate_sample_dataset, split_counts
+from data_manifest.sample.generate import generate_sample_dataset, split_counts
+from data_manifest.sample.real_media import add_real_media, default_media_cache
 
 
 def _sample_data(args: argparse.Namespace) -> int:

@@ -13,8 +13,8 @@ from data_manifest.errors import T2VError
 def cmd_encode(args: argparse.Namespace) -> int:
     """Encode (or extend) a store; prints one summary line."""
     import pipeline  # noqa: F401
-    from pipeline.store import encode_store
-    from pipeline.vector_index import IndexSpec, bytes_per_vector
+    from pipeline.stores.index import IndexSpec, bytes_per_vector
+    from pipeline.stores.store import encode_store
 
     if not Path(args.run_dir).is_dir():
         raise T2VError(f"{args.run_dir}: run folder not found")
@@ -72,7 +72,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     """Answer one query, or many (``-`` reads one per line from stdin; ``--interactive`` prompts)."""
     import pipeline  # noqa: F401
     from pipeline.errors import StoreError
-    from pipeline.search import Searcher
+    from pipeline.stores.search import Searcher
 
     if args.k < 1:
         raise T2VError(f"-k must be >= 1, got {args.k}")

@@ -16,8 +16,8 @@ def _default_features(manifest: str) -> Path:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train; prints per-epoch validation lines and the best epoch."""
-    from pipeline.train import train
-    from pipeline.train_config import load_config
+    from pipeline.training.config import load_config
+    from pipeline.training.loop import train
 
     config = load_config(args.config, head=args.head, device=args.device, epochs=args.epochs, seed=args.seed)
     if args.experts:
@@ -35,7 +35,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a run's best checkpoint on a split; a table or JSON on stdout."""
-    from pipeline.evaluate import evaluate_run, format_metrics_table
+    from pipeline.runs.evaluate import evaluate_run, format_metrics_table
 
     if not Path(args.run_dir).is_dir():
         raise T2VError(f"{args.run_dir}: run folder not found")
@@ -101,7 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--manifest", required=True, help="manifest JSONL (train split trains, val split selects)")
     p.add_argument(
-        "--config", default=None, help="TOML or JSON training config (see pipeline/train_config.py)"
+        "--config", default=None, help="TOML or JSON training config (see pipeline/training/config.py)"
     )
     p.add_argument("--features", default=None, help="features root (default: 'features' beside the manifest)")
     p.add_argument("--out", required=True, help="run folder (resumed when it holds a matching last.pt)")

@@ -1,0 +1,1 @@
+"""The embedded sample dataset: vocabulary, clip plan, rendering, real media fetched from packages."""

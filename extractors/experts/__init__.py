@@ -1,0 +1,1 @@
+"""One module per expert; each registers itself with ``extractors.registry`` when imported."""

@@ -1,0 +1,1 @@
+"""Decoding: containers, video readers (PyAV, decord), frame sampling specs and the audio track."""

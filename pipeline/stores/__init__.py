@@ -1,0 +1,1 @@
+"""Embedding stores of trained heads: video vectors, vector indexes and text search."""

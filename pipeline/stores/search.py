@@ -1,0 +1,320 @@
+"""Text search over an embedding store: query encoding, exact scoring, re-ranking and T2VLAD explanations.
+
+Scoring (``Searcher.rank``), with ``s`` = the head's own ``similarity``:
+
+- Inner-product heads (T2VLAD, CRET): the index holds ``video_vectors`` of the *complete* videos (every expert
+  present), for which ``query_vectors(t) · video_vectors(v) == s(t, v)``. The videos with a missing expert (T2VLAD
+  renormalises the expert weights over each video's experts) are all scored exactly, whatever their number: grouped
+  by the set of experts they have, each group against the head's own ``query_vectors(t, available=that set)``
+  (a flat scan of the group's video vectors, kept in memory), and videos without any expert with
+  ``head.similarity`` on their stored embeddings. The k best of the union are returned. (Scoring the groups with
+  ``head.similarity`` gives the same numbers; T2VLAD's ``einsum`` local score is ~100x slower on CPU.)
+  **Guarantee**: with the default flat index the result is exactly the top k of ``s`` over the whole store (ties
+  broken by store row); with ``ivf``/``ivfpq`` only the complete videos are approximate.
+- Text-conditioned heads (MGFI): stores of up to ``exhaustive_limit`` videos (default 20 000) are scored entirely
+  with ``head.similarity`` (exact). Larger stores take a candidate pool of ``max(10·k, pool)`` videos from the index
+  of query-independent proxies (``pipeline.stores.store.index_vectors``) and re-rank it with the head: exact within the
+  pool, approximate overall.
+
+The text encoder is loaded once per ``Searcher``; frozen-text runs round token features to float16 as the
+training cache (``pipeline.training.text_cache``) did, fine-tuned runs load the run's fine-tuned encoder. Queries are encoded
+with one torch thread by default (``QueryEncoder(threads=...)``): a short query gains nothing from intra-op threads,
+and on shared, busy cores OpenMP's spin-waiting made MiniLM 10-40x slower (1 s instead of 25-70 ms per query).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.errors import StoreError
+from pipeline.heads import Embedding, TextBatch
+from pipeline.stores.index import search_index
+from pipeline.stores.store import EmbeddingStore, TrainedRun, load_trained_run
+from pipeline.stores.vectors import query_index_vectors
+from pipeline.text_encoder import TextEncoder, model_dir_digest, resolve_text_model_dir
+from pipeline.training.text_cache import TextSide
+
+TOP_CENTERS = 3
+
+
+def text_model_digest(run: TrainedRun) -> str:
+    """Digest of the text model folder the run's config names, as found on this machine now."""
+    return model_dir_digest(resolve_text_model_dir(run.config.text.model or None))
+
+
+def check_text_model(store: EmbeddingStore, digest: str) -> None:
+    """StoreError when the store was built with another text model than ``digest``."""
+    if digest != store.attrs.get("text_model_digest"):
+        raise StoreError(
+            f"{store.path}: store was built with text model {str(store.attrs.get('text_model_digest'))[:12]}, "
+            f"the text model found now is {digest[:12]}"
+        )
+
+
+class QueryEncoder:
+    """Captions -> ``TextBatch`` as the run's text side produced them in training (loaded once)."""
+
+    def __init__(
+        self, run: TrainedRun, device: str = "cpu", digest: str | None = None, threads: int | None = 1
+    ):
+        text = run.config.text
+        self.device, self.threads = device, threads
+        self.side: TextSide | None = None
+        self.encoder: TextEncoder | None = None
+        self.digest = digest or text_model_digest(run)
+        if text.mode == "frozen":
+            self.encoder = TextEncoder(resolve_text_model_dir(text.model or None), max_length=text.max_length)
+            self.encoder.to(device).eval()
+        else:
+            self.side = TextSide(text, run.run_dir / "text-cache")
+            if run.text_state is not None:
+                self.side.load_state_dict(run.text_state)
+            self.side.to(device).eval()
+
+    @property
+    def tokenizer(self) -> Any:
+        enc = self.encoder if self.encoder is not None else self.side.encoder
+        return enc.tokenizer
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> TextBatch:
+        """Token features of ``texts``, computed with ``threads`` torch CPU threads (None: torch's setting)."""
+        previous = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            return self._encode(texts)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _encode(self, texts: list[str]) -> TextBatch:
+        if self.side is not None:
+            return self.side(texts, device=self.device)
+        tokens = self.encoder(texts)
+        mask = tokens.mask.bool()
+        feats = tokens.features.half().float().masked_fill(~mask.unsqueeze(-1), 0.0)
+        return TextBatch(tokens=feats, mask=mask)
+
+
+@dataclass
+class Hit:
+    """One ranked video; ``explanation`` (T2VLAD): per-expert weights/contributions and the top centers."""
+
+    rank: int
+    video_id: str
+    score: float
+    row: int
+    split: str
+    captions: list[str]
+    path: str
+    explanation: dict[str, Any] | None = None
+
+
+@dataclass
+class SearchResult:
+    """Hits of one query; ``expert_weights`` = T2VLAD's softmax over all experts; ``timings`` in seconds."""
+
+    query: str
+    hits: list[Hit]
+    expert_weights: dict[str, float] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Searcher:
+    """Search one store with the head of the run that built it (or ``run``, which must match it)."""
+
+    def __init__(
+        self,
+        store: EmbeddingStore,
+        run: TrainedRun,
+        encoder: QueryEncoder | None = None,
+        *,
+        device: str = "cpu",
+        pool: int = 100,
+        exhaustive_limit: int = 20000,
+        block: int = 4096,
+    ):
+        if store.head_name != run.head.name or store.attrs.get("checkpoint_sha256") != run.checkpoint_sha256:
+            raise StoreError(
+                f"{store.path}: store was built by head {store.head_name!r} (checkpoint "
+                f"{str(store.attrs.get('checkpoint_sha256'))[:12]}), not by {run.run_dir} ({run.head.name!r}, "
+                f"checkpoint {run.checkpoint_sha256[:12]}); re-run t2v encode"
+            )
+        if encoder is not None:
+            check_text_model(store, encoder.digest)
+        if len(store) == 0:
+            raise StoreError(f"{store.path}: the store holds no videos")
+        self.store, self.run, self.head, self.encoder = store, run, run.head, encoder
+        self.device, self.pool, self.block = device, pool, block
+        self.index = store.index()
+        self.all_emb: Embedding | None = None
+        self.groups: list[tuple[torch.Tensor, np.ndarray, torch.Tensor]] = []
+        self.fallback_rows = np.zeros(0, np.int64)
+        self.fallback_emb: Embedding | None = None
+        if self.head.text_conditioned:
+            if len(store) <= exhaustive_limit:
+                self.all_emb = store.embeddings(slice(0, len(store)), device)
+        else:
+            self._group_incomplete(np.flatnonzero(~store.complete))
+
+    @torch.no_grad()
+    def _group_incomplete(self, rows: np.ndarray) -> None:
+        """Videos with a missing expert, grouped by the set of experts they have: one (pattern, rows, video
+        vectors) per group, scored with ``query_vectors(t, available=pattern)``. Videos without any expert (or a
+        head whose embedding has no ``available``) are scored with ``head.similarity`` itself."""
+        if not len(rows):
+            return
+        emb = self.store.embeddings(rows, self.device)
+        available = getattr(emb, "available", None)
+        if available is None:
+            self.fallback_rows, self.fallback_emb = rows, emb
+            return
+        patterns, inverse = torch.unique(available.bool(), dim=0, return_inverse=True)
+        fallback = []
+        for g, pattern in enumerate(patterns):
+            members = torch.nonzero(inverse == g).flatten()
+            if not bool(pattern.any()):
+                fallback.append(members)
+                continue
+            vectors = self.head.video_vectors(emb[members]).float()
+            self.groups.append((pattern, rows[members.cpu().numpy()], vectors))
+        if fallback:
+            members = torch.cat(fallback)
+            self.fallback_rows, self.fallback_emb = rows[members.cpu().numpy()], emb[members]
+
+    @classmethod
+    def open(cls, store_path: str | Path, run_dir: str | Path | None = None, device: str = "cpu") -> Searcher:
+        """Open a store, its run (``run_dir`` or the one recorded in the store) and the text encoder."""
+        store = EmbeddingStore(store_path)
+        run = load_trained_run(
+            run_dir or store.attrs["run_dir"], str(store.attrs.get("checkpoint", "best.pt")), device
+        )
+        digest = text_model_digest(run)
+        check_text_model(store, digest)
+        return cls(store, run, QueryEncoder(run, device, digest), device=device)
+
+    @torch.no_grad()
+    def encode_queries(self, queries: list[str]) -> Embedding:
+        for q in queries:
+            if not q.strip():
+                raise StoreError("empty query")
+        if self.encoder is None:
+            raise StoreError("this Searcher has no text encoder (pass encoder=QueryEncoder(run))")
+        return self.head.encode_text(self.encoder.encode(queries).to(self.device))
+
+    def _similarity_blocks(self, text_emb: Embedding, video_emb: Embedding) -> np.ndarray:
+        tiles = [
+            self.head.similarity(text_emb, video_emb[a : a + self.block]).float().cpu()
+            for a in range(0, len(video_emb), self.block)
+        ]
+        return torch.cat(tiles, dim=1).numpy()
+
+    @torch.no_grad()
+    def rank(self, text_emb: Embedding, k: int = 10) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query of ``text_emb``: (rows, scores) of the k best videos, best first (see module docstring)."""
+        k = max(1, min(int(k), len(self.store)))
+        out = []
+        if self.head.text_conditioned and self.all_emb is not None:
+            sims = self._similarity_blocks(text_emb, self.all_emb)
+            return [_top(np.arange(len(self.store)), s, k) for s in sims]
+        queries = query_index_vectors(self.head, text_emb)
+        if self.head.text_conditioned:
+            _, ids = search_index(self.index, queries, max(10 * k, self.pool))
+            for b in range(len(text_emb)):
+                rows = ids[b][ids[b] >= 0]
+                sims = self._similarity_blocks(text_emb[b], self.store.embeddings(rows, self.device))[0]
+                out.append(_top(rows, sims, k))
+            return out
+        scores, ids = search_index(self.index, queries, k)
+        extra_rows, extra_sims = [], []
+        for pattern, rows, vectors in self.groups:
+            q = self.head.query_vectors(text_emb, available=pattern).float()
+            extra_rows.append(rows)
+            extra_sims.append((q @ vectors.t()).cpu().numpy())
+        if self.fallback_emb is not None:
+            extra_rows.append(self.fallback_rows)
+            extra_sims.append(self._similarity_blocks(text_emb, self.fallback_emb))
+        for b in range(len(text_emb)):
+            valid = ids[b] >= 0
+            rows = np.concatenate([ids[b][valid], *extra_rows])
+            sims = np.concatenate([scores[b][valid], *[s[b] for s in extra_sims]])
+            out.append(_top(rows, sims, k))
+        return out
+
+    def search(
+        self, query: str, k: int = 10, explain: bool = True, text_emb: Embedding | None = None
+    ) -> SearchResult:
+        """Encode ``query`` (unless its ``text_emb`` is given), rank the store, attach captions and (T2VLAD)
+        explanations."""
+        t0 = time.perf_counter()
+        if text_emb is None:
+            text_emb = self.encode_queries([query])
+        t1 = time.perf_counter()
+        rows, scores = self.rank(text_emb, k)[0]
+        t2 = time.perf_counter()
+        s = self.store
+        hits = [
+            Hit(i + 1, s.video_ids[r], float(sc), int(r), s.splits[r], s.captions[r], s.paths[r])
+            for i, (r, sc) in enumerate(zip(rows, scores, strict=True))
+        ]
+        weights = None
+        if explain and self.head.name == "t2vlad" and hits:
+            weights = explain_t2vlad(
+                self.head, self.store.experts, text_emb, self.store.embeddings(rows), hits
+            )
+        t3 = time.perf_counter()
+        timings = {"encode_s": t1 - t0, "search_s": t2 - t1, "explain_s": t3 - t2, "total_s": t3 - t0}
+        return SearchResult(query, hits, weights, timings)
+
+
+def _top(rows: np.ndarray, sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.lexsort((rows, -sims))[:k]
+    return rows[order].astype(np.int64), sims[order].astype(np.float32)
+
+
+@torch.no_grad()
+def explain_t2vlad(
+    head: torch.nn.Module, experts: list[str], text_emb: Embedding, video_emb: Embedding, hits: list[Hit]
+) -> dict[str, float] | None:
+    """Fill ``hit.explanation`` for one query: the expert weights renormalised over the video's experts, each
+    expert's and each center's share of the score (they sum to the score), the ``TOP_CENTERS`` best centers.
+    Returns the query's softmax expert weights over all experts (None for a variant without a global branch)."""
+    coef_global, coef_local = head.branch_coefficients()
+    weights = None
+    if coef_global:
+        w = text_emb.expert_logits.softmax(dim=-1)[0]
+        weights = {e: float(w[i]) for i, e in enumerate(experts)}
+        present = video_emb.available.to(w.dtype)
+        renorm = w * present / (present @ w).clamp_min(1e-30).unsqueeze(-1)
+        cosines = torch.einsum("nc,vnc->vn", text_emb.experts[0], video_emb.experts)
+        expert_parts = coef_global * renorm * cosines
+    if coef_local:
+        k = head.config.num_clusters
+        center_parts = coef_local / k * torch.einsum("kc,vkc->vk", text_emb.centers[0], video_emb.centers)
+    for j, hit in enumerate(hits):
+        info: dict[str, Any] = {}
+        if coef_global:
+            info["experts"] = {
+                e: {
+                    "weight": float(renorm[j, i]),
+                    "contribution": float(expert_parts[j, i]),
+                    "present": bool(video_emb.available[j, i]),
+                }
+                for i, e in enumerate(experts)
+            }
+        if coef_local:
+            order = torch.argsort(center_parts[j], descending=True)[:TOP_CENTERS]
+            info["top_centers"] = [
+                {"center": int(c), "contribution": float(center_parts[j, c])} for c in order
+            ]
+        hit.explanation = info
+    return weights

@@ -1,0 +1,474 @@
+"""Embedding stores (DESIGN.md §3.4): a trained head's video side in HDF5 plus a faiss index, grown incrementally.
+
+A store is a folder ``STORE/`` with ``embeddings.h5`` and ``index.faiss``. ``embeddings.h5``:
+
+| dataset          | shape / type        | meaning                                                            |
+|------------------|---------------------|--------------------------------------------------------------------|
+| `video_ids`      | (N,) str            | manifest ids, in the order they were encoded                       |
+| `captions`       | (N,) str            | JSON list of the video's captions (may be `[]`)                    |
+| `paths`, `splits`, `content_hash` | (N,) str | absolute media path, split, the manifest's content hash     |
+| `available`      | (N, E) bool         | expert e had usable rows (columns: attribute `experts`)            |
+| `complete`       | (N,) bool           | the head's inner product is its exact score for this video         |
+| `emb/<field>`    | (N, ...) f32 / bool | every tensor of the head's video ``Embedding`` (ragged dims padded) |
+
+Attributes: ``format_version``, ``num_videos`` (rows committed; rows past it are a killed append and are dropped
+by the next one), ``head``, ``embedding_class``, ``run_dir``, ``checkpoint``, ``checkpoint_sha256``,
+``text_model_digest``, ``run_config`` (JSON), ``feature_fingerprints`` and ``feature_dirs`` (JSON), ``experts``
+(JSON), ``manifest``, ``index`` (JSON: the ``IndexSpec`` used and the ``num_videos`` it covers).
+
+The index holds ``index_vectors``: ``head.video_vectors`` of the *complete* videos for inner-product heads (T2VLAD,
+CRET; the other videos are scored by the head itself at search time), and a query-independent proxy of every
+video for text-conditioned heads (MGFI: the frame values with uniform attention, refined as the head does, plus the
+audio vector). Vectors are float32: see ``pipeline.stores.index`` for the bytes per video of each index kind; the
+HDF5 file costs 4 bytes per float of the embedding (T2VLAD: (N_experts + K)·C floats, e.g. 14·768·4 = 43 kB).
+
+Incremental encoding: manifest videos not yet in the store are encoded and appended, videos whose content hash
+changed are re-encoded in place, the others are never touched; a video missing from some expert's features (not
+extracted yet) is skipped and reported, so a later run picks it up. The index is appended to, or rebuilt when rows
+changed or another index kind is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, fields
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from data_manifest.schema import VideoRecord
+from pipeline.errors import StoreError
+from pipeline.features.reader import FeatureReader, latest_feature_dir
+from pipeline.features.shards import STATUS_OK
+from pipeline.heads import Embedding, RetrievalHead
+from pipeline.runs.trained import TrainedRun, load_trained_run
+from pipeline.stores.index import IndexSpec, add_to_index, build_index, read_index, write_index
+from pipeline.stores.vectors import complete_mask, index_vectors
+from pipeline.training.dataset import VideoSample, collate, uniform_rows
+
+FORMAT_VERSION = 1
+STORE_FILE = "embeddings.h5"
+INDEX_FILE = "index.faiss"
+CHUNK_BYTES = 1 << 18  # HDF5 chunks of whole rows, ~256 kB: reading one video touches one chunk per field
+_META = ("video_ids", "captions", "paths", "splits", "content_hash")
+__all__ = [
+    "EmbeddingStore",
+    "TrainedRun",
+    "encode_store",
+    "load_trained_run",
+    "append_embeddings",
+    "rebuild_index",
+]
+
+
+# ----- reading -----
+def _strings(ds: h5py.Dataset, n: int) -> list[str]:
+    return list(ds.asstr()[:n]) if n else []
+
+
+class EmbeddingStore:
+    """Read side of a store folder: metadata in memory, embeddings read by rows, the index on demand."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.h5_path = self.path / STORE_FILE
+        if not self.h5_path.is_file():
+            raise StoreError(f"{self.path}: no embedding store here ({STORE_FILE} missing; run t2v encode)")
+        try:
+            with h5py.File(self.h5_path, "r") as f:
+                self.attrs = {k: _attr(v) for k, v in f.attrs.items()}
+                n = int(self.attrs.get("num_videos", 0))
+                meta = {name: _strings(f[name], n) for name in _META}
+                self.available = f["available"][:n] if n else np.zeros((0, len(self.experts)), bool)
+                self.complete = f["complete"][:n] if n else np.zeros(0, bool)
+        except (OSError, KeyError) as err:
+            raise StoreError(f"{self.h5_path}: unreadable embedding store ({err})") from err
+        if self.attrs.get("format_version") != FORMAT_VERSION:
+            raise StoreError(
+                f"{self.h5_path}: store format {self.attrs.get('format_version')} != {FORMAT_VERSION}"
+            )
+        self.video_ids: list[str] = meta["video_ids"]
+        self.captions: list[list[str]] = [json.loads(c) for c in meta["captions"]]
+        self.paths, self.splits, self.content_hash = meta["paths"], meta["splits"], meta["content_hash"]
+        self.row_of = {v: i for i, v in enumerate(self.video_ids)}
+        module, _, name = str(self.attrs["embedding_class"]).partition(":")
+        self.embedding_class: type[Embedding] = getattr(import_module(module), name)
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    @property
+    def head_name(self) -> str:
+        return str(self.attrs["head"])
+
+    @property
+    def experts(self) -> list[str]:
+        return json.loads(self.attrs["experts"])
+
+    @property
+    def index_spec(self) -> IndexSpec:
+        return IndexSpec.from_dict(json.loads(self.attrs["index"]))
+
+    def embeddings(self, rows: np.ndarray | slice, device: str | torch.device = "cpu") -> Embedding:
+        """The head's video Embedding of ``rows`` (a slice, or row numbers in any order)."""
+        order = None
+        if not isinstance(rows, slice):
+            rows = np.asarray(rows, np.int64)
+            uniq, order = np.unique(rows, return_inverse=True)
+            rows = uniq
+        values = {}
+        with h5py.File(self.h5_path, "r") as f:
+            for fld in fields(self.embedding_class):
+                name = f"emb/{fld.name}"
+                if name not in f:
+                    values[fld.name] = None
+                    continue
+                data = _read_rows(f[name], rows)
+                tensor = torch.from_numpy(np.ascontiguousarray(data))
+                values[fld.name] = (tensor if order is None else tensor[torch.from_numpy(order)]).to(device)
+        return self.embedding_class(**values)
+
+    def index(self) -> Any:
+        """The faiss index (StoreError when it does not cover the committed rows)."""
+        info = json.loads(self.attrs["index"])
+        if int(info.get("num_videos", -1)) != len(self):
+            raise StoreError(
+                f"{self.path}: index covers {info.get('num_videos')} of {len(self)} videos; re-run t2v encode"
+            )
+        return read_index(self.path / INDEX_FILE, self.index_spec)
+
+
+def _read_rows(ds: h5py.Dataset, rows: np.ndarray | slice, block: int = 8192) -> np.ndarray:
+    """``ds[rows]`` for a slice or sorted unique rows. h5py's point selection costs ~1.5 ms per row, so a few
+    rows are read one by one (~25 µs each) and many rows as contiguous blocks."""
+    if isinstance(rows, slice):
+        return ds[rows]
+    if len(rows) <= 64:
+        return np.stack([ds[int(r)] for r in rows]) if len(rows) else ds[:0]
+    parts = []
+    for a in range(int(rows[0]), int(rows[-1]) + 1, block):
+        chunk = rows[(rows >= a) & (rows < a + block)]
+        if len(chunk):
+            parts.append(ds[a : int(chunk[-1]) + 1][chunk - a])
+    return np.concatenate(parts)
+
+
+def _attr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# ----- writing -----
+@dataclass
+class EncodeSummary:
+    """What ``encode_store`` did."""
+
+    store: Path
+    num_videos: int
+    added: int
+    reencoded: int
+    skipped: list[str] = field(default_factory=list)
+    index: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _feature_dirs(run: TrainedRun, features_root: str | Path | None) -> dict[str, Path]:
+    trained = {e: Path(p) for e, p in run.saved["feature_dirs"].items() if e in run.head.expert_names}
+    if features_root is None:
+        return trained
+    dirs = {e: Path(latest_feature_dir(Path(features_root), e)) for e in trained}
+    for e, d in dirs.items():
+        if d.name != trained[e].name:
+            raise StoreError(
+                f"{d}: expert {e!r} has fingerprint {d.name}, the run was trained on {trained[e].name}"
+            )
+    return dirs
+
+
+def _identity(run: TrainedRun, dirs: dict[str, Path]) -> dict[str, Any]:
+    return {
+        "head": run.head.name,
+        "checkpoint_sha256": run.checkpoint_sha256,
+        "text_model_digest": str(run.saved.get("text_model_digest", "")),
+        "feature_fingerprints": json.dumps({e: d.name for e, d in dirs.items()}, sort_keys=True),
+    }
+
+
+def _samples(
+    records: list[VideoRecord], readers: dict[str, FeatureReader], max_rows: int
+) -> list[VideoSample]:
+    got = {e: r.get_many([rec.video_id for rec in records]) for e, r in readers.items()}
+    samples = []
+    for i, rec in enumerate(records):
+        rows = {}
+        for e, reader in readers.items():
+            vf = got[e][rec.video_id]
+            ok = int(vf.status) == STATUS_OK and len(vf.features) > 0
+            rows[e] = (
+                vf.features[uniform_rows(len(vf.features), max_rows)]
+                if ok
+                else np.zeros((0, reader.dim), np.float32)
+            )
+        samples.append(VideoSample(video_id=rec.video_id, index=i, rows=rows, caption=None))
+    return samples
+
+
+def _put(f: h5py.File, name: str, data: np.ndarray, start: int) -> None:
+    """Write ``data`` at rows ``start:`` of a resizable dataset, growing every dim as needed (zero/False padded)."""
+    if name not in f:
+        shape = (start + len(data),) + data.shape[1:]
+        trailing = tuple(max(1, d) for d in data.shape[1:])
+        rows = int(max(1, min(1024, CHUNK_BYTES // (data.dtype.itemsize * int(np.prod(trailing))))))
+        f.create_dataset(
+            name, shape=shape, maxshape=(None,) * data.ndim, dtype=data.dtype, chunks=(rows, *trailing)
+        )
+    ds = f[name]
+    shape = (max(ds.shape[0], start + len(data)),) + tuple(
+        max(a, b) for a, b in zip(ds.shape[1:], data.shape[1:], strict=True)
+    )
+    if shape != ds.shape:
+        ds.resize(shape)
+    pad = [(0, 0)] + [(0, s - d) for s, d in zip(shape[1:], data.shape[1:], strict=True)]
+    ds[start : start + len(data)] = np.pad(data, pad) if any(p[1] for p in pad) else data
+
+
+def _put_strings(f: h5py.File, name: str, values: list[str], start: int) -> None:
+    if name not in f:
+        f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=h5py.string_dtype("utf-8"), chunks=True)
+    ds = f[name]
+    ds.resize((max(ds.shape[0], start + len(values)),))
+    ds[start : start + len(values)] = np.array(values, dtype=object)
+
+
+def _write_rows(
+    f: h5py.File,
+    start: int,
+    records: list[VideoRecord],
+    manifest_dir: Path,
+    emb: Embedding,
+    available: np.ndarray,
+    complete: np.ndarray,
+) -> None:
+    """Write the rows ``start : start + len(records)`` (appending or overwriting)."""
+    meta = {
+        "video_ids": [r.video_id for r in records],
+        "captions": [json.dumps(r.captions, ensure_ascii=False) for r in records],
+        "paths": [str(r.resolve(manifest_dir)) for r in records],
+        "splits": [r.split for r in records],
+        "content_hash": [r.content_hash or "" for r in records],
+    }
+    tensors = {f"emb/{k}": v for k, v in emb._tensors().items() if v is not None}
+    for name, values in meta.items():
+        _put_strings(f, name, values, start)
+    for name, tensor in tensors.items():
+        data = tensor.detach().cpu()
+        _put(f, name, (data.float() if data.is_floating_point() else data).numpy(), start)
+    _put(f, "available", available, start)
+    _put(f, "complete", complete, start)
+
+
+def _init_attrs(
+    f: h5py.File, run: TrainedRun, dirs: dict[str, Path], checkpoint: str, manifest: Path
+) -> None:
+    f.attrs.update(
+        {
+            **_identity(run, dirs),
+            "format_version": FORMAT_VERSION,
+            "num_videos": 0,
+            "run_dir": str(run.run_dir),
+            "checkpoint": checkpoint,
+            "run_config": json.dumps(run.saved["config"], sort_keys=True),
+            "feature_dirs": json.dumps({e: str(d) for e, d in dirs.items()}, sort_keys=True),
+            "experts": json.dumps(run.head.expert_names),
+            "manifest": str(manifest),
+            "embedding_class": "",
+            "index": json.dumps({"num_videos": -1}),
+        }
+    )
+
+
+def append_embeddings(
+    run: TrainedRun,
+    out: str | Path,
+    records: list[VideoRecord],
+    emb: Embedding,
+    available: np.ndarray,
+    *,
+    manifest: Path,
+    feature_dirs: dict[str, Path],
+) -> int:
+    """Append video embeddings computed elsewhere (``records`` in ``emb`` order, ``available`` (B, E) bool) to
+    the store ``out`` (created when missing); returns the new number of videos. The index is not touched: call
+    ``rebuild_index`` afterwards."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with h5py.File(out / STORE_FILE, "a") as f:
+        if "format_version" not in f.attrs:
+            _init_attrs(f, run, feature_dirs, run.checkpoint.name, manifest)
+        start = int(f.attrs["num_videos"])
+        f.attrs["embedding_class"] = f"{type(emb).__module__}:{type(emb).__name__}"
+        _write_rows(f, start, records, manifest.parent, emb, available, complete_mask(run.head, emb))
+        f.attrs["num_videos"] = start + len(records)
+    return start + len(records)
+
+
+def rebuild_index(
+    out: str | Path, head: RetrievalHead, spec: IndexSpec, device: str = "cpu"
+) -> dict[str, Any]:
+    """Build the store's index from scratch (see ``pipeline.stores.index``); returns its parameters."""
+    return _update_index(Path(out), head, spec, None, appended=0, rebuild=True, device=device)
+
+
+def encode_store(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    manifest: str | Path | None = None,
+    split: str | None = None,
+    features_root: str | Path | None = None,
+    checkpoint: str = "best.pt",
+    index: IndexSpec | None = None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    progress: bool = True,
+) -> EncodeSummary:
+    """Encode the manifest's videos (``split`` only, when given) with the run's head into the store ``out``."""
+    from data_manifest.validate import load_manifest
+
+    t0 = time.monotonic()
+    run = load_trained_run(run_dir, checkpoint, device)
+    dirs = _feature_dirs(run, features_root)
+    manifest_path = Path(manifest or run.saved["manifest"]).resolve()
+    records = [
+        r for r in load_manifest(manifest_path, check_paths=False) if split is None or r.split == split
+    ]
+    readers = {e: FeatureReader(dirs[e]) for e in run.head.expert_names}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    h5_path = out / STORE_FILE
+    identity = _identity(run, dirs)
+    existing: dict[str, tuple[int, str]] = {}
+    old_spec = None
+    if h5_path.exists():
+        store = EmbeddingStore(out)
+        for key, value in identity.items():
+            if str(store.attrs.get(key)) != str(value):
+                raise StoreError(
+                    f"{out}: store was built with another {key} ({store.attrs.get(key)} != {value}); "
+                    "use a new --out folder"
+                )
+        existing = {v: (i, store.content_hash[i]) for i, v in enumerate(store.video_ids)}
+        old_spec = store.index_spec
+    skipped = [r.video_id for r in records if not all(r.video_id in rd for rd in readers.values())]
+    skip = set(skipped)
+    new = [r for r in records if r.video_id not in existing and r.video_id not in skip]
+    changed = [
+        r
+        for r in records
+        if r.video_id in existing
+        and r.video_id not in skip
+        and (r.content_hash or "") != existing[r.video_id][1]
+    ]
+    if not existing and not new:
+        raise StoreError(
+            f"{manifest_path}: no video{f' of split {split!r}' if split else ''} with features to encode"
+            f"{f' ({len(skipped)} not extracted yet)' if skipped else ''}"
+        )
+    spec = index or old_spec or IndexSpec()
+    with h5py.File(h5_path, "a") as f:
+        committed = int(f.attrs.get("num_videos", 0))
+        if not existing:
+            _init_attrs(f, run, dirs, checkpoint, manifest_path)
+        jobs = [(existing[r.video_id][0], r) for r in changed] + [
+            (committed + i, r) for i, r in enumerate(new)
+        ]
+        for b in range(0, len(jobs), batch_size):
+            block = jobs[b : b + batch_size]
+            recs = [r for _, r in block]
+            batch = collate(
+                _samples(recs, readers, run.config.max_rows),
+                run.head.expert_names,
+                {e: rd.dim for e, rd in readers.items()},
+            )
+            with torch.no_grad():
+                emb = run.head.encode_video(batch.video.to(device))
+            f.attrs["embedding_class"] = f"{type(emb).__module__}:{type(emb).__name__}"
+            available, complete = batch.video.available.numpy(), complete_mask(run.head, emb)
+            for j, (row, rec) in enumerate(block):  # re-encoded videos keep their (scattered) rows
+                if row < committed:
+                    _write_rows(
+                        f, row, [rec], manifest_path.parent, emb[j], available[j : j + 1], complete[j : j + 1]
+                    )
+            fresh = [j for j, (row, _) in enumerate(block) if row >= committed]  # consecutive new rows
+            if fresh:
+                _write_rows(
+                    f,
+                    block[fresh[0]][0],
+                    [block[j][1] for j in fresh],
+                    manifest_path.parent,
+                    emb[torch.tensor(fresh)],
+                    available[fresh],
+                    complete[fresh],
+                )
+            if progress:
+                print(f"encoded {min(b + batch_size, len(jobs))}/{len(jobs)} videos", flush=True)
+        f.attrs["num_videos"] = committed + len(new)
+        f.flush()
+    info = _update_index(
+        out, run.head, spec, old_spec, appended=len(new), rebuild=bool(changed), device=device
+    )
+    store = EmbeddingStore(out)
+    return EncodeSummary(out, len(store), len(new), len(changed), skipped, info, time.monotonic() - t0)
+
+
+def _update_index(
+    out: Path,
+    head: RetrievalHead,
+    spec: IndexSpec,
+    old_spec: IndexSpec | None,
+    *,
+    appended: int,
+    rebuild: bool,
+    device: str,
+    block: int = 4096,
+) -> dict[str, Any]:
+    store = EmbeddingStore(out)
+    info = json.loads(store.attrs["index"])
+    n = len(store)
+    fresh = (
+        old_spec is None
+        or rebuild
+        or spec != old_spec
+        or int(info.get("num_videos", -1)) != n - appended
+        or not (out / INDEX_FILE).is_file()
+    )
+    start = 0 if fresh else n - appended
+    if not fresh and appended == 0:
+        return info
+    chunks, ids = [], []
+    for a in range(start, n, block):
+        emb = store.embeddings(slice(a, min(n, a + block)), device)
+        keep = store.complete[a : a + len(emb)] if not head.text_conditioned else np.ones(len(emb), bool)
+        chunks.append(index_vectors(head, emb)[keep])
+        ids.append(np.arange(a, a + len(emb))[keep])
+    dim = int(chunks[0].shape[1]) if chunks else int(info.get("dim", 0))
+    vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+    ids_arr = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    if fresh:
+        index, used = build_index(vectors, ids_arr, spec)
+    else:
+        index, used = read_index(out / INDEX_FILE, spec), spec
+        add_to_index(index, vectors, ids_arr)
+    write_index(index, out / INDEX_FILE)
+    info = {**used.to_dict(), "num_videos": n, "indexed": int(index.ntotal), "dim": dim}
+    with h5py.File(out / STORE_FILE, "a") as f:
+        f.attrs["index"] = json.dumps(info, sort_keys=True)
+    return info

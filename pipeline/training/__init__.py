@@ -1,0 +1,1 @@
+"""Training heads on cached features: datasets, the text side, the training config, the loop and curves."""

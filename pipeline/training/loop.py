@@ -1,0 +1,283 @@
+"""Training loop: seeded, CPU or CUDA, a checkpoint per epoch, best by validation, resumable after a kill.
+
+``train(config, manifest, features_root, run_dir)`` writes into ``run_dir``:
+
+- ``config.json``: the config (experts resolved), manifest, feature folders, dims (see ``pipeline.runs.folder``);
+- ``last.pt`` every epoch (model, optimizer, scheduler, RNG states of torch / numpy / random, epoch, history,
+  best so far) and ``best.pt`` when the validation score improves, both saved atomically (temp file + rename;
+  ``best.pt`` before ``last.pt``, so a kill between the two only repeats that epoch);
+- ``curves.jsonl`` + ``curves.png`` (``pipeline.training.curves``), ``provenance.json`` (package versions, feature
+  fingerprints, seed, elapsed) and, once all epochs are done, ``result.json``.
+
+Model selection: the geometric mean of text-to-video R@1/5/10 on the manifest's ``val`` split; a manifest without
+captioned ``val`` videos falls back to the first ``val_subset`` training videos (evaluated deterministically), which
+measures fitting rather than generalisation: ``config.json`` records which was used (``"selection"``).
+
+Resume: when ``last.pt`` exists and its run hash (config without ``epochs``/``device``, feature fingerprints,
+text model, the manifest's train/val ids and captions) matches, training continues after its epoch; with the same
+seed the result is identical to an uninterrupted run (row / caption sampling and shuffling are seeded per epoch,
+the global RNG states are restored). A different hash is a ConfigError: use a new run folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import random
+import time
+import warnings
+from dataclasses import dataclass, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from data_manifest.errors import T2VError
+from pipeline.errors import ConfigError
+from pipeline.features.fingerprint import canonical_json
+from pipeline.runs.evaluate import evaluate_dataset, write_json_atomic
+from pipeline.runs.folder import RunContext, build_context, pick_device, resolve_feature_dirs
+from pipeline.training.config import TrainConfig
+from pipeline.training.curves import write_curves
+from pipeline.training.dataset import RetrievalDataset, make_loader
+
+PACKAGES = ("torch", "numpy", "h5py", "transformers", "pytorch-ranger", "t2v")
+
+
+@dataclass
+class RunResult:
+    """Outcome of ``train``: where, how far, which epoch was best (score = val t2v geometric mean, %)."""
+
+    run_dir: Path
+    epochs_done: int
+    best_epoch: int
+    best_score: float
+    best_metrics: dict[str, Any]
+    resumed_from: int
+    elapsed_s: float
+
+
+def rng_states() -> dict[str, Any]:
+    """Global RNG states in types ``torch.load(weights_only=True)`` accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": keys.tolist(), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
+        "random": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Inverse of ``rng_states``."""
+    torch.set_rng_state(states["torch"].cpu())
+    n = states["numpy"]
+    np.random.set_state((n["kind"], np.array(n["keys"], np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    random.setstate(states["random"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` through a temporary file in the same folder."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def run_hash(config: TrainConfig, ctx: RunContext) -> str:
+    """What a checkpoint must match to be resumed (see module docstring)."""
+    data = [(r.video_id, r.split, r.captions) for r in ctx.records if r.split in ("train", "val")]
+    parts = {
+        "config": config.resume_hash(),
+        "features": {e: d.name for e, d in ctx.feature_dirs.items()},
+        "text": ctx.text_side.model_digest,
+        "data": hashlib.sha256(canonical_json(data).encode()).hexdigest(),
+    }
+    return hashlib.sha256(canonical_json(parts).encode()).hexdigest()
+
+
+def make_optimizer(config: TrainConfig, ctx: RunContext) -> torch.optim.Optimizer:
+    """Ranger (papers) / Adam / AdamW over the head (``optim.lr``) and a fine-tuned text encoder (``text.lr``)."""
+    groups = [{"params": [p for p in ctx.head.parameters() if p.requires_grad], "lr": config.optim.lr}]
+    text_params = [p for p in ctx.text_side.parameters() if p.requires_grad]
+    if text_params:
+        groups.append({"params": text_params, "lr": config.text.lr})
+    wd = config.optim.weight_decay
+    if config.optim.name == "ranger":
+        from pytorch_ranger import Ranger
+
+        return Ranger(groups, lr=config.optim.lr, weight_decay=wd)
+    cls = torch.optim.Adam if config.optim.name == "adam" else torch.optim.AdamW
+    return cls(groups, lr=config.optim.lr, weight_decay=wd)
+
+
+def validation_set(ctx: RunContext) -> tuple[RetrievalDataset, str]:
+    """The ``val`` split, or the first ``val_subset`` training videos when there is none."""
+    val = ctx.dataset("val")
+    if len(val) >= 2:
+        return val, "val"
+    train_ids = [r for r in ctx.records if r.split == "train" and r.captions][: ctx.config.val_subset]
+    subset = RetrievalDataset(train_ids, ctx.readers, max_rows=ctx.config.max_rows, split=None, train=False)
+    return subset, f"train-subset-{len(subset)}"
+
+
+def _train_epoch(ctx: RunContext, dataset: RetrievalDataset, optimizer, epoch: int, progress: bool) -> float:
+    """One pass over the training videos (one caption each); returns the mean loss."""
+    from tqdm import tqdm
+
+    config = ctx.config
+    dataset.set_epoch(epoch)
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    loader = make_loader(dataset, config.batch_size, shuffle=True, generator=generator)
+    ctx.head.train()
+    ctx.text_side.train()
+    losses = []
+    bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False, disable=not progress)
+    for batch in bar:
+        if len(batch.video_ids) < 2:
+            continue  # a ranking / contrastive loss needs negatives
+        batch = batch.to(ctx.device)
+        text_emb = ctx.head.encode_text(ctx.text_side(batch.captions, device=ctx.device))
+        loss = ctx.head.loss(text_emb, ctx.head.encode_video(batch.video))
+        if not torch.isfinite(loss):
+            raise T2VError(f"epoch {epoch}: loss is {loss.item()} (lower optim.lr or check the features)")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.optim.grad_clip > 0:
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, config.optim.grad_clip)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # pytorch-ranger uses deprecated addcmul_ overloads
+            optimizer.step()
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+def _provenance(config: TrainConfig, ctx: RunContext, elapsed: float, selection: str) -> dict[str, Any]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "packages": versions,
+        "python": platform.python_version(),
+        "feature_fingerprints": {e: d.name for e, d in ctx.feature_dirs.items()},
+        "feature_dirs": {e: str(d) for e, d in ctx.feature_dirs.items()},
+        "text_model_digest": ctx.text_side.model_digest,
+        "seed": config.seed,
+        "device": str(ctx.device),
+        "selection": selection,
+        "elapsed_s": round(elapsed, 3),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def train(
+    config: TrainConfig,
+    manifest_path: str | Path,
+    features_root: str | Path,
+    run_dir: str | Path,
+    *,
+    progress: bool = True,
+) -> RunResult:
+    """Train ``config.head`` on the manifest's ``train`` split; resume from ``run_dir/last.pt`` when it matches."""
+    config.validate()
+    run_dir, manifest_path, features_root = (
+        Path(run_dir),
+        Path(manifest_path).resolve(),
+        Path(features_root).resolve(),
+    )
+    device = pick_device(config.device)
+    feature_dirs = resolve_feature_dirs(config, features_root)
+    config = replace(config, experts=list(feature_dirs))
+    ctx = build_context(config, manifest_path, features_root, feature_dirs, device)
+    train_set = ctx.dataset("train", train=True)
+    if len(train_set) < 2:
+        raise T2VError(
+            f"{manifest_path}: split 'train' needs at least 2 captioned videos, has {len(train_set)}"
+        )
+    val_set, selection = validation_set(ctx)
+    optimizer = make_optimizer(config, ctx)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.optim.lr_decay_every, config.optim.lr_decay)
+    digest = run_hash(config, ctx)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    history: list[dict[str, Any]] = []
+    best = {"epoch": 0, "score": -1.0, "metrics": {}}
+    start, elapsed_before = 0, 0.0
+    last = run_dir / "last.pt"
+    if last.is_file():
+        state = torch.load(last, map_location=device, weights_only=True)
+        if state["run_hash"] != digest:
+            raise ConfigError(
+                f"{last}: checkpoint of a different config, features or training data; use another --out folder"
+            )
+        ctx.head.load_state_dict(state["head"])
+        if state["text"] is not None:
+            ctx.text_side.load_state_dict(state["text"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_states(state["rng"])
+        history, best, start = state["history"], state["best"], int(state["epoch"])
+        elapsed_before = history[-1]["elapsed_s"] if history else 0.0
+
+    saved = {
+        "config": config.to_dict(),
+        "manifest": str(manifest_path),
+        "features_root": str(features_root),
+        "feature_dirs": {e: str(d) for e, d in feature_dirs.items()},
+        "expert_dims": ctx.extra["expert_dims"],
+        "text_dim": ctx.extra["text_dim"],
+        "text_model_digest": ctx.text_side.model_digest,
+        "selection": selection,
+        "run_hash": digest,
+    }
+    write_json_atomic(run_dir / "config.json", saved)
+    t0 = time.monotonic()
+    for epoch in range(start + 1, config.epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        loss = _train_epoch(ctx, train_set, optimizer, epoch, progress)
+        scheduler.step()
+        metrics = evaluate_dataset(
+            ctx.head, ctx.text_side, val_set, batch_size=config.eval_batch_size, device=device
+        )
+        score = float(metrics["t2v"]["geometric_mean"])
+        elapsed = elapsed_before + time.monotonic() - t0
+        history.append(
+            {"epoch": epoch, "train_loss": loss, "lr": lr, "elapsed_s": round(elapsed, 3), "val": metrics}
+        )
+        text_state = ctx.text_side.state_dict() if ctx.text_side.encoder is not None else None
+        state = {"epoch": epoch, "head": ctx.head.state_dict(), "text": text_state}
+        if score > best["score"]:
+            best = {"epoch": epoch, "score": score, "metrics": metrics}
+            save_atomic(state, run_dir / "best.pt")
+        state.update(
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            rng=rng_states(),
+            history=history,
+            best=best,
+            run_hash=digest,
+        )
+        save_atomic(state, last)
+        write_curves(history, run_dir)
+        if progress:
+            print(
+                f"epoch {epoch}/{config.epochs}: loss {loss:.4f}  {selection} t2v R@1 {metrics['t2v']['R1']:.1f} "
+                f"GM {score:.2f}{'  (best)' if best['epoch'] == epoch else ''}",
+                flush=True,
+            )
+
+    elapsed = history[-1]["elapsed_s"] if history else 0.0
+    write_json_atomic(run_dir / "provenance.json", _provenance(config, ctx, elapsed, selection))
+    result = RunResult(run_dir, len(history), best["epoch"], best["score"], best["metrics"], start, elapsed)
+    write_json_atomic(run_dir / "result.json", {**result.__dict__, "run_dir": str(run_dir)})
+    return result

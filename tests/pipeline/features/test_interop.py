@@ -1,0 +1,198 @@
+"""MMT / Collaborative-Experts import and export, and the `t2v features` commands."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from data_manifest.schema import VideoRecord, write_manifest
+from pipeline.errors import ConfigError
+from pipeline.features.interop import (
+    export_mmt,
+    import_features,
+    mmt_path,
+    read_ce_pickle,
+    read_mmt,
+    source_digest,
+)
+from pipeline.features.plan import ShardPlan, default_plan_path
+from pipeline.features.reader import FeatureReader
+from pipeline.features.shards import STATUS_EMPTY, STATUS_FAILED, STATUS_OK, ShardWriter, shard_name
+from workflows.cli import main
+
+FP = "0123456789ab"
+
+
+def _h(video_id: str) -> str:
+    return hashlib.sha256(video_id.encode()).hexdigest()[:16]
+
+
+def _features(root: Path, ids: list[str], plan_size: int | None = None) -> Path:
+    folder = root / "rgb" / FP
+    specs = None
+    if plan_size:
+        plan = ShardPlan()
+        specs = plan.update(
+            [VideoRecord(v, f"{v}.mp4", [], "train", content_hash=_h(v)) for v in ids], plan_size
+        )
+        plan.save(default_plan_path(root, plan_size))
+    groups = [(s.index, list(s.video_ids), s.members_digest) for s in specs] if specs else [(0, ids, "")]
+    for index, members, digest in groups:
+        with ShardWriter(
+            folder / shard_name(index),
+            expert="rgb",
+            fingerprint=FP,
+            config={},
+            weights_sha256="",
+            dim=3,
+            dtype="float32",
+            members_digest=digest,
+        ) as w:
+            for k, vid in enumerate(members):
+                if vid.startswith("bad"):
+                    w.add(vid, np.zeros((0, 3)), np.zeros((0, 2)), STATUS_FAILED, f"{vid}.mp4: truncated")
+                elif vid.startswith("mute"):
+                    w.add(vid, np.zeros((0, 3)), np.zeros((0, 2)), STATUS_EMPTY, "no audio track")
+                else:
+                    n = k + 2
+                    w.add(
+                        vid, np.arange(n * 3).reshape(n, 3) + k, np.stack([np.arange(n), np.arange(n) + 1], 1)
+                    )
+    return folder
+
+
+def test_mmt_round_trip(tmp_path: Path) -> None:
+    folder = _features(tmp_path / "features", ["abc1", "xyz2", "bad3"])
+    out = tmp_path / "mmt"
+    records = [VideoRecord("abc1", "a.mp4", ["a red circle", "a ball"], "train")]
+    assert export_mmt(folder, out, records=records) == 3
+    path = mmt_path(out, "abc1")
+    assert path == out / "a" / "b" / "c" / "abc1.h5"
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["features.rgb"][()], np.arange(6).reshape(2, 3))
+        np.testing.assert_array_equal(f["features_t.rgb"][()], [[0, 1], [1, 2]])
+        assert list(f["raw_captions.1"].asstr()[()]) == ["a", "ball"]
+    with h5py.File(mmt_path(out, "bad3"), "r") as f:
+        assert np.isnan(f["features.rgb"][0, 0])
+    # a second expert goes into the same files; the first one's datasets stay
+    export_mmt(folder, out, expert="scene")
+    with h5py.File(path, "r") as f:
+        assert {"features.rgb", "features.scene", "raw_captions.0"} <= set(f)
+
+    items = list(read_mmt(out, "rgb"))
+    assert [i.video_id for i in items] == ["abc1", "bad3", "xyz2"]
+    imported = import_features(
+        items, tmp_path / "imp", expert="rgb", fmt="mmt", source_sha256=source_digest(out.rglob("*.h5"))
+    )
+    reader = FeatureReader(imported)
+    assert reader.attrs["config"] == '{"imported_from":"mmt"}'
+    original = FeatureReader(folder)
+    for vid in ("abc1", "xyz2"):
+        np.testing.assert_array_equal(reader.get(vid).features, original.get(vid).features)
+        np.testing.assert_array_equal(reader.get(vid).timestamps, original.get(vid).timestamps)
+    assert reader.get("bad3").status == STATUS_EMPTY
+
+
+def test_ce_pickle_needs_trust(tmp_path: Path) -> None:
+    src = tmp_path / "audio.pkl"
+    data = {"v1": np.ones(4, np.float32), "v2": np.full((3, 4), np.nan), "v3": np.arange(8.0).reshape(2, 4)}
+    src.write_bytes(pickle.dumps(data))
+    with pytest.raises(ConfigError, match="arbitrary code.*--trust-pickle"):
+        list(read_ce_pickle(src))
+    items = list(read_ce_pickle(src, trust_pickle=True))
+    assert [(i.video_id, i.status, i.features.shape) for i in items] == [
+        ("v1", STATUS_OK, (1, 4)),
+        ("v2", STATUS_EMPTY, (0, 4)),
+        ("v3", STATUS_OK, (2, 4)),
+    ]
+    records = [VideoRecord(v, f"{v}.mp4", [], "test", content_hash=v) for v in ("v1", "v2", "v3", "v4")]
+    folder = import_features(
+        items, tmp_path / "f", expert="audio", fmt="ce", source_sha256="aa", shard_size=2, records=records
+    )
+    reader = FeatureReader(folder)
+    assert reader.video_ids == ["v1", "v2", "v3", "v4"] and len(reader.shards) == 2
+    assert reader.get("v4").status == STATUS_EMPTY and "not in the imported" in reader.get("v4").error
+    assert np.isnan(reader.get("v3").timestamps).all()
+
+
+def test_cli_info_check_failures(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "features"
+    folder = _features(root, ["a1", "mute2", "bad3", "b4"], plan_size=2)
+    manifest = tmp_path / "m.jsonl"
+    recs = [
+        VideoRecord(v, f"{v}.mp4", ["x"], "train", content_hash=_h(v))
+        for v in ("a1", "mute2", "bad3", "b4", "c5")
+    ]
+    write_manifest(manifest, recs)
+
+    assert main(["features", "info", str(folder), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["shards"] == 2 and info["videos"] == 4 and info["dim"] == [3]
+    assert info["status"] == {"ok": 2, "empty": 1, "failed": 1} and info["attrs"]["fingerprint"] == FP
+    assert main(["features", "info", str(folder / "shard-00000.h5")]) == 0
+    assert "rows: 2" in capsys.readouterr().out
+
+    assert main(["features", "check", "--manifest", str(manifest), "--features", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "ok" in out and "1 manifest video(s) have no rows" in out
+
+    assert main(["features", "failures", str(root), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["video_id"], r["status"]) for r in rows] == [("mute2", "empty"), ("bad3", "failed")]
+    assert main(["features", "failures", str(folder)]) == 0
+    assert "bad3.mp4: truncated" in capsys.readouterr().out
+
+    # a changed content hash makes shard 1 stale; an unknown id and a wrong folder name are problems
+    recs[2].content_hash = "ffff"
+    write_manifest(manifest, [r for r in recs if r.video_id != "a1"])
+    (folder.parent / "wrongname").mkdir()
+    (folder / "shard-00001.h5").rename(folder.parent / "wrongname" / "shard-00001.h5")
+    assert main(["features", "check", "--manifest", str(manifest), "--features", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "shard-00000.h5: 1 video id(s) not in the manifest" in out
+    assert "fingerprint attribute '0123456789ab' is not the folder's 'wrongname'" in out
+    assert "members_digest differs from plan-2.json" in out
+    (folder / "shard-00009.h5").write_bytes(b"not hdf5")
+    assert main(["features", "check", "--manifest", str(manifest), "--features", str(folder)]) == 1
+    assert "shard-00009.h5: cannot read shard" in capsys.readouterr().out
+
+
+def test_cli_import_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = _features(tmp_path / "features", ["abc1", "def2"])
+    out = tmp_path / "mmt"
+    assert main(["features", "export-mmt", str(folder), "--out", str(out), "--flat"]) == 0
+    assert (out / "abc1.h5").exists()
+    assert (
+        main(
+            [
+                "features",
+                "import",
+                str(out),
+                "--format",
+                "mmt",
+                "--expert",
+                "rgb",
+                "--out",
+                str(tmp_path / "i"),
+            ]
+        )
+        == 0
+    )
+    pkl = tmp_path / "x.pkl"
+    pkl.write_bytes(pickle.dumps({"a": np.ones(2)}))
+    assert (
+        main(
+            ["features", "import", str(pkl), "--format", "ce", "--expert", "x", "--out", str(tmp_path / "i")]
+        )
+        == 1
+    )
+    assert "--trust-pickle" in capsys.readouterr().err
+    args = ["features", "import", str(pkl), "--format", "ce", "--expert", "x", "--out", str(tmp_path / "i")]
+    assert main([*args, "--trust-pickle"]) == 0
+    assert main(["features", "info", str(tmp_path / "nothing")]) == 1

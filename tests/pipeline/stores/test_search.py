@@ -1,0 +1,76 @@
+"""`t2v encode` / `t2v search` end to end with the real text encoder: JSON output, T2VLAD explanations, many queries
+from stdin with one encoder load, and one-line errors."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import h5py
+import pytest
+
+import pipeline  # noqa: F401
+import pipeline.stores.search as search_module
+from tests.store_fixtures import make_tree, save_run
+from workflows.cli import main
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("search")
+    manifest, features, _ = make_tree(tmp)
+    run = save_run(tmp / "run", "t2vlad", manifest, features)
+    assert main(["encode", str(run), "--out", str(tmp / "store"), "--quiet"]) == 0
+    return tmp / "store"
+
+
+def test_search_json_with_explanations(store, capsys):
+    capsys.readouterr()
+    assert main(["search", str(store), "a red circle", "-k", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["query"] == "a red circle" and len(result["hits"]) == 3
+    scores = [h["score"] for h in result["hits"]]
+    assert scores == sorted(scores, reverse=True)
+    assert abs(sum(result["expert_weights"].values()) - 1) < 1e-5
+    for hit in result["hits"]:
+        assert hit["captions"] and hit["explanation"]["top_centers"]
+        parts = sum(e["contribution"] for e in hit["explanation"]["experts"].values())
+        assert parts <= hit["score"] + 1.0  # contributions are finite numbers
+    assert result["timings"]["encode_s"] > 0
+
+
+def test_search_many_queries_from_stdin_loads_encoder_once(store, capsys, monkeypatch):
+    loads = []
+    original = search_module.QueryEncoder.__init__
+
+    def counting(self, *args, **kwargs):
+        loads.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(search_module.QueryEncoder, "__init__", counting)
+    monkeypatch.setattr("sys.stdin", io.StringIO("a red circle\n\nthe star is blue\na green square\n"))
+    capsys.readouterr()
+    assert main(["search", str(store), "-", "-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("query: ") == 3 and len(loads) == 1
+    assert " 1. " in out and "centers #" in out
+
+
+def test_search_errors_are_one_line(store, tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["search", str(store), "   "]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "t2v search: error: empty query"
+    assert main(["search", str(tmp_path / "nope"), "a query"]) == 1
+    assert "no embedding store" in capsys.readouterr().err
+    with h5py.File(store / "embeddings.h5", "a") as f:
+        digest = f.attrs["text_model_digest"]
+        f.attrs["text_model_digest"] = "0" * 64
+    try:
+        assert main(["search", str(store), "a query"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("t2v search: error: ") and "text model 000000000000" in err
+        assert len(err.splitlines()) == 1  # checked before the encoder is loaded
+    finally:
+        with h5py.File(store / "embeddings.h5", "a") as f:
+            f.attrs["text_model_digest"] = digest

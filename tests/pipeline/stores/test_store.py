@@ -1,0 +1,168 @@
+"""Embedding stores: scores equal the head's similarity (with and without missing experts), incremental append,
+IVF/PQ indexes, and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import pipeline  # noqa: F401
+from data_manifest.schema import write_manifest
+from pipeline.errors import StoreError
+from pipeline.features.reader import FeatureReader
+from pipeline.heads import TextBatch
+from pipeline.stores.index import IndexSpec, build_index, bytes_per_vector, search_index
+from pipeline.stores.search import Searcher
+from pipeline.stores.store import EmbeddingStore, encode_store, load_trained_run
+from pipeline.training.dataset import RetrievalDataset, make_loader
+from tests.store_fixtures import TEXT_DIM, make_tree, save_run
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("store")
+    manifest, features, records = make_tree(tmp)
+    return tmp, manifest, features, records
+
+
+def _random_queries(n: int, seed: int) -> TextBatch:
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randn(n, 9, TEXT_DIM, generator=g)
+    mask = torch.ones(n, 9, dtype=torch.bool)
+    mask[1::2, 6:] = False
+    return TextBatch(tokens=tokens, mask=mask)
+
+
+@torch.no_grad()
+def _reference(run, records, features_dirs, text_emb):
+    """head.similarity on a fresh encoding of every video (column order = records)."""
+    readers = {e: FeatureReader(features_dirs[e]) for e in run.head.expert_names}
+    dataset = RetrievalDataset(records, readers, max_rows=run.config.max_rows)
+    embs = [run.head.encode_video(b.video) for b in make_loader(dataset, 4, False)]
+    video = type(embs[0]).cat(embs)
+    return run.head.similarity(text_emb, video).numpy(), dataset.video_ids
+
+
+@pytest.mark.parametrize("head", ["t2vlad", "cret", "mgfi"])
+def test_store_scores_equal_head_similarity(tree, head):
+    tmp, manifest, features, records = tree
+    run_dir = save_run(tmp / f"run-{head}", head, manifest, features, seed=1)
+    store_dir = tmp / f"store-{head}"
+    summary = encode_store(run_dir, store_dir, progress=False)
+    assert summary.added == len(records) and summary.skipped == []
+    run = load_trained_run(run_dir)
+    store = EmbeddingStore(store_dir)
+    if head == "t2vlad":  # every 3rd video lacks speech: both kinds must be present
+        assert 0 < store.complete.sum() < len(store)
+    text_emb = run.head.encode_text(_random_queries(5, seed=2)).detach()
+    ref, ids = _reference(run, records, json.loads(store.attrs["feature_dirs"]), text_emb)
+    col = {v: i for i, v in enumerate(ids)}
+    variants = [Searcher(store, run)]
+    if head == "mgfi":  # candidate pool from the proxy index (pool covers the store, so still exact)
+        variants.append(Searcher(store, run, exhaustive_limit=0, pool=len(store)))
+    for searcher in variants:
+        for k in (3, len(store)):
+            for b, (rows, scores) in enumerate(searcher.rank(text_emb, k=k)):
+                expected = ref[b, [col[store.video_ids[r]] for r in rows]]
+                np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
+                best = np.sort(ref[b])[::-1][:k]
+                np.testing.assert_allclose(scores, best, rtol=1e-5, atol=1e-5)
+
+
+def test_incremental_append_and_reencode(tree):
+    tmp, manifest, features, records = tree
+    run_dir = save_run(tmp / "run-inc", "t2vlad", manifest, features)
+    store_dir = tmp / "store-inc"
+    first = encode_store(run_dir, store_dir, split="test", progress=False)
+    assert first.added == 9 and first.num_videos == 9
+    with h5py.File(store_dir / "embeddings.h5") as f:
+        before = f["emb/centers"][:9].copy()
+    second = encode_store(run_dir, store_dir, progress=False)
+    assert (second.added, second.reencoded, second.num_videos) == (6, 0, 15)
+    store = EmbeddingStore(store_dir)
+    assert store.video_ids[:9] == [r.video_id for r in records if r.split == "test"]
+    with h5py.File(store_dir / "embeddings.h5") as f:
+        np.testing.assert_array_equal(f["emb/centers"][:9], before)
+    assert store.index().ntotal == int(store.complete.sum())
+    again = encode_store(run_dir, store_dir, progress=False)
+    assert (again.added, again.reencoded) == (0, 0)
+    edited = list(records)
+    edited[0] = type(records[0])(**{**records[0].__dict__, "content_hash": "ab" * 32})
+    other = tmp / "manifest-edited.jsonl"
+    write_manifest(other, edited)
+    third = encode_store(run_dir, store_dir, manifest=other, progress=False)
+    assert (third.added, third.reencoded, third.num_videos) == (0, 1, 15)
+    assert EmbeddingStore(store_dir).content_hash[store.row_of[records[0].video_id]] == "ab" * 32
+
+
+def test_ivf_and_pq_indexes(tree):
+    tmp, manifest, features, _ = tree
+    run_dir = save_run(tmp / "run-ivf", "cret", manifest, features)
+    for spec in (IndexSpec("ivf", nlist=64, nprobe=64), IndexSpec("ivfpq", nlist=4, nprobe=4, m=4)):
+        summary = encode_store(run_dir, tmp / f"store-{spec.kind}", index=spec, progress=False)
+        assert summary.index["kind"] == "ivf" and summary.index["nlist"] == 1  # 15 videos: one list, no PQ
+        run, store = load_trained_run(run_dir), EmbeddingStore(tmp / f"store-{spec.kind}")
+        rows, _ = Searcher(store, run).rank(run.head.encode_text(_random_queries(1, 3)).detach(), k=5)[0]
+        assert len(set(rows.tolist())) == 5
+    assert bytes_per_vector(IndexSpec("ivfpq", m=16), 256) == 24
+    assert bytes_per_vector(IndexSpec("flat"), 256) == 1032
+
+
+def test_index_recall_on_clustered_vectors():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(16, 16)).astype(np.float32)
+    x = centers[rng.integers(0, 16, 1000)] + 0.3 * rng.normal(size=(1000, 16)).astype(np.float32)
+    q = x[:50] + 0.1 * rng.normal(size=(50, 16)).astype(np.float32)
+    flat, _ = build_index(x, np.arange(1000), IndexSpec("flat"))
+    ivf, used = build_index(x, np.arange(1000), IndexSpec("ivf", nlist=16, nprobe=4))
+    pq, used_pq = build_index(x, np.arange(1000), IndexSpec("ivfpq", nlist=16, nprobe=4, m=4))
+    _, exact = search_index(flat, q, 10)
+    for index in (ivf, pq):
+        _, approx = search_index(index, q, 10)
+        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, approx, strict=True)])
+        assert recall > 0.5
+    assert used.nlist == 16 and used_pq.kind == "ivfpq"
+
+
+def test_store_errors(tree, tmp_path):
+    tmp, manifest, features, _ = tree
+    with pytest.raises(StoreError, match="no embedding store"):
+        EmbeddingStore(tmp_path / "missing")
+    run_a = save_run(tmp / "run-a", "t2vlad", manifest, features, seed=5)
+    run_b = save_run(tmp / "run-b", "t2vlad", manifest, features, seed=6)
+    encode_store(run_a, tmp_path / "s", split="test", progress=False)
+    with pytest.raises(StoreError, match="another checkpoint_sha256"):
+        encode_store(run_b, tmp_path / "s", progress=False)
+    with pytest.raises(StoreError, match="built by head"):
+        Searcher(EmbeddingStore(tmp_path / "s"), load_trained_run(run_b))
+    run_m = save_run(tmp / "run-m", "mgfi", manifest, features)
+    with pytest.raises(StoreError, match="built by head 't2vlad'"):
+        Searcher(EmbeddingStore(tmp_path / "s"), load_trained_run(run_m))
+    with pytest.raises(StoreError, match="no video of split 'nope'"):
+        encode_store(run_a, tmp_path / "s2", split="nope", progress=False)
+    with pytest.raises(StoreError, match="missing"):
+        load_trained_run(tmp_path)
+
+
+def test_video_without_any_expert_is_scored_by_the_head(tree):
+    tmp, manifest, features, _ = tree
+    run_dir = save_run(tmp / "run-none", "t2vlad", manifest, features, seed=4)
+    store_dir = tmp / "store-none"
+    encode_store(run_dir, store_dir, progress=False)
+    with h5py.File(store_dir / "embeddings.h5", "a") as f:
+        assert not f["complete"][0]  # video 0 lacks speech; now it lacks every expert
+        f["emb/available"][0] = False
+        f["emb/experts"][0] = 0.0
+    run, store = load_trained_run(run_dir), EmbeddingStore(store_dir)
+    searcher = Searcher(store, run)
+    assert searcher.fallback_rows.tolist() == [0] and searcher.groups
+    text_emb = run.head.encode_text(_random_queries(3, seed=7)).detach()
+    with torch.no_grad():
+        ref = run.head.similarity(text_emb, store.embeddings(slice(0, len(store)))).numpy()
+    for b, (rows, scores) in enumerate(searcher.rank(text_emb, k=len(store))):
+        np.testing.assert_allclose(scores, ref[b, rows], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(scores, np.sort(ref[b])[::-1], rtol=1e-5, atol=1e-6)

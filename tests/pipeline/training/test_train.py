@@ -1,0 +1,159 @@
+"""Training loop: a short end-to-end run beats chance, resume after a kill equals an uninterrupted run, config
+validation errors name the key."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+import pipeline  # noqa: F401
+from pipeline.errors import ConfigError
+from pipeline.runs.evaluate import evaluate_run
+from pipeline.training.config import config_from_dict, load_config
+from pipeline.training.loop import train
+from tests.train_fixtures import make_dataset_tree
+
+pytestmark = pytest.mark.slow
+
+SMALL_T2VLAD = {"dim": 32, "num_clusters": 4, "ff_dim": 64, "margin": 0.2}
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    manifest, features, records = make_dataset_tree(tmp, {"train": 16, "val": 8, "test": 8})
+    return tmp, manifest, features
+
+
+def small_config(tmp, **changes):
+    base = {
+        "head": "t2vlad",
+        "epochs": 3,
+        "batch_size": 8,
+        "device": "cpu",
+        "head_options": SMALL_T2VLAD,
+        "optim": {"name": "adam", "lr": 3e-3},
+        "text": {"cache_dir": str(tmp / "text-cache")},
+    }
+    base.update(changes)
+    return config_from_dict(base)
+
+
+def test_short_training_run_beats_chance_and_writes_its_files(tree):
+    tmp, manifest, features = tree
+    run = tmp / "run-e2e"
+    result = train(small_config(tmp), manifest, features, run, progress=False)
+    assert result.epochs_done == 3 and result.resumed_from == 0 and 1 <= result.best_epoch <= 3
+    for name in (
+        "config.json",
+        "last.pt",
+        "best.pt",
+        "curves.jsonl",
+        "curves.png",
+        "provenance.json",
+        "result.json",
+    ):
+        assert (run / name).is_file(), name
+    curves = [json.loads(line) for line in (run / "curves.jsonl").read_text().splitlines()]
+    assert [c["epoch"] for c in curves] == [1, 2, 3]
+    assert curves[-1]["train_loss"] < curves[0]["train_loss"]
+    prov = json.loads((run / "provenance.json").read_text())
+    assert set(prov["feature_fingerprints"]) == {"appearance", "motion", "speech"} and prov["seed"] == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["selection"] == "val" and saved["config"]["experts"] == ["appearance", "motion", "speech"]
+
+    metrics = evaluate_run(run, split="train", progress=False)["metrics"]
+    chance = 100 / 16
+    assert metrics["t2v"]["R1"] > 4 * chance, metrics
+    assert (run / "metrics-train.json").is_file()
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tree):
+    tmp, manifest, features = tree
+    config = small_config(tmp, epochs=2, optim={"name": "ranger", "lr": 3e-3}, max_rows=4)
+    full = train(config, manifest, features, tmp / "run-full", progress=False)
+    first = train(replace(config, epochs=1), manifest, features, tmp / "run-resumed", progress=False)
+    assert first.epochs_done == 1
+    resumed = train(config, manifest, features, tmp / "run-resumed", progress=False)
+    assert resumed.resumed_from == 1 and resumed.epochs_done == 2
+    a = torch.load(tmp / "run-full" / "last.pt", weights_only=True)
+    b = torch.load(tmp / "run-resumed" / "last.pt", weights_only=True)
+    assert a["head"].keys() == b["head"].keys()
+    for key in a["head"]:
+        assert torch.equal(a["head"][key], b["head"][key]), key
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    assert full.best_epoch == resumed.best_epoch
+
+    again = train(config, manifest, features, tmp / "run-resumed", progress=False)  # nothing left to do
+    assert again.resumed_from == 2 and again.epochs_done == 2
+    changed = replace(config, head_options={**SMALL_T2VLAD, "margin": 0.1})
+    with pytest.raises(ConfigError, match="different config"):
+        train(changed, manifest, features, tmp / "run-resumed", progress=False)
+
+
+def test_no_val_split_falls_back_to_a_train_subset(tmp_path):
+    manifest, features, _ = make_dataset_tree(tmp_path, {"train": 12})
+    config = small_config(tmp_path, epochs=1, val_subset=5)
+    train(config, manifest, features, tmp_path / "run", progress=False)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["selection"] == "train-subset-5"
+
+
+def test_config_errors_name_the_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('head = "t2vlad"\nepochz = 3\n')
+    with pytest.raises(ConfigError, match=r"bad.toml: config: unknown key 'epochz'"):
+        load_config(bad)
+    bad.write_text("[optim]\nlearning_rate = 1e-3\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'optim.learning_rate'"):
+        load_config(bad)
+    bad.write_text('batch_size = "big"\n')
+    with pytest.raises(ConfigError, match=r"batch_size: expected int"):
+        load_config(bad)
+    bad.write_text('head = "t2vlad"\n[text]\nmode = "thawed"\n')
+    with pytest.raises(ConfigError, match=r"text.mode: must be one of frozen, finetune"):
+        load_config(bad)
+    bad.write_text("head = \n")
+    with pytest.raises(ConfigError, match=r"invalid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.toml")
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"head": "cret", "epochs": 2, "optim": {"lr": 1}, "head_options": {"x": 1}}))
+    config = load_config(good, epochs=5)
+    assert config.epochs == 5 and config.optim.lr == 1.0 and config.head == "cret"
+    assert config.optim.name == "ranger" and config.optim.lr_decay == 0.9 and config.batch_size == 64
+    assert config.text.max_length == 37 and config.text.mode == "frozen"
+
+
+def test_unknown_head_option_is_a_config_error(tree):
+    tmp, manifest, features = tree
+    with pytest.raises(ConfigError, match="unknown config keys"):
+        train(
+            small_config(tmp, head_options={"clusters": 3}),
+            manifest,
+            features,
+            tmp / "run-bad",
+            progress=False,
+        )
+
+
+def test_finetune_mode_updates_the_text_encoder(tmp_path):
+    manifest, features, _ = make_dataset_tree(tmp_path, {"train": 8, "val": 4})
+    config = small_config(tmp_path, epochs=1, text={"mode": "finetune", "lr": 1e-4})
+    train(config, manifest, features, tmp_path / "run", progress=False)
+    state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert state["text"] is not None
+    from pipeline.text_encoder import TextEncoder
+
+    original = TextEncoder().state_dict()
+    changed = [
+        k
+        for k, v in state["text"].items()
+        if k.startswith("encoder.") and not torch.equal(v, original[k.removeprefix("encoder.")])
+    ]
+    assert changed, "no text encoder weight changed"
+    result = evaluate_run(tmp_path / "run", split="val", progress=False)
+    assert result["num_videos"] == 4
