@@ -24,7 +24,7 @@ from typing import Any
 import luigi
 
 from pipeline.features.fingerprint import canonical_json
-from pipeline.runs.ablation import ABLATIONS, ablation_markdown
+from pipeline.runs.ablation import ABLATION_ROWS, ABLATIONS, ablation_markdown
 from pipeline.training.config import TrainConfig, load_config
 from workflows.luigi_runner import apply_thread_budget
 
@@ -144,10 +144,12 @@ class TrainHead(_RunParams):
 
 
 class EvaluateHead(_RunParams):
-    """Metrics of a trained run on ``split`` of ``eval_manifest`` (default: the training manifest)."""
+    """Metrics of a trained run on ``split`` of ``eval_manifest`` (default: the training manifest), scored with
+    ``branches`` (T2VLAD's test-time ablation; ``both`` for every head)."""
 
     split = luigi.Parameter(default="test")
     eval_manifest = luigi.OptionalPathParameter(default=None)
+    branches = luigi.ChoiceParameter(choices=("both", "local", "global"), default="both")
 
     def requires(self) -> list[luigi.Task]:
         deps: list[luigi.Task] = [TrainHead(**self.run_params())]
@@ -159,10 +161,13 @@ class EvaluateHead(_RunParams):
         return luigi.LocalTarget(str(self.run_dir() / self.metrics_name()))
 
     def metrics_name(self) -> str:
+        from pipeline.runs.evaluate import metrics_file_name
+
+        name = metrics_file_name(self.split, self.branches)
         if self.eval_manifest is None:
-            return f"metrics-{self.split}.json"
+            return name
         tag = _manifest_digest(Path(self.eval_manifest), (self.split,))[:8]
-        return f"metrics-{self.split}-{Path(self.eval_manifest).stem}-{tag}.json"
+        return f"{name[: -len('.json')]}-{Path(self.eval_manifest).stem}-{tag}.json"
 
     def run(self) -> None:
         apply_thread_budget()
@@ -174,16 +179,17 @@ class EvaluateHead(_RunParams):
             split=self.split,
             device=self.device,
             out_name=self.metrics_name(),
+            branches=self.branches,
         )
-        print(
-            format_metrics_table(
-                result["metrics"], title=f"{self.head} {self.variant or 'default'} {self.split}"
-            )
-        )
+        title = f"{self.head} {self.variant or 'default'} {self.split}"
+        if self.branches != "both":
+            title += f" ({self.branches} branch only)"
+        print(format_metrics_table(result["metrics"], title=title))
 
 
 class AblationTable(luigi.Task):
-    """Train + evaluate the T2VLAD variants of ``pipeline.runs.ablation.ABLATIONS``; write ``<out_dir>/ablation.md``."""
+    """Train the T2VLAD variants of ``pipeline.runs.ablation.ABLATIONS`` and evaluate each row of ``ABLATION_ROWS``
+    (the test-time rows score the ``full`` run with one branch); write ``<out_dir>/ablation.md``."""
 
     manifest = luigi.PathParameter()
     features_root = luigi.PathParameter()
@@ -197,20 +203,21 @@ class AblationTable(luigi.Task):
 
     def requires(self) -> dict[str, EvaluateHead]:
         return {
-            v: EvaluateHead(
+            row: EvaluateHead(
                 head="t2vlad",
                 manifest=self.manifest,
                 features_root=self.features_root,
                 out_root=Path(self.out_dir) / "runs",
                 config_path=self.config_path,
-                variant=v,
+                variant=variant,
                 epochs=self.epochs,
                 expert_configs=self.expert_configs,
                 shard_size=self.shard_size,
                 device=self.device,
                 split=self.split,
+                branches=branches,
             )
-            for v in ABLATIONS
+            for row, (variant, branches) in ABLATION_ROWS.items()
         }
 
     def output(self) -> luigi.LocalTarget:

@@ -27,8 +27,9 @@ Variants (``T2VLADConfig.variant``), after the paper's ablations (Tables 4–5) 
 - ``public_port``: as the public T2VLAD code: shared assignment centers ``c`` but detached on the video side (the
   video assignment sends no gradient to ``c``), separate bias and residual centers per modality. Unlike that code,
   padding rows and tokens stay masked out of the assignment.
-``eval_branches`` chooses the score in eval mode only (``"local"``/``"global"``: the paper's "w/o global/local
-alignment at test time"); training always uses the variant's score.
+``set_scoring_branches("local" | "global" | "both")`` chooses the score in eval mode only, at test time (the paper's
+"w/o global/local alignment", Table 4, is the full model scored with one branch); training and checkpoint selection
+always use the variant's score (a new head scores ``"both"``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from pipeline.heads.losses import max_margin_ranking_loss
 from pipeline.heads.netvlad import VLADCenters, vlad, vlad_aggregate, vlad_assign
 
 VARIANTS = ("full", "no_global", "no_local", "text_only_vlad", "separate_vlads", "public_port")
+SCORING_BRANCHES = ("both", "local", "global")
 
 
 @dataclass
@@ -62,13 +64,10 @@ class T2VLADConfig:
     fix_norm: bool = True
     variant: str = "full"
     experts: list[str] = field(default_factory=list)
-    eval_branches: str = "both"
 
     def validate(self) -> None:
         if self.variant not in VARIANTS:
             raise ConfigError(f"t2vlad: variant must be one of {VARIANTS}, got {self.variant!r}")
-        if self.eval_branches not in ("both", "local", "global"):
-            raise ConfigError(f"t2vlad: eval_branches must be both|local|global, got {self.eval_branches!r}")
         if self.dim % self.num_heads:
             raise ConfigError(f"t2vlad: dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.num_clusters < 1:
@@ -103,7 +102,7 @@ class T2VLADHead(InnerProductHead):
         missing = [e for e in self.expert_names if e not in expert_dims]
         if missing or not self.expert_names:
             raise ConfigError(f"t2vlad: experts {missing or '[]'} have no dimension in {sorted(expert_dims)}")
-        self.eval_branches = config.eval_branches
+        self.eval_branches = "both"
         c, k, variant = config.dim, config.num_clusters, config.variant
         self.use_local = variant != "no_local"
         self.use_global = variant != "no_global"
@@ -175,14 +174,22 @@ class T2VLADHead(InnerProductHead):
         return T2VLADTextEmbedding(centers=centers, experts=experts, expert_logits=logits)
 
     # ----- scores -----
-    def branch_coefficients(self) -> tuple[float, float]:
+    def set_scoring_branches(self, branches: str) -> None:
+        """Score with ``"local"``, ``"global"`` or ``"both"`` branches in eval mode (test-time ablation)."""
+        if branches not in SCORING_BRANCHES:
+            raise ConfigError(f"t2vlad: branches must be {'|'.join(SCORING_BRANCHES)}, got {branches!r}")
+        self.branch_coefficients(branches)
+        self.eval_branches = branches
+
+    def branch_coefficients(self, branches: str | None = None) -> tuple[float, float]:
         """(global, local) coefficients of the score: ½/½ for full, 1/0 or 0/1 for single-branch use."""
-        branches = self.eval_branches if not self.training else "both"
+        if branches is None:
+            branches = self.eval_branches if not self.training else "both"
         use_global = self.use_global and branches in ("both", "global")
         use_local = self.use_local and branches in ("both", "local")
         if not (use_global or use_local):
             raise ConfigError(
-                f"t2vlad: eval_branches={branches!r} is not available for variant {self.config.variant!r}"
+                f"t2vlad: branches {branches!r} are not available for variant {self.config.variant!r}"
             )
         if use_global and use_local:
             return 0.5, 0.5

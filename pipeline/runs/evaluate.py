@@ -89,6 +89,11 @@ def write_json_atomic(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
+def metrics_file_name(split: str, branches: str = "both") -> str:
+    """``metrics-<split>.json``, ``metrics-<split>-<branches>-only.json`` for a test-time single-branch score."""
+    return f"metrics-{split}.json" if branches == "both" else f"metrics-{split}-{branches}-only.json"
+
+
 def evaluate_run(
     run_dir: str | Path,
     manifest_path: str | Path | None = None,
@@ -99,13 +104,18 @@ def evaluate_run(
     device: str | None = None,
     out_name: str | None = None,
     progress: bool = True,
+    branches: str = "both",
 ) -> dict[str, Any]:
     """Evaluate a trained run on ``split`` of a manifest (default: the training manifest).
 
+    ``branches`` (``local`` / ``global`` / ``both``) scores a T2VLAD run with one branch only at test time (the
+    paper's "w/o global/local alignment"); other heads take only ``both``.
+
     Features: the folders the run was trained on, unless ``features_root`` is given (then the run's experts'
     latest fingerprint folders there; feature folders of other fingerprints than training are refused).
-    Writes ``<run_dir>/<out_name or metrics-<split>.json>`` and returns its content
-    (``{"split", "manifest", "num_videos", "num_texts", "checkpoint", "epoch", "metrics": {"t2v", "v2t"}}``).
+    Writes ``<run_dir>/<out_name or metrics_file_name(split, branches)>`` and returns its content
+    (``{"split", "manifest", "num_videos", "num_texts", "checkpoint", "epoch", "branches", "metrics": {"t2v",
+    "v2t"}}``).
     """
     run = load_run(
         Path(run_dir),
@@ -114,6 +124,10 @@ def evaluate_run(
         manifest_path=manifest_path,
         features_root=features_root,
     )
+    if branches != "both":
+        if not hasattr(run.head, "set_scoring_branches"):
+            raise T2VError(f"{run_dir}: --branches {branches} needs a T2VLAD run, this is {run.config.head}")
+        run.head.set_scoring_branches(branches)
     dataset = run.dataset(split)
     if len(dataset) == 0:
         raise T2VError(f"{run.manifest_path}: split {split!r} has no captioned videos")
@@ -129,8 +143,9 @@ def evaluate_run(
         "num_texts": len(texts),
         "checkpoint": checkpoint,
         "epoch": run.epoch,
+        "branches": branches,
         "feature_dirs": {e: str(p) for e, p in run.feature_dirs.items()},
         "metrics": metrics,
     }
-    write_json_atomic(Path(run_dir) / (out_name or f"metrics-{split}.json"), result)
+    write_json_atomic(Path(run_dir) / (out_name or metrics_file_name(split, branches)), result)
     return result

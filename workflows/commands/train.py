@@ -59,11 +59,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         device=args.device,
         progress=not args.json,
+        branches=args.branches,
     )
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
         title = f"{args.run_dir} ({args.checkpoint}, epoch {result['epoch']}) on {args.split}: "
+        if args.branches != "both":
+            title += f"{args.branches} branch only, "
         title += f"{result['num_texts']} queries, {result['num_videos']} videos"
         print(format_metrics_table(result["metrics"], title=title))
     return 0
@@ -120,6 +123,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default="best.pt", help="checkpoint file in the run folder")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default=None)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument(
+        "--branches",
+        choices=("both", "local", "global"),
+        default="both",
+        help="T2VLAD: score with one branch only at test time (the paper's 'w/o global/local alignment')",
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(

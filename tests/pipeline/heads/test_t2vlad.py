@@ -216,19 +216,27 @@ def test_query_vectors_with_an_availability_pattern():
     )
 
 
-def test_eval_branches_select_scores_in_eval_only():
-    head = make_head(eval_branches="local").eval()
+def test_scoring_branches_select_scores_in_eval_only():
+    head = make_head()
     video, text = make_batches()
+    head.set_scoring_branches("local")
     t_emb, v_emb = head.encode_text(text), head.encode_video(video)
-    torch.testing.assert_close(head.similarity(t_emb, v_emb), head.local_similarity(t_emb, v_emb))
-    head.eval_branches = "global"
-    torch.testing.assert_close(head.similarity(t_emb, v_emb), head.global_similarity(t_emb, v_emb))
-    head.eval_branches = "both"
     full = 0.5 * (head.global_similarity(t_emb, v_emb) + head.local_similarity(t_emb, v_emb))
+    torch.testing.assert_close(head.similarity(t_emb, v_emb), full)  # training mode: always both
+    head.eval()
+    torch.testing.assert_close(head.similarity(t_emb, v_emb), head.local_similarity(t_emb, v_emb))
+    head.set_scoring_branches("global")
+    torch.testing.assert_close(head.similarity(t_emb, v_emb), head.global_similarity(t_emb, v_emb))
+    head.set_scoring_branches("both")
     torch.testing.assert_close(head.similarity(t_emb, v_emb), full)
-    no_global = make_head("no_global", eval_branches="global").eval()
+    assert make_head().eval_branches == "both"
+
+
+def test_scoring_branches_refuse_a_missing_branch_or_an_unknown_name():
     with pytest.raises(ConfigError, match="not available"):
-        no_global.similarity(no_global.encode_text(text), no_global.encode_video(video))
+        make_head("no_global").set_scoring_branches("global")
+    with pytest.raises(ConfigError, match="branches must be"):
+        make_head().set_scoring_branches("neither")
 
 
 def test_embeddings_slice_and_concatenate():
