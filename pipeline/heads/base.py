@@ -9,7 +9,8 @@ L = text tokens, D_t = text feature size.
   for a video only when ``available`` is True *and* it has at least one real row; padded rows may hold anything
   (finite or not: they are zeroed before use).
 - ``TextBatch.tokens`` (B, L, D_t), ``TextBatch.mask`` (B, L) bool (True = real token, including [CLS]/[SEP]),
-  ``TextBatch.cls`` optional (B, D_t) sentence-level feature (the [CLS] output or a pooled sentence embedding).
+  ``TextBatch.cls`` optional (B, D_t) sentence vector supplied by the text side: a frozen encoder's own pooling
+  (all-MiniLM-L6-v2: mean over real tokens, ``pipeline.training.text_cache``); None when fine-tuned.
 
 A head encodes each side independently (``encode_video``, ``encode_text``) into an ``Embedding`` (a dataclass of
 tensors whose first dimension is the batch), and scores every text against every video with ``similarity``. The

@@ -12,7 +12,8 @@ Video side, one frame expert (``expert``, e.g. ``cait`` frame features (B, R, 38
   expert's rows through ``Linear(D_local, D)`` (the slides take CaiT patch features as V^l; they do not say whether
   patches pass the temporal encoder — here they do not).
 Text side: token features ``Linear(D_t, D)`` → local T^l (B, L, D); global ``T^g = normalize(Linear(D_t, D)(s))``
-with ``s`` = ``TextBatch.cls``, else the first ([CLS]) token (the slides: CLS feature).
+with ``s`` = ``TextBatch.cls`` (a frozen encoder's own pooling), else the first ([CLS]) token of the fine-tuned
+encoder (the slides: CLS feature).
 CCM: ``num_centers`` learnable queries Q (C, D), shared by both modalities, are the target of ``ccm_layers``
 ``nn.TransformerDecoderLayer`` (self-attention among the queries, cross-attention to the modality's local features
 with their padding mask) → Z^v, Z^t (B, C, D), L2-normalised per center. The decoder weights are shared by both

@@ -19,8 +19,9 @@ unit vectors, so these are cosines), ``s = ½(s_global + s_local)``. An expert i
 Variants (``T2VLADConfig.variant``), after the paper's ablations (Tables 4–5) and the public port:
 - ``full``: the above.
 - ``no_global``: ``s = s_local``; the global branch is not built (the paper reports this does not converge).
-- ``no_local``: ``s = s_global``; the global text input is the sentence feature (``TextBatch.cls``, else the first
-  token = [CLS], as in MMT) instead of ``G^t``; no transformer layer and no VLAD are built.
+- ``no_local``: ``s = s_global``; the global text input is the sentence feature (``TextBatch.cls``: a frozen
+  encoder's own pooling; else the first token = [CLS] of the fine-tuned encoder, as in MMT) instead of ``G^t``; no
+  transformer layer and no VLAD are built.
 - ``text_only_vlad``: the video's local features after the transformer layer are max-pooled over real rows and
   projected by ``Linear(C, K·C)`` to K per-center vectors (L2-normalised each) that replace ``g^v``.
 - ``separate_vlads``: text and video have their own centers, bias and residual centers.

@@ -37,8 +37,8 @@ from pipeline.heads import Embedding, TextBatch
 from pipeline.stores.index import search_index
 from pipeline.stores.store import EmbeddingStore, TrainedRun, load_trained_run
 from pipeline.stores.vectors import query_index_vectors
-from pipeline.text_encoder import TextEncoder, model_dir_digest, resolve_text_model_dir
-from pipeline.training.text_cache import TextSide
+from pipeline.text_encoder import TextEncoder, encoder_pooling, model_dir_digest, resolve_text_model_dir
+from pipeline.training.text_cache import TextSide, frozen_text_batch
 
 TOP_CENTERS = 3
 
@@ -71,6 +71,7 @@ class QueryEncoder:
         if text.mode == "frozen":
             self.encoder = TextEncoder(resolve_text_model_dir(text.model or None), max_length=text.max_length)
             self.encoder.to(device).eval()
+            self.pooling = encoder_pooling(self.encoder.model_dir)
         else:
             self.side = TextSide(text, run.run_dir / "text-cache")
             if run.text_state is not None:
@@ -99,7 +100,7 @@ class QueryEncoder:
         tokens = self.encoder(texts)
         mask = tokens.mask.bool()
         feats = tokens.features.half().float().masked_fill(~mask.unsqueeze(-1), 0.0)
-        return TextBatch(tokens=feats, mask=mask)
+        return frozen_text_batch(feats, mask, self.pooling)
 
 
 @dataclass
