@@ -4,12 +4,18 @@ Video side, N experts with rows ``x_e`` (B, R_e, D_e):
 - local: per-expert ``Linear(D_e, C)``; the rows of all experts are concatenated (B, M, C) with their padding
   masks (rows of unavailable experts masked too) and go through one ``nn.TransformerEncoderLayer`` (``num_heads``
   heads, dropout, post-norm, feed-forward ``ff_dim``; no position encoding, §3.2) with ``src_key_padding_mask``;
-  then VLAD with K + 1 centers (``netvlad.py``) over the real rows → ``g^v`` (B, K, C).
+  then the VLAD input norm, then VLAD with K + 1 centers (``netvlad.py``) over the real rows → ``g^v`` (B, K, C).
 - global: per expert, max-pool over the real rows of the *raw* features → gated embedding unit (its linear is the
   paper's projection to C, then context gating, then L2 norm) → ``F^v_e`` (B, C).
 Text side, tokens (B, L, D_t) from the text encoder (BERT in the paper):
 - local: ``Linear(D_t, C)`` on every token (the paper needs none because BERT's size is C = 768; the offline
-  encoder has 384, so we always project), then the *same* VLAD centers, bias and residual centers → ``g^t``.
+  encoder has 384, so we always project), then the same VLAD input norm and the *same* VLAD centers, bias and
+  residual centers → ``g^t``.
+VLAD input norm (``vlad_input_norm``): the rows of both modalities reach the shared centers at different scales
+(post-norm transformer output ~√C per row vs a linear projection of text tokens), so the same centers would act at
+different softmax temperatures per modality. ``"layernorm"`` (default, as the public port feeds both sides from a
+LayerNorm) passes text and video rows through one shared ``LayerNorm(C)`` before the assignment; ``"none"`` feeds
+them as they are (the earlier behaviour).
 - global: ``G^t`` = the K normalised ``g^t_j`` concatenated (K·C) → one gated embedding unit per expert →
   ``F^t_e``; expert weights ``w = softmax(Linear(K·C, N)(G^t))``, renormalised over the experts the video has.
 Scores: ``s_local = (1/K) Σ_j ⟨g^t_j, g^v_j⟩``, ``s_global = Σ_e w_e ⟨F^t_e, F^v_e⟩ / Σ_{e present} w_e`` (all
@@ -65,10 +71,13 @@ class T2VLADConfig:
     fix_norm: bool = True
     variant: str = "full"
     experts: list[str] = field(default_factory=list)
+    vlad_input_norm: str = "layernorm"
 
     def validate(self) -> None:
         if self.variant not in VARIANTS:
             raise ConfigError(f"t2vlad: variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.vlad_input_norm not in ("layernorm", "none"):
+            raise ConfigError(f"t2vlad: vlad_input_norm must be layernorm|none, got {self.vlad_input_norm!r}")
         if self.dim % self.num_heads:
             raise ConfigError(f"t2vlad: dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.num_clusters < 1:
@@ -113,6 +122,7 @@ class T2VLADHead(InnerProductHead):
                 c, config.num_heads, config.ff_dim, config.dropout, batch_first=True
             )
             self.text_proj = nn.Linear(text_dim, c)
+            self.vlad_norm = nn.LayerNorm(c) if config.vlad_input_norm == "layernorm" else nn.Identity()
             self.text_vlad = VLADCenters(c, k)
             if variant == "separate_vlads":
                 self.video_vlad = VLADCenters(c, k)
@@ -153,6 +163,7 @@ class T2VLADHead(InnerProductHead):
         if variant == "text_only_vlad":
             pooled = self.video_center_proj(masked_max(z, mask, dim=1))
             return F.normalize(pooled.view(z.shape[0], self.config.num_clusters, -1), dim=-1)
+        z = self.vlad_norm(z)
         if variant == "separate_vlads":
             return vlad(z, mask, self.video_vlad)
         if variant == "public_port":
@@ -167,7 +178,7 @@ class T2VLADHead(InnerProductHead):
         if self.use_local:
             mask = batch.mask.bool()
             tokens = batch.tokens.masked_fill(~mask.unsqueeze(-1), 0.0)
-            centers = vlad(self.text_proj(tokens), mask, self.text_vlad)
+            centers = vlad(self.vlad_norm(self.text_proj(tokens)), mask, self.text_vlad)
         if self.use_global:
             g = centers.flatten(1) if centers is not None else batch.sentence("cls")
             experts = torch.stack([self.text_geu[e](g) for e in self.expert_names], dim=1)

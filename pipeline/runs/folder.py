@@ -30,6 +30,15 @@ from pipeline.training.dataset import RetrievalDataset
 from pipeline.training.text_cache import TextSide
 
 
+def load_head_state(head: torch.nn.Module, state: dict, ckpt_path: Path) -> None:
+    """Load a checkpoint's head weights; a mismatch (e.g. a run of an older layout) is a one-line T2VError."""
+    try:
+        head.load_state_dict(state)
+    except RuntimeError as err:
+        problem = " ".join(str(err).split())[:300]
+        raise T2VError(f"{ckpt_path}: weights do not fit the head its config.json builds ({problem})") from err
+
+
 def seed_everything(seed: int) -> None:
     """Seed python ``random``, numpy's global RNG and torch (CPU and CUDA)."""
     random.seed(seed)
@@ -192,7 +201,7 @@ def load_run(
     manifest = Path(manifest_path) if manifest_path is not None else Path(saved["manifest"])
     ctx = build_context(config, manifest, root, dirs, pick_device(device or config.device), saved["text_dim"])
     state = torch.load(ckpt_path, map_location=ctx.device, weights_only=True)
-    ctx.head.load_state_dict(state["head"])
+    load_head_state(ctx.head, state["head"], ckpt_path)
     if state.get("text") is not None:
         ctx.text_side.load_state_dict(state["text"])
     ctx.epoch = int(state["epoch"])

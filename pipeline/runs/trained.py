@@ -17,7 +17,7 @@ import torch
 from data_manifest.hashing import sha256_file
 from pipeline.errors import StoreError
 from pipeline.heads import RetrievalHead, build_head
-from pipeline.runs.folder import saved_expert_order
+from pipeline.runs.folder import load_head_state, saved_expert_order
 from pipeline.training.config import TrainConfig, config_from_dict
 
 
@@ -48,7 +48,7 @@ def load_trained_run(run_dir: str | Path, checkpoint: str = "best.pt", device: s
     expert_dims = {e: int(saved["expert_dims"][e]) for e in saved_expert_order(saved)}
     head = build_head(config.head, dict(config.head_options), expert_dims, int(saved["text_dim"]))
     state = torch.load(ckpt, map_location=device, weights_only=True)
-    head.load_state_dict(state["head"])
+    load_head_state(head, state["head"], ckpt)
     head.to(device).eval()
     return TrainedRun(
         run_dir, saved, config, head, ckpt, sha256_file(ckpt), state.get("text"), int(state["epoch"])

@@ -72,6 +72,17 @@ def geu(unit, x):
     return norm([a * (1 / (1 + math.exp(-float(g)))) for a, g in zip(xp, gate, strict=True)])
 
 
+def layer_norm(ln, x):
+    if isinstance(ln, torch.nn.Identity):
+        return x
+    mean = sum(float(a) for a in x) / len(x)
+    var = sum((float(a) - mean) ** 2 for a in x) / len(x)
+    return [
+        (float(a) - mean) / math.sqrt(var + ln.eps) * float(w) + float(b)
+        for a, w, b in zip(x, ln.weight, ln.bias, strict=True)
+    ]
+
+
 def vlad_loop(rows, vlad_params):
     c, b, cr = vlad_params.centers, vlad_params.bias, vlad_params.residual_centers
     k_total = c.shape[0]
@@ -98,7 +109,7 @@ def reference_video(head, video, v):
             real = video.features[e][v][video.masks[e][v]]
             rows += [linear(head.local_proj[e], x) for x in real]
         z = head.encoder(torch.tensor(rows, dtype=torch.float32)[None])[0]
-        g_video = vlad_loop([list(r) for r in z], head.text_vlad)
+        g_video = vlad_loop([layer_norm(head.vlad_norm, list(r)) for r in z], head.text_vlad)
         f_video = {}
         for e in present:
             real = video.features[e][v][video.masks[e][v]]
@@ -111,7 +122,8 @@ def reference_text(head, text, t):
     """Per-text pieces: g^t, F^t per expert and the expert logits."""
     with torch.no_grad():
         tokens = text.tokens[t][text.mask[t]]
-        g_text = vlad_loop([linear(head.text_proj, x) for x in tokens], head.text_vlad)
+        rows = [layer_norm(head.vlad_norm, linear(head.text_proj, x)) for x in tokens]
+        g_text = vlad_loop(rows, head.text_vlad)
         big_g = [a for g in g_text for a in g]
         f_text = {e: geu(head.text_geu[e], big_g) for e in head.expert_names}
         return g_text, f_text, [float(x) for x in linear(head.expert_weights, big_g)]
@@ -131,8 +143,12 @@ def reference_score(head, video_parts, text_parts):
     return 0.5 * (s_global / total + s_local)
 
 
-def test_forward_matches_loop_reference():
-    head = make_head().eval()
+@pytest.mark.parametrize("vlad_input_norm", ["layernorm", "none"])
+def test_forward_matches_loop_reference(vlad_input_norm):
+    head = make_head(vlad_input_norm=vlad_input_norm).eval()
+    if vlad_input_norm == "layernorm":  # a non-trivial affine, so the reference checks it is applied
+        torch.nn.init.normal_(head.vlad_norm.weight, 1.0, 0.3)
+        torch.nn.init.normal_(head.vlad_norm.bias, 0.0, 0.3)
     video, text = make_batches()
     video.available[3, 1] = False  # video 3 has no audio: masked from local, weight renormalised in global
     got = scores(head, video, text)
@@ -185,6 +201,38 @@ def test_gradients_reach_every_parameter(variant):
     head.loss(head.encode_text(text), head.encode_video(video)).backward()
     for name, p in head.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, f"{variant}: no gradient for {name}"
+
+
+@pytest.mark.parametrize("variant", ["full", "separate_vlads", "public_port"])
+def test_both_modalities_reach_the_assignment_at_the_same_scale(variant, monkeypatch):
+    import pipeline.heads.netvlad as netvlad
+    import pipeline.heads.t2vlad as t2vlad
+
+    seen = []
+    original = netvlad.vlad_assign
+
+    def recording(z, mask, centers, bias):
+        seen.append(z[mask.bool()].norm(dim=-1))
+        return original(z, mask, centers, bias)
+
+    monkeypatch.setattr(netvlad, "vlad_assign", recording)
+    monkeypatch.setattr(t2vlad, "vlad_assign", recording)
+    video, text = make_batches()
+    text.tokens = text.tokens * 100.0  # text rows far larger than the post-norm video rows
+    for norm_mode in ("layernorm", "none"):
+        seen.clear()
+        head = make_head(variant, vlad_input_norm=norm_mode).eval()
+        head.encode_video(video)
+        head.encode_text(text)
+        video_norms, text_norms = seen
+        if norm_mode == "layernorm":  # zero-mean unit-variance rows: norm √C on both sides
+            expected = torch.full_like(video_norms, math.sqrt(SMALL["dim"]))
+            torch.testing.assert_close(video_norms, expected, rtol=1e-3, atol=0)
+            torch.testing.assert_close(
+                text_norms, torch.full_like(text_norms, expected[0]), rtol=1e-3, atol=0
+            )
+        else:
+            assert text_norms.mean() > 5 * video_norms.mean()
 
 
 def test_public_port_detaches_video_assignment():

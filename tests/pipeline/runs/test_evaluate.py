@@ -268,3 +268,14 @@ def test_reloaded_run_scores_like_training_whatever_the_expert_order(tmp_path):
     for direction in ("t2v", "v2t"):
         for key, value in best[direction].items():
             assert again[direction][key] == pytest.approx(value, abs=1e-6), (direction, key)
+
+
+def test_checkpoint_of_another_layout_is_one_line(tmp_path, capsys):
+    manifest, features, _ = make_tree(tmp_path)
+    run = save_run(tmp_path / "run-old", "t2vlad", manifest, features)
+    saved = json.loads((run / "config.json").read_text())
+    saved["config"]["head_options"] = {**saved["config"]["head_options"], "vlad_input_norm": "none"}
+    (run / "config.json").write_text(json.dumps(saved))  # the weights hold a LayerNorm the config does not build
+    assert main(["evaluate", str(run), "--split", "test"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "weights do not fit the head" in err and "best.pt" in err and "\n" not in err
