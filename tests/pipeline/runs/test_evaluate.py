@@ -110,6 +110,7 @@ def test_evaluate_branches_scores_one_branch_of_the_full_run(trained, capsys):
     texts, cols = ds.queries()
     ctx.text_side.prepare(texts, progress=False)
     ctx.text_side.eval()
+    ctx.head.eval()
     with torch.no_grad():
         t_emb = ctx.head.encode_text(ctx.text_side(texts))
         v_emb = ctx.head.encode_video(next(iter(make_loader(ds, len(ds), False))).video)
