@@ -2,9 +2,9 @@
 
 Run folders are ``<out_root>/<head>/<variant or 'default'>-<run id>/`` where the run id hashes what determines the
 result (gokart style): the training config (after ablation options are merged, without ``device``), the feature
-folders' fingerprints and the manifest's train/val ids and captions. Editing the config, an expert's options or a
-training caption gives a new run folder; editing test captions or infrastructure parameters (device, paths of the
-output root) retrains nothing.
+folders' fingerprints and the manifest's train/val ids and captions (and test ones for ``selection = "test"``).
+Editing the config, an expert's options or a training caption gives a new run folder; editing test captions (unless
+the config selects on test) or infrastructure parameters (device, paths of the output root) retrains nothing.
 
 ``TrainHead`` requires ``FeatureSet(manifest, features_root, expert, expert_config, shard_size)`` of
 ``workflows.tasks_extract`` for every expert the config lists; a config without ``experts`` uses every feature
@@ -95,6 +95,8 @@ class _RunParams(luigi.Task):
         return replace(config, features={**dirs, **config.features})
 
     def run_id(self) -> str:
+        from pipeline.training.loop import data_splits
+
         config = self.pinned_config()
         if config.features:
             features = {e: Path(d).name for e, d in config.features.items()}
@@ -106,7 +108,7 @@ class _RunParams(luigi.Task):
         significant = {
             "config": {k: v for k, v in config.to_dict().items() if k not in ("device", "features")},
             "features": features,
-            "data": _manifest_digest(Path(self.manifest), ("train", "val")),
+            "data": _manifest_digest(Path(self.manifest), data_splits(config)),
         }
         return hashlib.sha256(canonical_json(significant).encode()).hexdigest()[:12]
 
@@ -181,7 +183,7 @@ class EvaluateHead(_RunParams):
             out_name=self.metrics_name(),
             branches=self.branches,
         )
-        title = f"{self.head} {self.variant or 'default'} {self.split}"
+        title = f"{self.head} {self.variant or 'default'} {self.split} (selection: {result['selection']})"
         if self.branches != "both":
             title += f" ({self.branches} branch only)"
         print(format_metrics_table(result["metrics"], title=title))

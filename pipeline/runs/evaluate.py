@@ -114,8 +114,8 @@ def evaluate_run(
     Features: the folders the run was trained on, unless ``features_root`` is given (then the run's experts'
     latest fingerprint folders there; feature folders of other fingerprints than training are refused).
     Writes ``<run_dir>/<out_name or metrics_file_name(split, branches)>`` and returns its content
-    (``{"split", "manifest", "num_videos", "num_texts", "checkpoint", "epoch", "branches", "metrics": {"t2v",
-    "v2t"}}``).
+    (``{"split", "manifest", "num_videos", "num_texts", "checkpoint", "epoch", "branches", "selection", "metrics":
+    {"t2v", "v2t"}}``; ``selection`` is how training chose the checkpoint, see ``pipeline.training.loop``).
     """
     run = load_run(
         Path(run_dir),
@@ -144,6 +144,7 @@ def evaluate_run(
         "checkpoint": checkpoint,
         "epoch": run.epoch,
         "branches": branches,
+        "selection": run.extra["selection"],
         "feature_dirs": {e: str(p) for e, p in run.feature_dirs.items()},
         "metrics": metrics,
     }

@@ -36,7 +36,9 @@ def load_head_state(head: torch.nn.Module, state: dict, ckpt_path: Path) -> None
         head.load_state_dict(state)
     except RuntimeError as err:
         problem = " ".join(str(err).split())[:300]
-        raise T2VError(f"{ckpt_path}: weights do not fit the head its config.json builds ({problem})") from err
+        raise T2VError(
+            f"{ckpt_path}: weights do not fit the head its config.json builds ({problem})"
+        ) from err
 
 
 def seed_everything(seed: int) -> None:
@@ -205,4 +207,5 @@ def load_run(
     if state.get("text") is not None:
         ctx.text_side.load_state_dict(state["text"])
     ctx.epoch = int(state["epoch"])
+    ctx.extra["selection"] = saved.get("selection", "val")
     return ctx

@@ -9,6 +9,9 @@ A config file looks like (TOML; the same nesting in JSON)::
     seed = 0
     device = "auto"                 # cpu | cuda | auto
     max_rows = 30                   # rows kept per expert and video (MMT / T2VLAD: 30)
+    selection = "val"               # val: the val split, else a hold-out of training videos | test: the test split
+    holdout_fraction = 0.05         # without a val split: this share of the training videos is held out ...
+    holdout_min = 20                # ... but at least this many (at most half of them)
 
     [head_options]                  # passed as is to build_head (e.g. the T2VLAD ablation switches)
 
@@ -49,6 +52,7 @@ HEADS = ("t2vlad", "cret", "mgfi")
 TEXT_MODES = ("frozen", "finetune")
 DEVICES = ("cpu", "cuda", "auto")
 OPTIMIZERS = ("ranger", "adam", "adamw")
+SELECTIONS = ("val", "test")
 
 
 @dataclass
@@ -86,7 +90,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     max_rows: int = 30
-    val_subset: int = 200
+    selection: str = "val"
+    holdout_fraction: float = 0.05
+    holdout_min: int = 20
     head_options: dict[str, Any] = field(default_factory=dict)
     text: TextConfig = field(default_factory=TextConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -110,8 +116,10 @@ class TrainConfig:
         _check(self.text.mode in TEXT_MODES, "text.mode", f"must be one of {', '.join(TEXT_MODES)}")
         _check(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}")
         _check(self.optim.name in OPTIMIZERS, "optim.name", f"must be one of {', '.join(OPTIMIZERS)}")
-        for key in ("epochs", "batch_size", "eval_batch_size", "max_rows", "val_subset"):
+        for key in ("epochs", "batch_size", "eval_batch_size", "max_rows", "holdout_min"):
             _check(getattr(self, key) >= 1, key, "must be >= 1")
+        _check(self.selection in SELECTIONS, "selection", f"must be one of {', '.join(SELECTIONS)}")
+        _check(0 < self.holdout_fraction < 1, "holdout_fraction", "must be in (0, 1)")
         _check(self.text.max_length >= 2, "text.max_length", "must be >= 2")
         _check(self.optim.lr_decay_every >= 1, "optim.lr_decay_every", "must be >= 1")
         for key in ("lr", "weight_decay", "lr_decay", "grad_clip"):

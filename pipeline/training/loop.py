@@ -9,9 +9,17 @@
 - ``curves.jsonl`` + ``curves.png`` (``pipeline.training.curves``), ``provenance.json`` (package versions, feature
   fingerprints, seed, elapsed) and, once all epochs are done, ``result.json``.
 
-Model selection: the geometric mean of text-to-video R@1/5/10 on the manifest's ``val`` split; a manifest without
-captioned ``val`` videos falls back to the first ``val_subset`` training videos (evaluated deterministically), which
-measures fitting rather than generalisation: ``config.json`` records which was used (``"selection"``).
+Model selection: the geometric mean of text-to-video R@1/5/10 on the validation videos (``config.selection``):
+
+- ``"val"`` (default): the manifest's ``val`` split; a manifest without one (MSR-VTT 1k-A) holds out a fixed subset of
+  its training videos, which are then not trained on: the ``ceil(holdout_fraction · N)`` captioned training videos
+  (at least ``holdout_min``, at most half) whose ``sha256(video_id)`` hex digests sort first — the same videos
+  whatever the manifest's order or the seed. Recorded as ``"holdout-<n>"``.
+- ``"test"``: the ``test`` split, as the reference codebases do; the reported test metrics are then not held-out
+  results, and every output says so (``SELECTION_ON_TEST`` in ``config.json``, ``provenance.json``, ``result.json``,
+  the per-epoch log lines and the metrics files of ``t2v evaluate``).
+
+``config.json`` records which was used (``"selection"``).
 
 Resume: when ``last.pt`` exists and its run hash (config without ``epochs``/``device``, feature fingerprints,
 text model, the manifest's train/val ids and captions) matches, training continues after its epoch; with the same
@@ -22,6 +30,7 @@ the global RNG states are restored). A different hash is a ConfigError: use a ne
 from __future__ import annotations
 
 import hashlib
+import math
 import platform
 import random
 import time
@@ -35,6 +44,7 @@ import numpy as np
 import torch
 
 from data_manifest.errors import T2VError
+from data_manifest.schema import VideoRecord
 from pipeline.errors import ConfigError
 from pipeline.features.fingerprint import canonical_json
 from pipeline.runs.evaluate import evaluate_dataset, write_json_atomic
@@ -44,6 +54,9 @@ from pipeline.training.curves import write_curves
 from pipeline.training.dataset import RetrievalDataset, make_loader
 
 PACKAGES = ("torch", "numpy", "h5py", "transformers", "pytorch-ranger", "t2v")
+SELECTION_ON_TEST = (
+    "test (checkpoint selected on the test list, as the reference code: not a held-out result)"
+)
 
 
 @dataclass
@@ -89,9 +102,15 @@ def save_atomic(obj: Any, path: Path) -> None:
     tmp.replace(path)
 
 
+def data_splits(config: TrainConfig) -> tuple[str, ...]:
+    """The manifest splits a run's result depends on: train and val, plus test when it selects on test."""
+    return ("train", "val", "test") if config.selection == "test" else ("train", "val")
+
+
 def run_hash(config: TrainConfig, ctx: RunContext) -> str:
     """What a checkpoint must match to be resumed (see module docstring)."""
-    data = [(r.video_id, r.split, r.captions) for r in ctx.records if r.split in ("train", "val")]
+    splits = data_splits(config)
+    data = [(r.video_id, r.split, r.captions) for r in ctx.records if r.split in splits]
     parts = {
         "config": config.resume_hash(),
         "features": {e: d.name for e, d in ctx.feature_dirs.items()},
@@ -116,14 +135,41 @@ def make_optimizer(config: TrainConfig, ctx: RunContext) -> torch.optim.Optimize
     return cls(groups, lr=config.optim.lr, weight_decay=wd)
 
 
-def validation_set(ctx: RunContext) -> tuple[RetrievalDataset, str]:
-    """The ``val`` split, or the first ``val_subset`` training videos when there is none."""
+def holdout_ids(records: list[VideoRecord], fraction: float, minimum: int) -> list[str]:
+    """Training videos held out for validation: the ``max(minimum, ceil(fraction · N))`` (at most N // 2) captioned
+    ``train`` videos whose ``sha256(video_id)`` hex digests sort first, in that order."""
+    ids = sorted(
+        (r.video_id for r in records if r.split == "train" and r.captions),
+        key=lambda v: hashlib.sha256(v.encode("utf-8")).hexdigest(),
+    )
+    return ids[: min(max(minimum, math.ceil(fraction * len(ids))), len(ids) // 2)]
+
+
+def selection_sets(ctx: RunContext) -> tuple[RetrievalDataset, RetrievalDataset, str]:
+    """(training videos, validation videos, label) for ``ctx.config.selection`` (see the module docstring)."""
+    config = ctx.config
+    train_set = ctx.dataset("train", train=True)
+    if config.selection == "test":
+        return train_set, ctx.dataset("test"), SELECTION_ON_TEST
     val = ctx.dataset("val")
     if len(val) >= 2:
-        return val, "val"
-    train_ids = [r for r in ctx.records if r.split == "train" and r.captions][: ctx.config.val_subset]
-    subset = RetrievalDataset(train_ids, ctx.readers, max_rows=ctx.config.max_rows, split=None, train=False)
-    return subset, f"train-subset-{len(subset)}"
+        return train_set, val, "val"
+    held = set(holdout_ids(ctx.records, config.holdout_fraction, config.holdout_min))
+    if len(held) < 2:
+        raise T2VError(
+            f"{ctx.manifest_path}: no val split and {len(train_set)} training videos, too few to hold out "
+            'validation videos; add a val split or set selection = "test"'
+        )
+
+    def subset(keep: bool, train: bool) -> RetrievalDataset:
+        records = [r for r in ctx.records if r.split == "train" and (r.video_id in held) == keep]
+        ds = RetrievalDataset(
+            records, ctx.readers, max_rows=config.max_rows, split="train", train=train, seed=config.seed
+        )
+        ds.require_extracted()
+        return ds
+
+    return subset(False, True), subset(True, False), f"holdout-{len(held)}"
 
 
 def _train_epoch(ctx: RunContext, dataset: RetrievalDataset, optimizer, epoch: int, progress: bool) -> float:
@@ -199,12 +245,14 @@ def train(
     feature_dirs = resolve_feature_dirs(config, features_root)
     config = replace(config, experts=list(feature_dirs))
     ctx = build_context(config, manifest_path, features_root, feature_dirs, device)
-    train_set = ctx.dataset("train", train=True)
+    train_set, val_set, selection = selection_sets(ctx)
     if len(train_set) < 2:
         raise T2VError(
             f"{manifest_path}: split 'train' needs at least 2 captioned videos, has {len(train_set)}"
         )
-    val_set, selection = validation_set(ctx)
+    if len(val_set) < 2:
+        raise T2VError(f"{manifest_path}: {selection}: needs at least 2 captioned videos, has {len(val_set)}")
+    ctx.text_side.prepare(val_set.queries()[0], device=str(device))
     optimizer = make_optimizer(config, ctx)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.optim.lr_decay_every, config.optim.lr_decay)
     digest = run_hash(config, ctx)
@@ -241,6 +289,9 @@ def train(
         "run_hash": digest,
     }
     write_json_atomic(run_dir / "config.json", saved)
+    log_label = "test (selection on the test list)" if selection == SELECTION_ON_TEST else selection
+    if progress and selection == SELECTION_ON_TEST:
+        print(f"selection: {SELECTION_ON_TEST}", flush=True)
     t0 = time.monotonic()
     for epoch in range(start + 1, config.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
@@ -271,7 +322,7 @@ def train(
         write_curves(history, run_dir)
         if progress:
             print(
-                f"epoch {epoch}/{config.epochs}: loss {loss:.4f}  {selection} t2v R@1 {metrics['t2v']['R1']:.1f} "
+                f"epoch {epoch}/{config.epochs}: loss {loss:.4f}  {log_label} t2v R@1 {metrics['t2v']['R1']:.1f} "
                 f"GM {score:.2f}{'  (best)' if best['epoch'] == epoch else ''}",
                 flush=True,
             )
@@ -279,5 +330,7 @@ def train(
     elapsed = history[-1]["elapsed_s"] if history else 0.0
     write_json_atomic(run_dir / "provenance.json", _provenance(config, ctx, elapsed, selection))
     result = RunResult(run_dir, len(history), best["epoch"], best["score"], best["metrics"], start, elapsed)
-    write_json_atomic(run_dir / "result.json", {**result.__dict__, "run_dir": str(run_dir)})
+    write_json_atomic(
+        run_dir / "result.json", {**result.__dict__, "run_dir": str(run_dir), "selection": selection}
+    )
     return result

@@ -67,7 +67,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         title = f"{args.run_dir} ({args.checkpoint}, epoch {result['epoch']}) on {args.split}: "
         if args.branches != "both":
             title += f"{args.branches} branch only, "
-        title += f"{result['num_texts']} queries, {result['num_videos']} videos"
+        title += (
+            f"{result['num_texts']} queries, {result['num_videos']} videos; selection: {result['selection']}"
+        )
         print(format_metrics_table(result["metrics"], title=title))
     return 0
 

@@ -3,6 +3,7 @@ validation errors name the key."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 
@@ -10,10 +11,12 @@ import pytest
 import torch
 
 import pipeline  # noqa: F401
+from data_manifest.schema import VideoRecord
 from pipeline.errors import ConfigError
 from pipeline.runs.evaluate import evaluate_run
+from pipeline.runs.folder import build_context, resolve_feature_dirs
 from pipeline.training.config import config_from_dict, load_config
-from pipeline.training.loop import train
+from pipeline.training.loop import SELECTION_ON_TEST, holdout_ids, selection_sets, train
 from tests.train_fixtures import make_dataset_tree
 
 pytestmark = pytest.mark.slow
@@ -94,11 +97,47 @@ def test_resume_after_kill_equals_uninterrupted_run(tree):
         train(changed, manifest, features, tmp / "run-resumed", progress=False)
 
 
-def test_no_val_split_falls_back_to_a_train_subset(tmp_path):
-    manifest, features, _ = make_dataset_tree(tmp_path, {"train": 12})
-    config = small_config(tmp_path, epochs=1, val_subset=5)
+def test_holdout_ids_are_the_first_sha256_digests_whatever_the_order():
+    records = [
+        VideoRecord(video_id=f"v{i}", path=f"v{i}.mp4", split="train", captions=["c"]) for i in range(100)
+    ]
+    records.append(VideoRecord(video_id="uncaptioned", path="u.mp4", split="train", captions=[]))
+    records.append(VideoRecord(video_id="t0", path="t.mp4", split="test", captions=["c"]))
+    digests = sorted((hashlib.sha256(f"v{i}".encode()).hexdigest(), f"v{i}") for i in range(100))
+    assert holdout_ids(records, 0.05, 2) == [v for _, v in digests[:5]]
+    assert holdout_ids(records[::-1], 0.05, 2) == holdout_ids(records, 0.05, 2)
+    assert len(holdout_ids(records, 0.05, 20)) == 20  # at least holdout_min
+    assert len(holdout_ids(records[:10], 0.05, 20)) == 5  # at most half of the training videos
+
+
+def test_no_val_split_holds_out_training_videos_it_does_not_train_on(tmp_path):
+    manifest, features, records = make_dataset_tree(tmp_path, {"train": 12, "test": 4})
+    config = small_config(tmp_path, epochs=1, holdout_min=3)
+    ctx = build_context(
+        config, manifest, features, resolve_feature_dirs(config, features), torch.device("cpu")
+    )
+    train_set, val_set, label = selection_sets(ctx)
+    held = holdout_ids(records, 0.05, 3)
+    assert label == "holdout-3" and val_set.video_ids == [r.video_id for r in records if r.video_id in held]
+    assert not set(train_set.video_ids) & set(held) and len(train_set) == 9 and not val_set.train
     train(config, manifest, features, tmp_path / "run", progress=False)
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["selection"] == "train-subset-5"
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["selection"] == "holdout-3"
+
+
+def test_selection_on_test_is_labelled_in_every_output(tmp_path, capsys):
+    manifest, features, _ = make_dataset_tree(tmp_path, {"train": 8, "val": 4, "test": 4})
+    run = tmp_path / "run"
+    train(small_config(tmp_path, epochs=1, selection="test"), manifest, features, run)
+    log = capsys.readouterr().out
+    assert SELECTION_ON_TEST in log and "epoch 1/1" in log and "test (selection on the test list)" in log
+    for name in ("config.json", "provenance.json", "result.json"):
+        assert json.loads((run / name).read_text())["selection"] == SELECTION_ON_TEST, name
+    history = json.loads((run / "curves.jsonl").read_text().splitlines()[0])
+    assert (
+        history["val"]["t2v"]["R1"] == evaluate_run(run, split="test", progress=False)["metrics"]["t2v"]["R1"]
+    )
+    assert json.loads((run / "metrics-test.json").read_text())["selection"] == SELECTION_ON_TEST
+    assert evaluate_run(run, split="val", progress=False)["selection"] == SELECTION_ON_TEST
 
 
 def test_config_errors_name_the_key(tmp_path):
