@@ -52,12 +52,13 @@ def supports_assignments(head: torch.nn.Module) -> bool:
     return head.name == "t2vlad" and head.use_local and head.config.variant in SUPPORTED_VARIANTS
 
 
-def video_rows(features: dict[str, VideoFeatures], max_rows: int) -> dict[str, VideoFeatures]:
-    """Each expert's rows as the store encoded them (uniform subsample to ``max_rows``; unusable -> no rows)."""
+def video_rows(features: dict[str, VideoFeatures], max_rows: dict[str, int]) -> dict[str, VideoFeatures]:
+    """Each expert's rows as the store encoded them (uniform subsample to ``max_rows[expert]``; unusable -> no
+    rows)."""
     out = {}
     for expert, vf in features.items():
         ok = int(vf.status) == STATUS_OK and len(vf.features) > 0
-        keep = uniform_rows(len(vf.features), max_rows) if ok else np.zeros(0, np.int64)
+        keep = uniform_rows(len(vf.features), max_rows[expert]) if ok else np.zeros(0, np.int64)
         tokens = [vf.tokens[i] for i in keep] if vf.tokens is not None else None
         out[expert] = VideoFeatures(vf.features[keep], vf.timestamps[keep], vf.status, vf.error, tokens)
     return out

@@ -22,6 +22,7 @@ from pipeline.report.assignments import CenterView, center_views, supports_assig
 from pipeline.report.thumbnails import FrameLookup, write_strip
 from pipeline.stores.search import QueryEncoder, Searcher, SearchResult
 from pipeline.stores.store import EmbeddingStore, TrainedRun, encode_store, load_trained_run
+from pipeline.training.dataset import row_caps
 
 METRIC_COLUMNS = (
     ("R1", "R@1"),
@@ -177,7 +178,7 @@ def _assignment_view(
     batch = encoder.encode([query])
     ids = encoder.tokenizer(query, truncation=True, max_length=run.config.text.max_length)["input_ids"]
     words = encoder.tokenizer.convert_ids_to_tokens(ids)
-    rows = video_rows({e: r.get(video_id) for e, r in readers.items()}, run.config.max_rows)
+    rows = video_rows({e: r.get(video_id) for e, r in readers.items()}, row_caps(run.config, readers))
     views = center_views(run.head, batch, words, rows)
     return _assignment_html(views, video_id, store.paths[store.row_of[video_id]], query, images, str(number))
 

@@ -26,7 +26,7 @@ from pipeline.errors import ConfigError
 from pipeline.features.reader import FeatureReader, latest_feature_dir
 from pipeline.heads import build_head
 from pipeline.training.config import TextConfig, TrainConfig, config_from_dict
-from pipeline.training.dataset import RetrievalDataset
+from pipeline.training.dataset import RetrievalDataset, row_caps
 from pipeline.training.text_cache import TextSide
 
 
@@ -117,7 +117,7 @@ class RunContext:
         ds = RetrievalDataset(
             self.records,
             self.readers,
-            max_rows=self.config.max_rows,
+            max_rows=row_caps(self.config, self.readers),
             split=split,
             train=train,
             seed=self.config.seed,

@@ -49,7 +49,7 @@ from pipeline.heads import Embedding, RetrievalHead
 from pipeline.runs.trained import TrainedRun, load_trained_run
 from pipeline.stores.index import IndexSpec, add_to_index, build_index, read_index, write_index
 from pipeline.stores.vectors import complete_mask, index_vectors
-from pipeline.training.dataset import VideoSample, collate, uniform_rows
+from pipeline.training.dataset import VideoSample, collate, row_caps, uniform_rows
 
 FORMAT_VERSION = 1
 STORE_FILE = "embeddings.h5"
@@ -203,7 +203,7 @@ def _identity(run: TrainedRun, dirs: dict[str, Path]) -> dict[str, Any]:
 
 
 def _samples(
-    records: list[VideoRecord], readers: dict[str, FeatureReader], max_rows: int
+    records: list[VideoRecord], readers: dict[str, FeatureReader], max_rows: dict[str, int]
 ) -> list[VideoSample]:
     got = {e: r.get_many([rec.video_id for rec in records]) for e, r in readers.items()}
     samples = []
@@ -213,7 +213,7 @@ def _samples(
             vf = got[e][rec.video_id]
             ok = int(vf.status) == STATUS_OK and len(vf.features) > 0
             rows[e] = (
-                vf.features[uniform_rows(len(vf.features), max_rows)]
+                vf.features[uniform_rows(len(vf.features), max_rows[e])]
                 if ok
                 else np.zeros((0, reader.dim), np.float32)
             )
@@ -394,7 +394,7 @@ def encode_store(
             block = jobs[b : b + batch_size]
             recs = [r for _, r in block]
             batch = collate(
-                _samples(recs, readers, run.config.max_rows),
+                _samples(recs, readers, row_caps(run.config, readers)),
                 run.head.expert_names,
                 {e: rd.dim for e, rd in readers.items()},
             )

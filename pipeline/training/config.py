@@ -8,7 +8,9 @@ A config file looks like (TOML; the same nesting in JSON)::
     batch_size = 64
     seed = 0
     device = "auto"                 # cpu | cuda | auto
-    max_rows = 30                   # rows kept per expert and video (MMT / T2VLAD: 30)
+    max_rows = 30                   # rows kept per expert and video, for experts not in expert_max_rows
+    expert_max_rows = { speech = 112, rgb = 51, s3d = 49 }   # per-expert caps; replaces the default table
+                                    # (the public T2VLAD port's: speech 112, rgb 51, flow/s3d 49, scene/audio 31)
     selection = "val"               # val: the val split, else a hold-out of training videos | test: the test split
     holdout_fraction = 0.05         # without a val split: this share of the training videos is held out ...
     holdout_min = 20                # ... but at least this many (at most half of them)
@@ -53,6 +55,9 @@ TEXT_MODES = ("frozen", "finetune")
 DEVICES = ("cpu", "cuda", "auto")
 OPTIMIZERS = ("ranger", "adam", "adamw")
 SELECTIONS = ("val", "test")
+# Rows kept per expert and video by the public T2VLAD port on MMT's MSR-VTT features ("audio" is MMT's VGGish,
+# "flow" its S3D); every other expert keeps ``max_rows`` (30).
+PORT_ROW_CAPS = {"speech": 112, "rgb": 51, "flow": 49, "s3d": 49, "scene": 31, "audio": 31, "vggish": 31}
 
 
 @dataclass
@@ -90,6 +95,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     max_rows: int = 30
+    expert_max_rows: dict[str, int] = field(default_factory=lambda: dict(PORT_ROW_CAPS))
     selection: str = "val"
     holdout_fraction: float = 0.05
     holdout_min: int = 20
@@ -118,6 +124,8 @@ class TrainConfig:
         _check(self.optim.name in OPTIMIZERS, "optim.name", f"must be one of {', '.join(OPTIMIZERS)}")
         for key in ("epochs", "batch_size", "eval_batch_size", "max_rows", "holdout_min"):
             _check(getattr(self, key) >= 1, key, "must be >= 1")
+        for expert, cap in self.expert_max_rows.items():
+            _check(cap >= 1, f"expert_max_rows.{expert}", "must be >= 1")
         _check(self.selection in SELECTIONS, "selection", f"must be one of {', '.join(SELECTIONS)}")
         _check(0 < self.holdout_fraction < 1, "holdout_fraction", "must be in (0, 1)")
         _check(self.text.max_length >= 2, "text.max_length", "must be >= 2")
@@ -153,6 +161,12 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
         kind.startswith("dict[str, str]")
         and isinstance(value, dict)
         and all(isinstance(v, str) for v in value.values())
+    ):
+        return dict(value)
+    if (
+        kind.startswith("dict[str, int]")
+        and isinstance(value, dict)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value.values())
     ):
         return dict(value)
     if kind.startswith("dict[str, Any]") and isinstance(value, dict):

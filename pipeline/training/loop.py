@@ -51,7 +51,7 @@ from pipeline.runs.evaluate import evaluate_dataset, write_json_atomic
 from pipeline.runs.folder import RunContext, build_context, pick_device, resolve_feature_dirs
 from pipeline.training.config import TrainConfig
 from pipeline.training.curves import write_curves
-from pipeline.training.dataset import RetrievalDataset, make_loader
+from pipeline.training.dataset import RetrievalDataset, make_loader, row_caps
 
 PACKAGES = ("torch", "numpy", "h5py", "transformers", "pytorch-ranger", "t2v")
 SELECTION_ON_TEST = (
@@ -164,7 +164,12 @@ def selection_sets(ctx: RunContext) -> tuple[RetrievalDataset, RetrievalDataset,
     def subset(keep: bool, train: bool) -> RetrievalDataset:
         records = [r for r in ctx.records if r.split == "train" and (r.video_id in held) == keep]
         ds = RetrievalDataset(
-            records, ctx.readers, max_rows=config.max_rows, split="train", train=train, seed=config.seed
+            records,
+            ctx.readers,
+            max_rows=row_caps(config, ctx.readers),
+            split="train",
+            train=train,
+            seed=config.seed,
         )
         ds.require_extracted()
         return ds

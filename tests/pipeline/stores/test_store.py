@@ -18,7 +18,7 @@ from pipeline.heads import TextBatch
 from pipeline.stores.index import IndexSpec, build_index, bytes_per_vector, search_index
 from pipeline.stores.search import Searcher
 from pipeline.stores.store import EmbeddingStore, encode_store, load_trained_run
-from pipeline.training.dataset import RetrievalDataset, make_loader
+from pipeline.training.dataset import RetrievalDataset, make_loader, row_caps
 from tests.store_fixtures import TEXT_DIM, make_tree, save_run
 
 
@@ -41,7 +41,7 @@ def _random_queries(n: int, seed: int) -> TextBatch:
 def _reference(run, records, features_dirs, text_emb):
     """head.similarity on a fresh encoding of every video (column order = records)."""
     readers = {e: FeatureReader(features_dirs[e]) for e in run.head.expert_names}
-    dataset = RetrievalDataset(records, readers, max_rows=run.config.max_rows)
+    dataset = RetrievalDataset(records, readers, max_rows=row_caps(run.config, readers))
     embs = [run.head.encode_video(b.video) for b in make_loader(dataset, 4, False)]
     video = type(embs[0]).cat(embs)
     return run.head.similarity(text_emb, video).numpy(), dataset.video_ids
