@@ -241,11 +241,13 @@ def _failures(args: argparse.Namespace) -> int:
 
 
 def _export_mmt(args: argparse.Namespace) -> int:
-    records = load_manifest(args.manifest, check_paths=False) if args.manifest else None
+    records = load_manifest(args.manifest, check_paths=False)
     total = 0
     for folder in _fingerprint_dirs(Path(args.features)):
-        total += export_mmt(folder, args.out, expert=args.expert, records=records, flat=args.flat)
-        print(f"{folder}: exported")
+        written, skipped = export_mmt(folder, args.out, expert=args.expert, records=records, flat=args.flat)
+        total += written
+        note = f" ({skipped} without a caption in {args.manifest} skipped: MMT needs one)" if skipped else ""
+        print(f"{folder}: exported{note}")
     print(f"{args.out}: {total} video entries written")
     return 0
 
@@ -305,7 +307,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("features", help="fingerprint folder, expert folder or features root")
     p.add_argument("--out", required=True, help="MMT data folder (files are added to / updated in place)")
     p.add_argument("--expert", help="dataset name in the MMT files (default: the shards' expert)")
-    p.add_argument("--manifest", help="also write captions as raw_captions.<i>")
+    p.add_argument(
+        "--manifest",
+        required=True,
+        help="captions written as raw_captions.<i>; durations for unknown row times",
+    )
     p.add_argument("--flat", action="store_true", help="<out>/<id>.h5 instead of MMT's <a>/<b>/<c>/<id>.h5")
     p.set_defaults(func=_export_mmt)
 
