@@ -22,9 +22,9 @@ Model selection: the geometric mean of text-to-video R@1/5/10 on the validation 
 ``config.json`` records which was used (``"selection"``).
 
 Resume: when ``last.pt`` exists and its run hash (config without ``epochs``/``device``, feature fingerprints,
-text model, the manifest's train/val ids and captions) matches, training continues after its epoch; with the same
-seed the result is identical to an uninterrupted run (row / caption sampling and shuffling are seeded per epoch,
-the global RNG states are restored). A different hash is a ConfigError: use a new run folder.
+text model, the manifest's train/val ids and captions, test ones too when selecting on test) matches, training
+continues after its epoch; with the same seed the result is identical to an uninterrupted run (row / caption
+sampling and shuffling are seeded per epoch, the global RNG states are restored). A different hash is a ConfigError: use a new run folder.
 """
 
 from __future__ import annotations
