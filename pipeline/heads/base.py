@@ -174,9 +174,9 @@ class RetrievalHead(nn.Module, metaclass=ABCMeta):
 
     - ``name``: its registry name (= its module's name); ``config_class``: its typed config; ``video_embedding``:
       the ``Embedding`` class ``encode_video`` returns (what an embedding store rebuilds from its HDF5 rows).
-    - ``text_conditioned``: False when ``similarity`` is an inner product of ``index_query_vectors`` and
-      ``index_video_vectors`` (exact search; ``InnerProductHead``), True when the video side depends on the query
-      (the index vectors are then a query-independent proxy and search re-ranks candidates with ``similarity``).
+    - ``text_conditioned``: True (the default) when the video side depends on the query: the index vectors are then
+      a query-independent proxy and search re-ranks candidates with ``similarity``; False (``InnerProductHead``)
+      when ``similarity`` is the inner product of ``index_query_vectors`` and ``index_video_vectors`` (exact).
     - ``ablation_variants``: variant name -> ``head_options`` merged into the config; what ``t2v ablation`` and a
       run's ``ablation = true`` train (empty: the head has no ablation table).
 
@@ -187,7 +187,7 @@ class RetrievalHead(nn.Module, metaclass=ABCMeta):
     name: ClassVar[str]
     config_class: ClassVar[type]
     video_embedding: ClassVar[type[Embedding]]
-    text_conditioned: ClassVar[bool]
+    text_conditioned: ClassVar[bool] = True
     ablation_variants: ClassVar[dict[str, dict[str, Any]]] = {}
     expert_names: list[str]
 
