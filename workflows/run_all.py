@@ -8,17 +8,39 @@ from pathlib import Path
 
 import luigi
 
+from pipeline.errors import ConfigError
 from workflows.extraction import feature_sets
 from workflows.luigi_runner import run_tasks
 from workflows.run_config import RunConfig
 
 
+def ablation_head(cfg: RunConfig) -> str | None:
+    """The head whose ablation variants ``ablation = true`` trains: the one of ``[train] heads`` whose class offers
+    variants (T2VLAD); None when the ablation is off or no head offers any; ConfigError when several do."""
+    if not cfg.ablation:
+        return None
+    from pipeline.heads import head_class
+
+    offering = [h for h in cfg.heads if head_class(h).ablation_variants]
+    if len(offering) > 1:
+        raise ConfigError(
+            f"[train] ablation: heads {offering} all offer ablation variants; keep one of them in this run "
+            "and use `t2v ablation --head` for the others"
+        )
+    return offering[0] if offering else None
+
+
 def _head_task_params(cfg: RunConfig, head: str) -> dict:
-    """Parameters of a head's Luigi tasks. With the ablation on, T2VLAD's main run *is* the ablation's "full" run,
-    so it is trained once."""
+    """Parameters of a head's Luigi tasks. With the ablation on, the ablation head's main run *is* the
+    ablation's first variant's run (e.g. T2VLAD's "full"), so it is trained once."""
+    variant = ""
+    if head == ablation_head(cfg):
+        from pipeline.heads import head_class
+
+        variant = next(iter(head_class(head).ablation_variants))
     return {
         "head": head,
-        "variant": "full" if head == "t2vlad" and cfg.ablation else "",
+        "variant": variant,
         "manifest": cfg.manifest.absolute(),
         "features_root": cfg.features.absolute(),
         "out_root": cfg.runs.absolute(),
@@ -48,9 +70,11 @@ def pipeline_tasks(cfg: RunConfig) -> dict[str, luigi.Task]:
         tasks[f"features:{fs.expert}"] = fs
     for head in cfg.heads:
         tasks[f"evaluate:{head}"] = EvaluateHead(**_head_task_params(cfg, head), split=cfg.split)
-    if cfg.ablation and "t2vlad" in cfg.heads:
-        p = _head_task_params(cfg, "t2vlad")
+    ablated = ablation_head(cfg)
+    if ablated is not None:
+        p = _head_task_params(cfg, ablated)
         tasks["ablation"] = AblationTable(
+            head=ablated,
             manifest=p["manifest"],
             features_root=p["features_root"],
             out_dir=cfg.out.absolute(),
@@ -67,7 +91,8 @@ def pipeline_tasks(cfg: RunConfig) -> dict[str, luigi.Task]:
             "store_root": cfg.stores.absolute(),
         }
         tasks["store"] = EncodeStore(**params)
-        ablation_dir = cfg.out.absolute() if "ablation" in tasks else None  # the report waits for the table
+        # the report of the ablated head waits for its table
+        ablation_dir = cfg.out.absolute() if ablated == cfg.store_head else None
         tasks["report"] = Report(**params, report_dir=cfg.report.absolute(), ablation_dir=ablation_dir)
     return tasks
 

@@ -15,7 +15,7 @@ Paths are relative to the folder ``t2v run`` is started in. Example (``configs/d
     fps = 1.0
     [train]
     heads = { t2vlad = "configs/sample/t2vlad.toml", cret = "configs/sample/cret.toml" }
-    ablation = true                     # train the T2VLAD variants and write the ablation table
+    ablation = true                     # train the ablation variants of the head offering them (T2VLAD); write the table
     split = "test"
     [store]
     head = "t2vlad"

@@ -5,7 +5,7 @@ HTML report), DESIGN.md §2 / §3.4.
 to ``<out_root>/../stores``) and, last, ``store.json`` with a digest of the split's (video id, content hash)
 rows. It is complete while that digest matches the manifest: adding videos to the manifest makes it run again, and
 ``pipeline.stores.store.encode_store`` then appends only the new videos. ``Report`` writes
-``<report_dir or <out_root>/../report>/index.html``; with ``ablation_dir`` it also requires the T2VLAD
+``<report_dir or <out_root>/../report>/index.html``; with ``ablation_dir`` it also requires the head's
 ``AblationTable`` written there and shows it.
 """
 
@@ -112,6 +112,7 @@ class Report(_StoreParams):
         }
         if self.ablation_dir is not None:
             deps["ablation"] = AblationTable(
+                head=self.head,
                 manifest=self.manifest,
                 features_root=self.features_root,
                 out_dir=self.ablation_dir,

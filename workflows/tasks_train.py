@@ -23,10 +23,21 @@ from typing import Any
 
 import luigi
 
+from pipeline.errors import ConfigError
 from pipeline.features.fingerprint import canonical_json
-from pipeline.runs.ablation import ABLATIONS, ablation_markdown
+from pipeline.runs.ablation import ablation_markdown
 from pipeline.training.config import TrainConfig, load_config
 from workflows.luigi_runner import apply_thread_budget
+
+
+def ablation_variants(head: str) -> dict[str, dict[str, Any]]:
+    """The head class's ablation variants (name -> head options); ConfigError when it offers none."""
+    from pipeline.heads import head_class
+
+    variants = head_class(head).ablation_variants
+    if not variants:
+        raise ConfigError(f"head {head!r} offers no ablation variants")
+    return variants
 
 
 def _manifest_digest(manifest: Path, splits: tuple[str, ...]) -> str:
@@ -62,13 +73,13 @@ class _RunParams(luigi.Task):
         """The config file (or defaults) with ``head``, ``epochs``, the variant's head options applied."""
         config = load_config(self.config_path, head=self.head, epochs=self.epochs)
         if self.variant:
-            if self.variant not in ABLATIONS:
-                from pipeline.errors import ConfigError
-
+            variants = ablation_variants(self.head)
+            if self.variant not in variants:
                 raise ConfigError(
-                    f"unknown ablation variant {self.variant!r} (choose from {', '.join(ABLATIONS)})"
+                    f"unknown ablation variant {self.variant!r} of head {self.head!r} "
+                    f"(choose from {', '.join(variants)})"
                 )
-            config = replace(config, head_options={**config.head_options, **ABLATIONS[self.variant]})
+            config = replace(config, head_options={**config.head_options, **variants[self.variant]})
         return config
 
     def feature_sets(self, manifest: Path | None = None) -> list[luigi.Task]:
@@ -183,8 +194,10 @@ class EvaluateHead(_RunParams):
 
 
 class AblationTable(luigi.Task):
-    """Train + evaluate the T2VLAD variants of ``pipeline.runs.ablation.ABLATIONS``; write ``<out_dir>/ablation.md``."""
+    """Train + evaluate the ablation variants of ``head`` (its class's ``ablation_variants``); write
+    ``<out_dir>/ablation.md``."""
 
+    head = luigi.Parameter()
     manifest = luigi.PathParameter()
     features_root = luigi.PathParameter()
     out_dir = luigi.PathParameter()
@@ -198,7 +211,7 @@ class AblationTable(luigi.Task):
     def requires(self) -> dict[str, EvaluateHead]:
         return {
             v: EvaluateHead(
-                head="t2vlad",
+                head=self.head,
                 manifest=self.manifest,
                 features_root=self.features_root,
                 out_root=Path(self.out_dir) / "runs",
@@ -210,7 +223,7 @@ class AblationTable(luigi.Task):
                 device=self.device,
                 split=self.split,
             )
-            for v in ABLATIONS
+            for v in ablation_variants(self.head)
         }
 
     def output(self) -> luigi.LocalTarget:
@@ -219,7 +232,7 @@ class AblationTable(luigi.Task):
     def run(self) -> None:
         results = {v: json.loads(Path(t.path).read_text())["metrics"] for v, t in self.input().items()}
         text = ablation_markdown(
-            results, title=f"T2VLAD ablations, split {self.split} of {Path(self.manifest).name}"
+            results, title=f"{self.head} ablations, split {self.split} of {Path(self.manifest).name}"
         )
         with self.output().temporary_path() as tmp:
             Path(tmp).write_text(text, encoding="utf-8")

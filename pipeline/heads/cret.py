@@ -48,6 +48,7 @@ from pipeline.heads.base import (
     pick_expert,
 )
 from pipeline.heads.losses import symmetric_infonce
+from pipeline.heads.registry import register_head
 
 FRAME_EXPERTS = ("cait", "clip", "rgb", "scene")
 
@@ -119,8 +120,13 @@ def _key_padding(mask: Tensor) -> Tensor:
     return ~mask & mask.any(dim=1, keepdim=True)
 
 
+@register_head
 class CRETHead(InnerProductHead):
+    """CRET (see the module docstring)."""
+
     name: ClassVar[str] = "cret"
+    config_class: ClassVar[type] = CRETConfig
+    video_embedding: ClassVar[type[Embedding]] = CRETVideoEmbedding
 
     def __init__(self, config: CRETConfig, expert_dims: dict[str, int], text_dim: int) -> None:
         super().__init__(config, expert_dims, text_dim)

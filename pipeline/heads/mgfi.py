@@ -45,6 +45,7 @@ from pipeline.heads.base import (
     pick_expert,
 )
 from pipeline.heads.losses import symmetric_infonce
+from pipeline.heads.registry import register_head
 
 FRAME_EXPERTS = ("clip", "rgb", "cait", "scene")
 AUDIO_EXPERTS = ("pann", "vggish", "audio_stats", "audio")
@@ -99,8 +100,13 @@ class MGFITextEmbedding(Embedding):
     word_mask: Tensor
 
 
+@register_head
 class MGFIHead(RetrievalHead):
+    """MGFI/CMFI (see the module docstring): text-conditioned, so search re-ranks candidates of a proxy index."""
+
     name: ClassVar[str] = "mgfi"
+    config_class: ClassVar[type] = MGFIConfig
+    video_embedding: ClassVar[type[Embedding]] = MGFIVideoEmbedding
     text_conditioned: ClassVar[bool] = True
 
     def __init__(self, config: MGFIConfig, expert_dims: dict[str, int], text_dim: int) -> None:
@@ -215,3 +221,18 @@ class MGFIHead(RetrievalHead):
     def loss(self, text_emb: MGFITextEmbedding, video_emb: MGFIVideoEmbedding) -> Tensor:
         """Eq. 12–14: ``L_t2v + L_v2t`` on ``similarity · logit_scale``."""
         return symmetric_infonce(self.similarity(text_emb, video_emb) * self.logit_scale(), 1.0, "sum")
+
+    # ----- query-independent proxy for an embedding store's index -----
+    def index_video_vectors(self, video_emb: MGFIVideoEmbedding) -> Tensor:
+        """(B_v, P) the frame values pooled with uniform attention and refined by ``ff``/``ln_o`` (what the head
+        computes when attention is uniform), normalised, then the audio vector (0 without audio)."""
+        mean = masked_mean(video_emb.values, video_emb.frame_mask, dim=1)
+        parts = [F.normalize(self._refine(mean), dim=-1)]
+        if video_emb.audio is not None:
+            parts.append(video_emb.audio * video_emb.audio_available.unsqueeze(-1).to(video_emb.audio.dtype))
+        return torch.cat(parts, dim=1)
+
+    def index_query_vectors(self, text_emb: MGFITextEmbedding) -> Tensor:
+        """(B_t, P) the normalised sentence feature, twice when the head has audio."""
+        sentence = F.normalize(text_emb.sentence, dim=-1)
+        return torch.cat([sentence, sentence] if self.audio_expert else [sentence], dim=1)

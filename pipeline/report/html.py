@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pipeline.errors import StoreError
 from pipeline.features.reader import FeatureReader
-from pipeline.report.assignments import CenterView, center_views, supports_assignments, video_rows
+from pipeline.report.assignments import CenterView, center_views, video_rows
 from pipeline.report.thumbnails import FrameLookup, write_strip
 from pipeline.stores.search import QueryEncoder, Searcher, SearchResult
 from pipeline.stores.store import EmbeddingStore, TrainedRun, encode_store, load_trained_run
@@ -225,7 +225,7 @@ def build_report(
             gt_rank = int(list(rows).index(store.row_of[gt])) + 1
         searches.append(_search_html(result, gt, gt_rank, images))
         video = gt if gt is not None else (result.hits[0].video_id if result.hits else None)
-        if video is not None and len(assignments) < num_assignments and supports_assignments(run.head):
+        if video is not None and len(assignments) < num_assignments and run.head.has_center_view:
             if all(video in r for r in readers.values()):
                 assignments.append(
                     _assignment_view(run, encoder, readers, store, q, video, images, len(assignments))
@@ -241,10 +241,10 @@ def build_report(
         if ablation_path
         else '<p class="muted">No ablation table (ablation.md) found.</p>'
     )
-    if not supports_assignments(run.head):
+    if not run.head.has_center_view:
         assignments = [
-            f'<p class="muted">Center assignments are shown for T2VLAD runs with a local branch; this '
-            f"run's head is {escape(run.head.name)}.</p>"
+            f'<p class="muted">Center assignments are shown for heads (and variants) with shared centres, such '
+            f"as T2VLAD with a local branch; this run's head is {escape(run.head.name)}.</p>"
         ]
     summary = (
         f"head <b>{escape(run.head.name)}</b>, epoch {run.epoch}, checkpoint sha256 "

@@ -1,17 +1,7 @@
-"""The T2VLAD ablations of the paper (Tables 4-5) as head options, and their Markdown results table."""
+"""The Markdown table of an ablation: one row per variant of a head (the variants are the head class's
+``ablation_variants``, e.g. T2VLAD's paper ablations, Tables 4-5)."""
 
 from __future__ import annotations
-
-from typing import Any
-
-# variant name -> head_options merged into the T2VLAD config (pipeline.heads.t2vlad.T2VLADConfig.variant)
-ABLATIONS: dict[str, dict[str, Any]] = {
-    "full": {"variant": "full"},
-    "no_global": {"variant": "no_global"},
-    "no_local": {"variant": "no_local"},
-    "text_only_vlad": {"variant": "text_only_vlad"},
-    "separate_vlads": {"variant": "separate_vlads"},
-}
 
 _COLUMNS = (("R1", "R@1"), ("R5", "R@5"), ("R10", "R@10"), ("MdR", "MdR"))
 

@@ -2,7 +2,7 @@
 
 A config file looks like (TOML; the same nesting in JSON)::
 
-    head = "t2vlad"                 # t2vlad | cret | mgfi (any name pipeline.heads.build_head knows)
+    head = "t2vlad"                 # any name of pipeline.heads.head_names() (t2vlad | cret | mgfi built in)
     experts = ["rgb", "ocr"]        # empty = every expert folder under the features root
     epochs = 30
     batch_size = 64
@@ -44,8 +44,8 @@ from typing import Any
 
 from pipeline.errors import ConfigError
 from pipeline.features.fingerprint import canonical_json
+from pipeline.heads.registry import head_names
 
-HEADS = ("t2vlad", "cret", "mgfi")
 TEXT_MODES = ("frozen", "finetune")
 DEVICES = ("cpu", "cuda", "auto")
 OPTIMIZERS = ("ranger", "adam", "adamw")
@@ -106,7 +106,8 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Check values; raise ConfigError naming the key and the problem."""
-        _check(self.head in HEADS, "head", f"unknown head {self.head!r} (choose from {', '.join(HEADS)})")
+        heads = head_names()
+        _check(self.head in heads, "head", f"unknown head {self.head!r} (choose from {', '.join(heads)})")
         _check(self.text.mode in TEXT_MODES, "text.mode", f"must be one of {', '.join(TEXT_MODES)}")
         _check(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}")
         _check(self.optim.name in OPTIMIZERS, "optim.name", f"must be one of {', '.join(OPTIMIZERS)}")

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from data_manifest.errors import T2VError
+from pipeline.heads.registry import head_names
 
 
 def _default_features(manifest: str) -> Path:
@@ -70,14 +71,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_ablation(args: argparse.Namespace) -> int:
-    """Train + evaluate the T2VLAD variants through Luigi; print ablation.md."""
+    """Train + evaluate a head's ablation variants through Luigi; print ablation.md."""
     import luigi
 
+    from pipeline.training.config import load_config
     from workflows.tasks_train import AblationTable
 
     if not Path(args.manifest).is_file():
         raise T2VError(f"{args.manifest}: manifest not found")
     task = AblationTable(
+        head=args.head or load_config(args.config).head,
         manifest=args.manifest,
         features_root=args.features or str(_default_features(args.manifest)),
         out_dir=args.out,
@@ -96,9 +99,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train``, ``evaluate`` and ``ablation``."""
     p = sub.add_parser("train", help="train an alignment head on cached features")
-    p.add_argument(
-        "--head", choices=("t2vlad", "cret", "mgfi"), default=None, help="head (default: config's)"
-    )
+    p.add_argument("--head", choices=head_names(), default=None, help="head (default: config's)")
     p.add_argument("--manifest", required=True, help="manifest JSONL (train split trains, val split selects)")
     p.add_argument(
         "--config", default=None, help="TOML or JSON training config (see pipeline/training/config.py)"
@@ -123,7 +124,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
-        "ablation", help="T2VLAD ablation table (full / no global / no local / ...) as Markdown"
+        "ablation",
+        help="ablation table of a head's variants as Markdown (T2VLAD: full / no global / no local / ...)",
+    )
+    p.add_argument(
+        "--head", choices=head_names(), default=None, help="head whose variants to train (default: config's)"
     )
     p.add_argument("--manifest", required=True)
     p.add_argument("--features", default=None, help="features root (default: 'features' beside the manifest)")

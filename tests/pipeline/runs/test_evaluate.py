@@ -10,8 +10,9 @@ import pytest
 
 import pipeline  # noqa: F401
 from data_manifest.errors import T2VError
+from pipeline.heads import head_class
 from pipeline.metrics import retrieval_metrics
-from pipeline.runs.ablation import ABLATIONS, ablation_markdown
+from pipeline.runs.ablation import ablation_markdown
 from pipeline.runs.evaluate import evaluate_run, format_metrics_table, similarity_matrix
 from pipeline.runs.folder import load_run
 from tests.train_fixtures import make_dataset_tree
@@ -180,7 +181,7 @@ def test_ablation_table(trained, capsys):
     assert rc == 0
     text = (out / "ablation.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| variant")]
-    assert [r.split("|")[1].strip() for r in rows] == list(ABLATIONS)
+    assert [r.split("|")[1].strip() for r in rows] == list(head_class("t2vlad").ablation_variants)
     assert "t2v R@1" in text and text in capsys.readouterr().out
 
 
