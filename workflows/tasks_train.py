@@ -27,6 +27,7 @@ from pipeline.features.fingerprint import canonical_json
 from pipeline.runs.ablation import ABLATIONS, ablation_markdown
 from pipeline.training.config import TrainConfig, load_config
 from workflows.luigi_runner import apply_thread_budget
+from workflows.targets import AtomicTarget
 
 
 def _manifest_digest(manifest: Path, splits: tuple[str, ...]) -> str:
@@ -129,8 +130,8 @@ class TrainHead(_RunParams):
     def requires(self) -> list[luigi.Task]:
         return self.feature_sets()
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(self.run_dir() / "result.json"))
+    def output(self) -> AtomicTarget:
+        return AtomicTarget(str(self.run_dir() / "result.json"))
 
     def best_checkpoint(self) -> Path:
         return self.run_dir() / "best.pt"
@@ -155,8 +156,8 @@ class EvaluateHead(_RunParams):
             deps += self.feature_sets(Path(self.eval_manifest))
         return deps
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(self.run_dir() / self.metrics_name()))
+    def output(self) -> AtomicTarget:
+        return AtomicTarget(str(self.run_dir() / self.metrics_name()))
 
     def metrics_name(self) -> str:
         if self.eval_manifest is None:
@@ -213,8 +214,8 @@ class AblationTable(luigi.Task):
             for v in ABLATIONS
         }
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(Path(self.out_dir) / "ablation.md"))
+    def output(self) -> AtomicTarget:
+        return AtomicTarget(str(Path(self.out_dir) / "ablation.md"))
 
     def run(self) -> None:
         results = {v: json.loads(Path(t.path).read_text())["metrics"] for v, t in self.input().items()}

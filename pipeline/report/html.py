@@ -11,11 +11,11 @@ the video rows (frame thumbnails, or the OCR/speech word) assigned most to it. N
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from html import escape
 from pathlib import Path
 
+from data_manifest.atomic import write_text
 from pipeline.errors import StoreError
 from pipeline.features.reader import FeatureReader
 from pipeline.report.assignments import CenterView, center_views, supports_assignments, video_rows
@@ -260,9 +260,7 @@ def build_report(
         f"<h2>Center assignments</h2>{''.join(assignments)}</body></html>"
     )
     target = out / "index.html"
-    tmp = out / f".index.{os.getpid()}.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(target)
+    write_text(target, page)
     return target
 
 

@@ -9,13 +9,13 @@ scored against every video block with ``head.similarity``. Text-conditioned head
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from data_manifest.atomic import write_text
 from data_manifest.errors import T2VError
 from pipeline.metrics import retrieval_metrics
 from pipeline.runs.folder import load_run
@@ -84,9 +84,7 @@ def format_metrics_table(metrics: dict[str, dict[str, float]], title: str = "") 
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """JSON to ``path`` through a temporary file in the same folder (never half-written)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def evaluate_run(

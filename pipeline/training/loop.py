@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from data_manifest.atomic import atomic_path
 from data_manifest.errors import T2VError
 from pipeline.errors import ConfigError
 from pipeline.features.fingerprint import canonical_json
@@ -84,9 +85,8 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 def save_atomic(obj: Any, path: Path) -> None:
     """``torch.save`` through a temporary file in the same folder."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def run_hash(config: TrainConfig, ctx: RunContext) -> str:
