@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 import tomllib
 import uuid
@@ -70,7 +69,6 @@ def feature_sets(
     weights_dir: str | Path | None = None,
     expert_configs: dict[str, dict[str, Any]] | None = None,
     retry_token: str = "",
-    workers: int = 1,
 ) -> list[FeatureSet]:
     """The FeatureSet tasks for ``experts``, after checking names, configs and weights (before any decoding)."""
     expert_configs = expert_configs or {}
@@ -93,7 +91,6 @@ def feature_sets(
                 weights_dir=Path(weights_dir).absolute() if weights_dir else None,
                 device=resolve_device(device),
                 retry_token=retry_token,
-                threads=max(1, (os.cpu_count() or 1) // max(1, workers)) if workers > 1 else 0,
             )
         )
     return tasks
@@ -128,7 +125,6 @@ def run_extraction(
         weights_dir=weights_dir,
         expert_configs=expert_configs,
         retry_token=uuid.uuid4().hex[:12] if retry_failed else "",
-        workers=workers,
     )
     run_tasks(list(tasks), workers=workers, scheduler_url=scheduler_url)
     report = ExtractionReport(Path(features_root), time.perf_counter() - start)
@@ -182,7 +178,6 @@ def extract_for_run(
         device=device,
         weights_dir=weights_dir,
         expert_configs=configs,
-        workers=workers,
     )
     run_tasks(list(tasks), workers=workers)
     return root

@@ -29,6 +29,7 @@ from data_manifest.schema import PROBED_FIELDS, VideoRecord, write_manifest
 from data_manifest.validate import load_manifest
 from pipeline.features.plan import ShardPlan, default_plan_path, shard_is_current
 from pipeline.features.shards import STATUS_FAILED, read_shard, shard_attrs, shard_name
+from workflows.luigi_runner import apply_thread_budget
 from workflows.targets import AtomicTarget
 
 _CARRIED = (*PROBED_FIELDS, "probe_error", "file_size", "file_mtime")
@@ -108,9 +109,6 @@ class _ExpertTask(luigi.Task):
     device = luigi.Parameter(default="cpu", significant=False)
     retry_token = luigi.Parameter(default="", significant=False)
     probe_workers = luigi.IntParameter(default=2, significant=False)
-    threads = luigi.IntParameter(
-        default=0, significant=False
-    )  # model threads per shard process; 0 = engine default
 
     def build_expert(self) -> Any:
         from extractors.registry import get_expert  # lazy: `luigi --module workflows` should not load torch
@@ -160,6 +158,7 @@ class ExtractShard(_ExpertTask):
         return True
 
     def run(self) -> None:
+        threads = apply_thread_budget()
         spec = self._spec()
         by_id = {r.video_id: r for r in load_manifest(self.probed(), check_paths=False)}
         records: list[VideoRecord] = [by_id[v] for v in spec.video_ids if v in by_id]
@@ -180,7 +179,7 @@ class ExtractShard(_ExpertTask):
             device=self.device,
             previous=previous,
             retry_failed=previous is not None,
-            threads=self.threads or None,
+            threads=threads,
             extra_attrs={"retry_token": self.retry_token} if self.retry_token else None,
         )
 

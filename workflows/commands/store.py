@@ -15,6 +15,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     import pipeline  # noqa: F401
     from pipeline.stores.index import IndexSpec, bytes_per_vector
     from pipeline.stores.store import encode_store
+    from pipeline.threads import apply_threads, threads_per_process
 
     if not Path(args.run_dir).is_dir():
         raise T2VError(f"{args.run_dir}: run folder not found")
@@ -23,6 +24,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     spec = None
     if args.index is not None:
         spec = IndexSpec(args.index, args.nlist, args.nprobe, args.m)
+    apply_threads(threads_per_process(1))
     summary = encode_store(
         args.run_dir,
         args.out,

@@ -16,6 +16,7 @@ def _default_features(manifest: str) -> Path:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train; prints per-epoch validation lines and the best epoch."""
+    from pipeline.threads import apply_threads, threads_per_process
     from pipeline.training.config import load_config
     from pipeline.training.loop import train
 
@@ -25,6 +26,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not Path(args.manifest).is_file():
         raise T2VError(f"{args.manifest}: manifest not found")
     features = Path(args.features) if args.features else _default_features(args.manifest)
+    apply_threads(threads_per_process(1))
     result = train(config, args.manifest, features, args.out, progress=not args.quiet)
     print(
         f"{config.head}: {result.epochs_done} epochs in {args.out} (resumed after epoch {result.resumed_from}); "
@@ -36,6 +38,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a run's best checkpoint on a split; a table or JSON on stdout."""
     from pipeline.runs.evaluate import evaluate_run, format_metrics_table
+    from pipeline.threads import apply_threads, threads_per_process
 
     if not Path(args.run_dir).is_dir():
         raise T2VError(f"{args.run_dir}: run folder not found")
@@ -51,6 +54,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             device=args.device or "auto",
             split=args.split,
         )
+    apply_threads(threads_per_process(1))  # after extraction, whose task processes are forked
     result = evaluate_run(
         args.run_dir,
         manifest_path=args.manifest,
@@ -71,8 +75,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_ablation(args: argparse.Namespace) -> int:
     """Train + evaluate the T2VLAD variants through Luigi; print ablation.md."""
-    import luigi
-
+    from workflows.luigi_runner import run_tasks
     from workflows.tasks_train import AblationTable
 
     if not Path(args.manifest).is_file():
@@ -86,9 +89,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         device=args.device or "auto",
     )
-    result = luigi.build([task], local_scheduler=True, workers=1, detailed_summary=True)
-    if not result.scheduling_succeeded or result.status.name not in ("SUCCESS", "SUCCESS_WITH_RETRY"):
-        raise T2VError(f"ablation failed: {result.summary_text.strip().splitlines()[-1]}")
+    run_tasks([task], workers=1)
     print(Path(task.output().path).read_text(encoding="utf-8"))
     return 0
 
