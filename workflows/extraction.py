@@ -18,6 +18,7 @@ from extractors.weights import require_weights
 from pipeline.errors import ConfigError
 from pipeline.features.reader import FeatureReader
 from pipeline.features.shards import SHARD_GLOB, shard_attrs
+from pipeline.runs.record import RunFolder
 from workflows.luigi_runner import run_tasks
 from workflows.tasks_extract import FeatureSet
 
@@ -157,17 +158,17 @@ def extract_for_run(
     fingerprint folders the run was trained on. Nothing runs when every video of ``split`` (all videos for None)
     already has rows there.
     """
-    saved = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
-    root = Path(features_root) if features_root else Path(saved["features_root"])
+    saved = RunFolder(run_dir).read()
+    root = Path(features_root) if features_root else saved.features_root
     ids = [
         r.video_id for r in load_manifest(manifest, check_paths=False) if split is None or r.split == split
     ]
-    folders = [root / e / Path(d).name for e, d in saved["feature_dirs"].items()]
+    folders = [root / e / d.name for e, d in saved.feature_dirs.items()]
     if all(_has_videos(f, ids) for f in folders):
         return root
     configs = {}
-    for expert, folder in saved["feature_dirs"].items():
-        shard = next(Path(folder).glob(SHARD_GLOB), None)
+    for expert, folder in saved.feature_dirs.items():
+        shard = next(folder.glob(SHARD_GLOB), None)
         if shard is None:
             raise T2VError(f"{folder}: no shard to read expert {expert!r}'s options from")
         configs[expert] = json.loads(shard_attrs(shard)["config"])

@@ -25,6 +25,7 @@ import luigi
 
 from pipeline.features.fingerprint import canonical_json
 from pipeline.runs.ablation import ABLATIONS, ablation_markdown
+from pipeline.runs.record import RunFolder, metrics_name
 from pipeline.training.config import TrainConfig, load_config
 from workflows.luigi_runner import apply_thread_budget
 from workflows.targets import AtomicTarget
@@ -131,10 +132,10 @@ class TrainHead(_RunParams):
         return self.feature_sets()
 
     def output(self) -> AtomicTarget:
-        return AtomicTarget(str(self.run_dir() / "result.json"))
+        return AtomicTarget(str(RunFolder(self.run_dir()).result))
 
     def best_checkpoint(self) -> Path:
-        return self.run_dir() / "best.pt"
+        return RunFolder(self.run_dir()).best
 
     def run(self) -> None:
         apply_thread_budget()
@@ -157,13 +158,13 @@ class EvaluateHead(_RunParams):
         return deps
 
     def output(self) -> AtomicTarget:
-        return AtomicTarget(str(self.run_dir() / self.metrics_name()))
+        return AtomicTarget(str(RunFolder(self.run_dir()).metrics(self.metrics_name())))
 
     def metrics_name(self) -> str:
         if self.eval_manifest is None:
-            return f"metrics-{self.split}.json"
-        tag = _manifest_digest(Path(self.eval_manifest), (self.split,))[:8]
-        return f"metrics-{self.split}-{Path(self.eval_manifest).stem}-{tag}.json"
+            return metrics_name(self.split)
+        digest = _manifest_digest(Path(self.eval_manifest), (self.split,))[:8]
+        return metrics_name(self.split, f"{Path(self.eval_manifest).stem}-{digest}")
 
     def run(self) -> None:
         apply_thread_budget()

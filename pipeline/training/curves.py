@@ -14,6 +14,7 @@ from typing import Any
 import matplotlib
 
 from data_manifest.atomic import atomic_path, write_text
+from pipeline.runs.record import RunFolder
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -21,9 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def write_curves(history: list[dict[str, Any]], run_dir: str | Path) -> tuple[Path, Path]:
     """Write ``curves.jsonl`` and ``curves.png`` in ``run_dir`` atomically; return their paths."""
-    run_dir = Path(run_dir)
-    jsonl = run_dir / "curves.jsonl"
-    png = run_dir / "curves.png"
+    folder = RunFolder(run_dir)
+    jsonl, png = folder.curves_jsonl, folder.curves_png
     write_text(jsonl, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
 
     epochs = [h["epoch"] for h in history]

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from data_manifest.errors import T2VError
+from pipeline.runs.record import BEST, RunFolder
 
 
 def _default_features(manifest: str) -> Path:
@@ -40,8 +41,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pipeline.runs.evaluate import evaluate_run, format_metrics_table
     from pipeline.threads import apply_threads, threads_per_process
 
-    if not Path(args.run_dir).is_dir():
-        raise T2VError(f"{args.run_dir}: run folder not found")
+    RunFolder(args.run_dir).read()  # RunError naming the folder or its config.json
     if args.manifest is not None and not Path(args.manifest).is_file():
         raise T2VError(f"{args.manifest}: manifest not found")
     if args.manifest is not None:  # another manifest: extract what the run reads for its videos (DAG, cached)
@@ -118,7 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", default=None, help="manifest to evaluate (default: the training manifest)")
     p.add_argument("--split", default="test")
     p.add_argument("--features", default=None, help="features root (default: the folders the run trained on)")
-    p.add_argument("--checkpoint", default="best.pt", help="checkpoint file in the run folder")
+    p.add_argument("--checkpoint", default=BEST, help="checkpoint file in the run folder")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default=None)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_evaluate)
