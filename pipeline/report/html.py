@@ -15,7 +15,7 @@ import shutil
 from html import escape
 from pathlib import Path
 
-from data_manifest.atomic import write_text
+from data_manifest.atomic import atomic_path, write_text
 from pipeline.errors import StoreError
 from pipeline.features.reader import FeatureReader
 from pipeline.report.assignments import CenterView, center_views, supports_assignments, video_rows
@@ -235,7 +235,8 @@ def build_report(
 
     curves = ""
     if folder.curves_png.is_file():
-        shutil.copyfile(folder.curves_png, out / "curves.png")
+        with atomic_path(out / "curves.png") as tmp:
+            shutil.copyfile(folder.curves_png, tmp)
         curves = '<img src="curves.png" alt="training curves" style="max-width:100%">'
     ablation_path = Path(ablation) if ablation else find_ablation(run_dir)
     ablation_html = (
