@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from data_manifest.atomic import atomic_path
+
 VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 REQUIRED_FIELDS = ("video_id", "path", "captions", "split")
 PROBED_FIELDS = ("duration", "fps", "num_frames", "width", "height", "has_audio", "codec", "content_hash")
@@ -62,10 +64,6 @@ class VideoRecord:
 
 def write_manifest(path: str | Path, records: list[VideoRecord]) -> None:
     """Write records as JSONL atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for rec in records:
             fh.write(rec.to_json() + "\n")
-    tmp.replace(path)

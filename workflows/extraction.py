@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 import tomllib
 import uuid
@@ -19,6 +18,7 @@ from extractors.weights import require_weights
 from pipeline.errors import ConfigError
 from pipeline.features.reader import FeatureReader
 from pipeline.features.shards import SHARD_GLOB, shard_attrs
+from pipeline.runs.record import RunFolder
 from workflows.luigi_runner import run_tasks
 from workflows.tasks_extract import FeatureSet
 
@@ -70,7 +70,6 @@ def feature_sets(
     weights_dir: str | Path | None = None,
     expert_configs: dict[str, dict[str, Any]] | None = None,
     retry_token: str = "",
-    workers: int = 1,
 ) -> list[FeatureSet]:
     """The FeatureSet tasks for ``experts``, after checking names, configs and weights (before any decoding)."""
     expert_configs = expert_configs or {}
@@ -93,7 +92,6 @@ def feature_sets(
                 weights_dir=Path(weights_dir).absolute() if weights_dir else None,
                 device=resolve_device(device),
                 retry_token=retry_token,
-                threads=max(1, (os.cpu_count() or 1) // max(1, workers)) if workers > 1 else 0,
             )
         )
     return tasks
@@ -128,7 +126,6 @@ def run_extraction(
         weights_dir=weights_dir,
         expert_configs=expert_configs,
         retry_token=uuid.uuid4().hex[:12] if retry_failed else "",
-        workers=workers,
     )
     run_tasks(list(tasks), workers=workers, scheduler_url=scheduler_url)
     report = ExtractionReport(Path(features_root), time.perf_counter() - start)
@@ -161,17 +158,17 @@ def extract_for_run(
     fingerprint folders the run was trained on. Nothing runs when every video of ``split`` (all videos for None)
     already has rows there.
     """
-    saved = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
-    root = Path(features_root) if features_root else Path(saved["features_root"])
+    saved = RunFolder(run_dir).read()
+    root = Path(features_root) if features_root else saved.features_root
     ids = [
         r.video_id for r in load_manifest(manifest, check_paths=False) if split is None or r.split == split
     ]
-    folders = [root / e / Path(d).name for e, d in saved["feature_dirs"].items()]
+    folders = [root / e / d.name for e, d in saved.feature_dirs.items()]
     if all(_has_videos(f, ids) for f in folders):
         return root
     configs = {}
-    for expert, folder in saved["feature_dirs"].items():
-        shard = next(Path(folder).glob(SHARD_GLOB), None)
+    for expert, folder in saved.feature_dirs.items():
+        shard = next(folder.glob(SHARD_GLOB), None)
         if shard is None:
             raise T2VError(f"{folder}: no shard to read expert {expert!r}'s options from")
         configs[expert] = json.loads(shard_attrs(shard)["config"])
@@ -182,7 +179,6 @@ def extract_for_run(
         device=device,
         weights_dir=weights_dir,
         expert_configs=configs,
-        workers=workers,
     )
     run_tasks(list(tasks), workers=workers)
     return root

@@ -26,8 +26,10 @@ import luigi
 from pipeline.errors import ConfigError
 from pipeline.features.fingerprint import canonical_json
 from pipeline.runs.ablation import ablation_markdown
+from pipeline.runs.record import RunFolder, metrics_name
 from pipeline.training.config import TrainConfig, load_config
 from workflows.luigi_runner import apply_thread_budget
+from workflows.targets import AtomicTarget
 
 
 def ablation_variants(head: str) -> dict[str, dict[str, Any]]:
@@ -140,11 +142,11 @@ class TrainHead(_RunParams):
     def requires(self) -> list[luigi.Task]:
         return self.feature_sets()
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(self.run_dir() / "result.json"))
+    def output(self) -> AtomicTarget:
+        return AtomicTarget(str(RunFolder(self.run_dir()).result))
 
     def best_checkpoint(self) -> Path:
-        return self.run_dir() / "best.pt"
+        return RunFolder(self.run_dir()).best
 
     def run(self) -> None:
         apply_thread_budget()
@@ -166,14 +168,14 @@ class EvaluateHead(_RunParams):
             deps += self.feature_sets(Path(self.eval_manifest))
         return deps
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(self.run_dir() / self.metrics_name()))
+    def output(self) -> AtomicTarget:
+        return AtomicTarget(str(RunFolder(self.run_dir()).metrics(self.metrics_name())))
 
     def metrics_name(self) -> str:
         if self.eval_manifest is None:
-            return f"metrics-{self.split}.json"
-        tag = _manifest_digest(Path(self.eval_manifest), (self.split,))[:8]
-        return f"metrics-{self.split}-{Path(self.eval_manifest).stem}-{tag}.json"
+            return metrics_name(self.split)
+        digest = _manifest_digest(Path(self.eval_manifest), (self.split,))[:8]
+        return metrics_name(self.split, f"{Path(self.eval_manifest).stem}-{digest}")
 
     def run(self) -> None:
         apply_thread_budget()
@@ -226,8 +228,8 @@ class AblationTable(luigi.Task):
             for v in ablation_variants(self.head)
         }
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(Path(self.out_dir) / "ablation.md"))
+    def output(self) -> AtomicTarget:
+        return AtomicTarget(str(Path(self.out_dir) / "ablation.md"))
 
     def run(self) -> None:
         results = {v: json.loads(Path(t.path).read_text())["metrics"] for v, t in self.input().items()}

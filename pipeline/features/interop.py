@@ -15,7 +15,6 @@ fmt}`` and the sha256 of the source bytes in place of the weights hash. Unknown 
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from data_manifest.atomic import atomic_path
 from data_manifest.hashing import update_from_file
 from data_manifest.schema import VideoRecord
 from pipeline.errors import ConfigError, ShardError
@@ -45,10 +45,8 @@ def mmt_path(root: str | Path, video_id: str, flat: bool = False) -> Path:
 
 def _replace_datasets(path: Path, data: dict[str, np.ndarray]) -> None:
     """Write ``data`` into ``path`` keeping its other datasets; atomic (temp copy, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
-        with h5py.File(tmp, "w") as out:
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as out:
             if path.exists():
                 with h5py.File(path, "r") as old:
                     for name in old:
@@ -56,9 +54,7 @@ def _replace_datasets(path: Path, data: dict[str, np.ndarray]) -> None:
                             old.copy(old[name], out, name)
             for name, value in data.items():
                 out.create_dataset(name, data=value)
-        os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise ShardError(f"{path}: cannot write MMT file: {err}") from err
 
 

@@ -2,7 +2,7 @@
 
 The reader builds its id → (shard, row range) index from the small ``video_ids`` / ``offsets`` datasets of
 each shard only (no feature data is read for that; ~1 ms per shard). Temp files of writers
-(``*.h5.tmp-<pid>``) are never read. Features are returned as float32 whatever the stored dtype.
+(``.shard-*.h5.<pid>.<random>.tmp``) are never read. Features are returned as float32 whatever the stored dtype.
 """
 
 from __future__ import annotations

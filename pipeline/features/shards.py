@@ -11,16 +11,15 @@ Attributes: ``expert``, ``fingerprint``, ``schema_version``, ``config`` (canonic
 ``members_digest`` (from the shard plan, "" if none), ``package_versions`` (JSON), ``created_at`` (UTC ISO
 8601).
 
-The writer streams rows (in blocks of a few MB) into resizable datasets of ``<name>.tmp-<pid>`` in the same
-folder and ``os.replace``-s it onto the final name on commit, so readers never see half a shard. Temp files
-left by dead writers are removed when that shard is written again.
+The writer streams rows (in blocks of a few MB) into resizable datasets of a temp file in the same folder
+(``data_manifest.atomic``: ``.<name>.<pid>.<random>.tmp``) and publishes it onto the final name on commit, so
+readers never see half a shard. Temp files left by dead writers are removed when that shard is written again.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from data_manifest.atomic import publish, remove_stale_temps, temp_path
 from pipeline.errors import ShardError
 from pipeline.features.fingerprint import canonical_json
 
@@ -62,28 +62,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def clean_stale_tmp(path: Path) -> list[Path]:
-    """Remove ``<path>.tmp-<pid>`` files whose writer process is gone (or is this process). Returns them."""
-    removed = []
-    for tmp in path.parent.glob(path.name + ".tmp-*"):
-        pid_text = tmp.name.rsplit(".tmp-", 1)[1]
-        pid = int(pid_text) if pid_text.isdigit() else -1
-        if pid == os.getpid() or not _pid_alive(pid):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
 
 
 class ShardWriter:
@@ -124,8 +102,8 @@ class ShardWriter:
         self.dim = dim
         self.token_level = token_level
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        clean_stale_tmp(self.path)
-        self.tmp_path = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        remove_stale_temps(self.path)
+        self.tmp_path = temp_path(self.path)
         self._ids: list[str] = []
         self._id_set: set[str] = set()
         self._status: list[int] = []
@@ -267,12 +245,10 @@ class ShardWriter:
             self._flush()
             self._write_index()
             self._h5.close()
-            with open(self.tmp_path, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(self.tmp_path, self.path)
         except BaseException:
             self.tmp_path.unlink(missing_ok=True)
             raise
+        publish(self.tmp_path, self.path)
         return self.path
 
     def abort(self) -> None:

@@ -8,8 +8,6 @@ scored against every video block with ``head.similarity``. Text-conditioned head
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import torch
 from data_manifest.errors import T2VError
 from pipeline.metrics import retrieval_metrics
 from pipeline.runs.folder import load_run
+from pipeline.runs.record import BEST, RunFolder, metrics_name, write_json
 from pipeline.training.dataset import RetrievalDataset, make_loader
 from pipeline.training.text_cache import TextSide
 
@@ -82,20 +81,13 @@ def format_metrics_table(metrics: dict[str, dict[str, float]], title: str = "") 
     return "\n".join(lines)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """JSON to ``path`` through a temporary file in the same folder (never half-written)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
 def evaluate_run(
     run_dir: str | Path,
     manifest_path: str | Path | None = None,
     split: str = "test",
     features_root: str | Path | None = None,
     *,
-    checkpoint: str = "best.pt",
+    checkpoint: str = BEST,
     device: str | None = None,
     out_name: str | None = None,
     progress: bool = True,
@@ -132,5 +124,5 @@ def evaluate_run(
         "feature_dirs": {e: str(p) for e, p in run.feature_dirs.items()},
         "metrics": metrics,
     }
-    write_json_atomic(Path(run_dir) / (out_name or f"metrics-{split}.json"), result)
+    write_json(RunFolder(run_dir).metrics(out_name or metrics_name(split)), result)
     return result

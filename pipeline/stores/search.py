@@ -34,6 +34,7 @@ import torch
 
 from pipeline.errors import StoreError
 from pipeline.heads import Embedding, TextBatch
+from pipeline.runs.record import BEST
 from pipeline.stores.index import search_index
 from pipeline.stores.store import EmbeddingStore, TrainedRun, load_trained_run
 from pipeline.stores.vectors import query_index_vectors
@@ -196,7 +197,7 @@ class Searcher:
         """Open a store, its run (``run_dir`` or the one recorded in the store) and the text encoder."""
         store = EmbeddingStore(store_path)
         run = load_trained_run(
-            run_dir or store.attrs["run_dir"], str(store.attrs.get("checkpoint", "best.pt")), device
+            run_dir or store.attrs["run_dir"], str(store.attrs.get("checkpoint", BEST)), device
         )
         digest = text_model_digest(run)
         check_text_model(store, digest)

@@ -50,6 +50,7 @@ from pipeline.errors import ConfigError, StoreError
 from pipeline.features.reader import FeatureReader, latest_feature_dir
 from pipeline.features.shards import STATUS_OK
 from pipeline.heads import Embedding, RetrievalHead, head_class
+from pipeline.runs.record import BEST
 from pipeline.runs.trained import TrainedRun, load_trained_run
 from pipeline.stores.index import IndexSpec, add_to_index, build_index, read_index, write_index
 from pipeline.stores.vectors import complete_mask, index_vectors
@@ -188,7 +189,7 @@ class EncodeSummary:
 
 
 def _feature_dirs(run: TrainedRun, features_root: str | Path | None) -> dict[str, Path]:
-    trained = {e: Path(p) for e, p in run.saved["feature_dirs"].items() if e in run.head.expert_names}
+    trained = {e: d for e, d in run.saved.feature_dirs.items() if e in run.head.expert_names}
     if features_root is None:
         return trained
     dirs = {e: Path(latest_feature_dir(Path(features_root), e)) for e in trained}
@@ -204,7 +205,7 @@ def _identity(run: TrainedRun, dirs: dict[str, Path]) -> dict[str, Any]:
     return {
         "head": run.head.name,
         "checkpoint_sha256": run.checkpoint_sha256,
-        "text_model_digest": str(run.saved.get("text_model_digest", "")),
+        "text_model_digest": run.saved.text_model_digest,
         "feature_fingerprints": json.dumps({e: d.name for e, d in dirs.items()}, sort_keys=True),
     }
 
@@ -292,7 +293,7 @@ def _init_attrs(
             "num_videos": 0,
             "run_dir": str(run.run_dir),
             "checkpoint": checkpoint,
-            "run_config": json.dumps(run.saved["config"], sort_keys=True),
+            "run_config": json.dumps(run.saved.config.to_dict(), sort_keys=True),
             "feature_dirs": json.dumps({e: str(d) for e, d in dirs.items()}, sort_keys=True),
             "experts": json.dumps(run.head.expert_names),
             "manifest": str(manifest),
@@ -339,7 +340,7 @@ def encode_store(
     manifest: str | Path | None = None,
     split: str | None = None,
     features_root: str | Path | None = None,
-    checkpoint: str = "best.pt",
+    checkpoint: str = BEST,
     index: IndexSpec | None = None,
     batch_size: int = 64,
     device: str = "cpu",
@@ -351,7 +352,7 @@ def encode_store(
     t0 = time.monotonic()
     run = load_trained_run(run_dir, checkpoint, device)
     dirs = _feature_dirs(run, features_root)
-    manifest_path = Path(manifest or run.saved["manifest"]).resolve()
+    manifest_path = Path(manifest or run.saved.manifest).resolve()
     records = [
         r for r in load_manifest(manifest_path, check_paths=False) if split is None or r.split == split
     ]

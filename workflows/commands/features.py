@@ -86,7 +86,7 @@ def _folder_summary(folder: Path) -> dict[str, Any]:
         "dtype": sorted({s["dtype"] for s in shards}),
         "status": dict(status),
         "bytes": sum(s["bytes"] for s in shards),
-        "temp_files": len(list(folder.glob("shard-*.h5.tmp-*"))),
+        "temp_files": len(list(folder.glob(".shard-*.h5.*.tmp"))),
         "attrs": attrs,
     }
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from data_manifest.errors import T2VError
+from pipeline.runs.record import BEST, RunFolder
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
@@ -15,14 +16,15 @@ def cmd_encode(args: argparse.Namespace) -> int:
     import pipeline  # noqa: F401
     from pipeline.stores.index import IndexSpec, bytes_per_vector
     from pipeline.stores.store import encode_store
+    from pipeline.threads import apply_threads, threads_per_process
 
-    if not Path(args.run_dir).is_dir():
-        raise T2VError(f"{args.run_dir}: run folder not found")
+    RunFolder(args.run_dir).read()  # RunError naming the folder or its config.json
     if args.manifest is not None and not Path(args.manifest).is_file():
         raise T2VError(f"{args.manifest}: manifest not found")
     spec = None
     if args.index is not None:
         spec = IndexSpec(args.index, args.nlist, args.nprobe, args.m)
+    apply_threads(threads_per_process(1))
     summary = encode_store(
         args.run_dir,
         args.out,
@@ -101,8 +103,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     import pipeline  # noqa: F401
     from pipeline.report.html import build_report
 
-    if not Path(args.run_dir).is_dir():
-        raise T2VError(f"{args.run_dir}: run folder not found")
+    RunFolder(args.run_dir).read()  # RunError naming the folder or its config.json
     queries = [q for q in (args.query or []) if q.strip()] or None
     path = build_report(
         args.run_dir,
@@ -127,7 +128,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", default=None, help="manifest (default: the run's training manifest)")
     p.add_argument("--split", default=None, help="only this split (default: every video)")
     p.add_argument("--features", default=None, help="features root (default: the run's feature folders)")
-    p.add_argument("--checkpoint", default="best.pt")
+    p.add_argument("--checkpoint", default=BEST)
     p.add_argument(
         "--index",
         choices=("flat", "ivf", "ivfpq"),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from data_manifest.errors import T2VError
 from pipeline.heads.registry import head_names
+from pipeline.runs.record import BEST, RunFolder
 
 
 def _default_features(manifest: str) -> Path:
@@ -17,6 +18,7 @@ def _default_features(manifest: str) -> Path:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train; prints per-epoch validation lines and the best epoch."""
+    from pipeline.threads import apply_threads, threads_per_process
     from pipeline.training.config import load_config
     from pipeline.training.loop import train
 
@@ -26,6 +28,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not Path(args.manifest).is_file():
         raise T2VError(f"{args.manifest}: manifest not found")
     features = Path(args.features) if args.features else _default_features(args.manifest)
+    apply_threads(threads_per_process(1))
     result = train(config, args.manifest, features, args.out, progress=not args.quiet)
     print(
         f"{config.head}: {result.epochs_done} epochs in {args.out} (resumed after epoch {result.resumed_from}); "
@@ -37,9 +40,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a run's best checkpoint on a split; a table or JSON on stdout."""
     from pipeline.runs.evaluate import evaluate_run, format_metrics_table
+    from pipeline.threads import apply_threads, threads_per_process
 
-    if not Path(args.run_dir).is_dir():
-        raise T2VError(f"{args.run_dir}: run folder not found")
+    RunFolder(args.run_dir).read()  # RunError naming the folder or its config.json
     if args.manifest is not None and not Path(args.manifest).is_file():
         raise T2VError(f"{args.manifest}: manifest not found")
     if args.manifest is not None:  # another manifest: extract what the run reads for its videos (DAG, cached)
@@ -52,6 +55,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             device=args.device or "auto",
             split=args.split,
         )
+    apply_threads(threads_per_process(1))  # after extraction, whose task processes are forked
     result = evaluate_run(
         args.run_dir,
         manifest_path=args.manifest,
@@ -72,9 +76,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_ablation(args: argparse.Namespace) -> int:
     """Train + evaluate a head's ablation variants through Luigi; print ablation.md."""
-    import luigi
-
     from pipeline.training.config import load_config
+    from workflows.luigi_runner import run_tasks
     from workflows.tasks_train import AblationTable
 
     if not Path(args.manifest).is_file():
@@ -89,9 +92,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         device=args.device or "auto",
     )
-    result = luigi.build([task], local_scheduler=True, workers=1, detailed_summary=True)
-    if not result.scheduling_succeeded or result.status.name not in ("SUCCESS", "SUCCESS_WITH_RETRY"):
-        raise T2VError(f"ablation failed: {result.summary_text.strip().splitlines()[-1]}")
+    run_tasks([task], workers=1)
     print(Path(task.output().path).read_text(encoding="utf-8"))
     return 0
 
@@ -118,7 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", default=None, help="manifest to evaluate (default: the training manifest)")
     p.add_argument("--split", default="test")
     p.add_argument("--features", default=None, help="features root (default: the folders the run trained on)")
-    p.add_argument("--checkpoint", default="best.pt", help="checkpoint file in the run folder")
+    p.add_argument("--checkpoint", default=BEST, help="checkpoint file in the run folder")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default=None)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_evaluate)

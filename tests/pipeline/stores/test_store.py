@@ -15,7 +15,7 @@ import torch
 
 import pipeline  # noqa: F401
 from data_manifest.schema import write_manifest
-from pipeline.errors import StoreError
+from pipeline.errors import RunError, StoreError
 from pipeline.features.reader import FeatureReader
 from pipeline.heads import TextBatch
 from pipeline.stores.index import IndexSpec, build_index, bytes_per_vector, search_index
@@ -147,7 +147,7 @@ def test_store_errors(tree, tmp_path):
         Searcher(EmbeddingStore(tmp_path / "s"), load_trained_run(run_m))
     with pytest.raises(StoreError, match="no video of split 'nope'"):
         encode_store(run_a, tmp_path / "s2", split="nope", progress=False)
-    with pytest.raises(StoreError, match="missing"):
+    with pytest.raises(RunError, match="config.json: missing"):
         load_trained_run(tmp_path)
 
 
