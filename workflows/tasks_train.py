@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +67,7 @@ class _RunParams(luigi.Task):
                 raise ConfigError(
                     f"unknown ablation variant {self.variant!r} (choose from {', '.join(ABLATIONS)})"
                 )
-            config = replace(config, head_options={**config.head_options, **ABLATIONS[self.variant]})
+            config = config.replace(head_options={**config.head_options, **ABLATIONS[self.variant]})
         return config
 
     def feature_sets(self, manifest: Path | None = None) -> list[luigi.Task]:
@@ -92,7 +91,7 @@ class _RunParams(luigi.Task):
         """``train_config`` with the FeatureSets' fingerprint folders pinned."""
         config = self.train_config()
         dirs = {t.expert: str(t.feature_dir()) for t in self.feature_sets()}
-        return replace(config, features={**dirs, **config.features})
+        return config.replace(features={**dirs, **config.features})
 
     def run_id(self) -> str:
         config = self.pinned_config()
@@ -139,7 +138,7 @@ class TrainHead(_RunParams):
         apply_thread_budget()
         from pipeline.training.loop import train
 
-        config = replace(self.pinned_config(), device=self.device)
+        config = self.pinned_config().replace(device=self.device)
         train(config, self.manifest, self.features_root, self.run_dir())
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from pipeline.config import Config
 from pipeline.errors import ConfigError
 from pipeline.heads.base import (
     Embedding,
@@ -16,7 +17,6 @@ from pipeline.heads.base import (
     RetrievalHead,
     TextBatch,
     VideoBatch,
-    config_from_dict,
 )
 
 # name -> (module, head class, config class)
@@ -32,8 +32,8 @@ def head_names() -> list[str]:
     return sorted(_HEADS)
 
 
-def head_config_class(name: str) -> type:
-    """The typed config dataclass of a head (its defaults are the paper's settings)."""
+def head_config_class(name: str) -> type[Config]:
+    """The typed config of a head (its defaults are the paper's settings)."""
     if name not in _HEADS:
         raise ConfigError(f"unknown head {name!r}; known heads: {head_names()}")
     module, _, config_cls = _HEADS[name]
@@ -48,7 +48,7 @@ def build_head(
     if name not in _HEADS:
         raise ConfigError(f"unknown head {name!r}; known heads: {head_names()}")
     module, head_cls, _ = _HEADS[name]
-    typed = config_from_dict(head_config_class(name), config, name)
+    typed = head_config_class(name).parse(config or {}, f"head {name!r}")
     return getattr(import_module(module), head_cls)(typed, dict(expert_dims), int(text_dim))
 
 

@@ -25,7 +25,7 @@ from data_manifest.schema import VideoRecord
 from pipeline.errors import ConfigError
 from pipeline.features.reader import FeatureReader, latest_feature_dir
 from pipeline.heads import build_head
-from pipeline.training.config import TextConfig, TrainConfig, config_from_dict
+from pipeline.training.config import TextConfig, TrainConfig
 from pipeline.training.dataset import RetrievalDataset
 from pipeline.training.text_cache import TextSide
 
@@ -177,7 +177,7 @@ def load_run(
         if not p.is_file():
             raise T2VError(f"{p}: missing (is {run_dir} a finished or running training run?)")
     saved = json.loads(cfg_path.read_text(encoding="utf-8"))
-    config = config_from_dict(saved["config"])
+    config = TrainConfig.parse(saved["config"], f"{cfg_path}: config")
     trained_dirs = {e: Path(saved["feature_dirs"][e]) for e in saved_expert_order(saved)}
     if features_root is not None:
         root = Path(features_root)

@@ -18,7 +18,7 @@ from data_manifest.hashing import sha256_file
 from pipeline.errors import StoreError
 from pipeline.heads import RetrievalHead, build_head
 from pipeline.runs.folder import saved_expert_order
-from pipeline.training.config import TrainConfig, config_from_dict
+from pipeline.training.config import TrainConfig
 
 
 @dataclass
@@ -44,7 +44,7 @@ def load_trained_run(run_dir: str | Path, checkpoint: str = "best.pt", device: s
         if not p.is_file():
             raise StoreError(f"{p}: missing (is {run_dir} a training run folder?)")
     saved = json.loads(cfg_path.read_text(encoding="utf-8"))
-    config = config_from_dict(saved["config"])
+    config = TrainConfig.parse(saved["config"], f"{cfg_path}: config")
     expert_dims = {e: int(saved["expert_dims"][e]) for e in saved_expert_order(saved)}
     head = build_head(config.head, dict(config.head_options), expert_dims, int(saved["text_dim"]))
     state = torch.load(ckpt, map_location=device, weights_only=True)
