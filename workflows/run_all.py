@@ -18,14 +18,14 @@ def _head_task_params(cfg: RunConfig, head: str) -> dict:
     so it is trained once."""
     return {
         "head": head,
-        "variant": "full" if head == "t2vlad" and cfg.ablation else "",
-        "manifest": cfg.manifest.absolute(),
+        "variant": "full" if head == "t2vlad" and cfg.train.ablation else "",
+        "manifest": cfg.manifest_path.absolute(),
         "features_root": cfg.features.absolute(),
         "out_root": cfg.runs.absolute(),
-        "config_path": cfg.heads[head].absolute() if cfg.heads[head] else None,
-        "expert_configs": cfg.expert_options,
-        "shard_size": cfg.shard_size,
-        "device": cfg.device,
+        "config_path": cfg.head_config_path(head).absolute() if cfg.head_config_path(head) else None,
+        "expert_configs": cfg.extract.options,
+        "shard_size": cfg.extract.shard_size,
+        "device": cfg.extract.device,
         "weights_dir": cfg.weights_dir.absolute() if cfg.weights_dir else None,
     }
 
@@ -37,37 +37,37 @@ def pipeline_tasks(cfg: RunConfig) -> dict[str, luigi.Task]:
 
     tasks: dict[str, luigi.Task] = {}
     for fs in feature_sets(
-        cfg.manifest,
-        cfg.experts,
+        cfg.manifest_path,
+        cfg.extract.experts,
         cfg.features,
-        shard_size=cfg.shard_size,
-        device=cfg.device,
+        shard_size=cfg.extract.shard_size,
+        device=cfg.extract.device,
         weights_dir=cfg.weights_dir,
-        expert_configs=cfg.expert_options,
+        expert_configs=cfg.extract.options,
     ):
         tasks[f"features:{fs.expert}"] = fs
-    for head in cfg.heads:
-        tasks[f"evaluate:{head}"] = EvaluateHead(**_head_task_params(cfg, head), split=cfg.split)
-    if cfg.ablation and "t2vlad" in cfg.heads:
+    for head in cfg.train.heads:
+        tasks[f"evaluate:{head}"] = EvaluateHead(**_head_task_params(cfg, head), split=cfg.train.split)
+    if cfg.train.ablation and "t2vlad" in cfg.train.heads:
         p = _head_task_params(cfg, "t2vlad")
         tasks["ablation"] = AblationTable(
             manifest=p["manifest"],
             features_root=p["features_root"],
-            out_dir=cfg.out.absolute(),
+            out_dir=cfg.out_dir.absolute(),
             config_path=p["config_path"],
-            split=cfg.split,
+            split=cfg.train.split,
             expert_configs=p["expert_configs"],
-            shard_size=cfg.shard_size,
-            device=cfg.device,
+            shard_size=cfg.extract.shard_size,
+            device=cfg.extract.device,
         )
-    if cfg.store_head:
+    if cfg.store.head:
         params = {
-            **_head_task_params(cfg, cfg.store_head),
-            "split": cfg.split,
+            **_head_task_params(cfg, cfg.store.head),
+            "split": cfg.store_split,
             "store_root": cfg.stores.absolute(),
         }
         tasks["store"] = EncodeStore(**params)
-        ablation_dir = cfg.out.absolute() if "ablation" in tasks else None  # the report waits for the table
+        ablation_dir = cfg.out_dir.absolute() if "ablation" in tasks else None  # the report waits for the table
         tasks["report"] = Report(**params, report_dir=cfg.report.absolute(), ablation_dir=ablation_dir)
     return tasks
 
@@ -79,13 +79,10 @@ def run_pipeline(cfg: RunConfig, *, scheduler_url: str | None = None) -> dict[st
         from data_manifest.sample.generate import generate_sample_dataset
 
         generate_sample_dataset(
-            cfg.out / "sample",
-            n=int(cfg.sample.get("n", 300)),
-            seed=int(cfg.sample.get("seed", 0)),
-            workers=int(cfg.sample.get("workers", 2)),
+            cfg.out_dir / "sample", n=cfg.sample.n, seed=cfg.sample.seed, workers=cfg.sample.workers
         )
     tasks = pipeline_tasks(cfg)
-    run_tasks(list(tasks.values()), workers=cfg.workers, scheduler_url=scheduler_url)
+    run_tasks(list(tasks.values()), workers=cfg.extract.workers, scheduler_url=scheduler_url)
     print(f"pipeline complete in {time.perf_counter() - start:.0f} s; outputs under {cfg.out}/")
     return tasks
 
@@ -105,17 +102,17 @@ def print_results(cfg: RunConfig, tasks: dict[str, luigi.Task]) -> None:
             result = json.loads(Path(task.output().path).read_text())
             print(
                 format_metrics_table(
-                    result["metrics"], title=f"{task.head} on {cfg.split} ({task.run_dir()})"
+                    result["metrics"], title=f"{task.head} on {cfg.train.split} ({task.run_dir()})"
                 )
             )
     if "ablation" in tasks:
         print(Path(tasks["ablation"].output().path).read_text())
-    if "store" in tasks and cfg.queries:
+    if "store" in tasks and cfg.search.queries:
         from pipeline.stores.search import Searcher
 
         searcher = Searcher.open(tasks["store"].store_dir(), device="cpu")
-        for query in cfg.queries:
-            result = searcher.search(query, k=cfg.k)
+        for query in cfg.search.queries:
+            result = searcher.search(query, k=cfg.search.k)
             top = result.hits[0]
             print(
                 f"search {query!r}: top {top.video_id} score {top.score:.3f}"

@@ -40,7 +40,6 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from pipeline.config import Config
-from pipeline.errors import ConfigError
 from pipeline.heads.base import (
     Embedding,
     HeadInputError,
