@@ -6,11 +6,11 @@ An expert is a class with these class attributes:
 - ``input_kind``: "frames", "clips", "audio" or "speech",
 - ``dim``: features per row, ``token_level``: rows are tokens (OCR / speech words, patches) with ``tokens`` text,
 - ``weights``: the ``WeightsFile`` entries it needs (empty for weight-free experts),
-- ``Config``: a frozen ``ExpertConfig`` subclass (``pipeline.config.Config``) with its options. The sampling spec (fps, clip length,
-  sample rate) and the preprocessing that travels with the weights (input size, mean, std) live there, like timm's
-  ``PretrainedCfg``. Fields declared with ``infra(...)`` (batch size) do not change features and stay out of the
-  fingerprint. ``smoke_config``: overrides for a cheap run of the same architecture (smaller input), used by the
-  registry-wide contract test.
+- ``Config``: a frozen ``ExpertConfig`` subclass (a ``pipeline.config.Config``) with its options. The sampling spec
+  (fps, clip length, sample rate) and the preprocessing that travels with the weights (input size, mean, std) live
+  there, like timm's ``PretrainedCfg``. Fields declared with ``infra(...)`` (batch size) do not change features and
+  stay out of the fingerprint. ``smoke_config``: overrides for a cheap run of the same architecture (smaller input),
+  used by the registry-wide contract test.
 
 Life cycle: ``load(device, weights_dir)`` once (``random_init=True`` for tests: same architecture, no files; the
 base class sets ``self.loaded`` after any subclass's ``load`` returns), then

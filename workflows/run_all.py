@@ -67,7 +67,9 @@ def pipeline_tasks(cfg: RunConfig) -> dict[str, luigi.Task]:
             "store_root": cfg.stores.absolute(),
         }
         tasks["store"] = EncodeStore(**params)
-        ablation_dir = cfg.out_dir.absolute() if "ablation" in tasks else None  # the report waits for the table
+        ablation_dir = (
+            cfg.out_dir.absolute() if "ablation" in tasks else None
+        )  # the report waits for the table
         tasks["report"] = Report(**params, report_dir=cfg.report.absolute(), ablation_dir=ablation_dir)
     return tasks
 

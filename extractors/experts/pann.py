@@ -117,9 +117,7 @@ class PANNConfig(ExpertConfig):
     @model_validator(mode="after")
     def _check_pann(self) -> Self:
         if not 0 < self.hop_s <= self.window_s:
-            raise ValueError(
-                f"need 0 < hop_s <= window_s, got hop_s={self.hop_s}, window_s={self.window_s}"
-            )
+            raise ValueError(f"need 0 < hop_s <= window_s, got hop_s={self.hop_s}, window_s={self.window_s}")
         if self.window_s < 0.32:
             raise ValueError(f"window_s must be >= 0.32 s (CNN14's pooling), got {self.window_s}")
         if self.batch_size < 1 or self.part_windows < 1:

@@ -10,7 +10,7 @@ A config file looks like (TOML; the same nesting in JSON)::
     device = "auto"                 # cpu | cuda | auto
     max_rows = 30                   # rows kept per expert and video (MMT / T2VLAD: 30)
 
-    [head_options]                  # passed as is to build_head (e.g. the T2VLAD ablation switches)
+    [head_options]                  # the head's config (checked when the file loads), passed to build_head
 
     [text]
     model = "all-MiniLM-L6-v2"      # or a local transformers folder (BERT-base-uncased in the papers)

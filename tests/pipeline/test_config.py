@@ -30,11 +30,13 @@ def _problems(err: pytest.ExceptionInfo[ConfigError]) -> list[str]:
 
 def test_toml_and_json_files_load_to_the_same_config(tmp_path):
     toml = tmp_path / "c.toml"
-    toml.write_text('count = 3\n[inner]\nrate = 1\nmean = [0.5, 0.5, 0.5]\n')
+    toml.write_text("count = 3\n[inner]\nrate = 1\nmean = [0.5, 0.5, 0.5]\n")
     js = tmp_path / "c.json"
     js.write_text(json.dumps({"count": 3, "inner": {"rate": 1, "mean": [0.5, 0.5, 0.5]}}))
     a, b = Outer.load(toml), Outer.load(js)
-    assert a == b and a.inner.rate == 1.0 and isinstance(a.inner.rate, float) and a.inner.mean == (0.5, 0.5, 0.5)
+    assert (
+        a == b and a.inner.rate == 1.0 and isinstance(a.inner.rate, float) and a.inner.mean == (0.5, 0.5, 0.5)
+    )
     assert Outer.load(None) == Outer() and Outer.load(toml, count=7, name=None).count == 7
 
 
@@ -69,7 +71,9 @@ def test_head_option_given_as_a_string_is_a_one_line_error():
     assert err.value.__cause__ is None and err.value.__suppress_context__
     with pytest.raises(ConfigError, match=r"^t2vlad.toml: dim 10 is not divisible by num_heads 4$"):
         T2VLADConfig.parse({"dim": 10}, "t2vlad.toml")
-    with pytest.raises(ConfigError, match=r"^cfg: num_clusters: Input should be greater than or equal to 1, got 0$"):
+    with pytest.raises(
+        ConfigError, match=r"^cfg: num_clusters: Input should be greater than or equal to 1, got 0$"
+    ):
         T2VLADConfig.parse({"num_clusters": 0}, "cfg")
 
 
@@ -95,5 +99,7 @@ def test_bad_files_are_one_line_errors_naming_the_file(tmp_path):
 def test_replace_validates_the_changes():
     config = Outer(count=2)
     assert config.replace(name="y") == Outer(name="y", count=2)
-    with pytest.raises(ConfigError, match=r"^Outer: count: Input should be greater than or equal to 1, got 0$"):
+    with pytest.raises(
+        ConfigError, match=r"^Outer: count: Input should be greater than or equal to 1, got 0$"
+    ):
         config.replace(count=0)

@@ -36,10 +36,10 @@ def test_unknown_sections_keys_and_bad_values_are_all_reported(tmp_path):
     path = _write(
         tmp_path / "run.toml",
         'manifest = "m.jsonl"\n'
-        "[extract]\nexperts = [\"rgb\"]\nshard_size = \"64\"\n"
+        '[extract]\nexperts = ["rgb"]\nshard_size = "64"\n'
         "[extract.options.rgb]\nfpz = 2.0\n"
-        "[stor]\nhead = \"t2vlad\"\n"
-        "[search]\nqueries = [\"a\"]\nk = 5\ntop = 3\n",
+        '[stor]\nhead = "t2vlad"\n'
+        '[search]\nqueries = ["a"]\nk = 5\ntop = 3\n',
     )
     with pytest.raises(ConfigError) as err:
         load_run_config(path)
@@ -54,8 +54,11 @@ def test_unknown_sections_keys_and_bad_values_are_all_reported(tmp_path):
 @pytest.mark.parametrize(
     ("body", "problem"),
     [
-        ("[extract]\nexperts = [\"rgb\"]\n", "give `manifest = ...` or a [sample] section"),
-        ('manifest = "m.jsonl"\n[extract]\nexperts = []\n', "extract.experts: List should have at least 1 item"),
+        ('[extract]\nexperts = ["rgb"]\n', "give `manifest = ...` or a [sample] section"),
+        (
+            'manifest = "m.jsonl"\n[extract]\nexperts = []\n',
+            "extract.experts: List should have at least 1 item",
+        ),
         ('manifest = "m.jsonl"\n', "extract: Field required"),
         (
             'manifest = "m.jsonl"\n[extract]\nexperts = ["rgb"]\n[extract.options.nope]\nfps = 1.0\n',

@@ -106,10 +106,14 @@ def test_config_errors_name_the_file_and_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"bad.toml: epochz: unknown key \(known: batch_size, "):
         load_config(bad)
     bad.write_text("[optim]\nlearning_rate = 1e-3\n")
-    with pytest.raises(ConfigError, match=r"bad.toml: optim.learning_rate: unknown key \(known: grad_clip, lr, "):
+    with pytest.raises(
+        ConfigError, match=r"bad.toml: optim.learning_rate: unknown key \(known: grad_clip, lr, "
+    ):
         load_config(bad)
     bad.write_text('batch_size = "big"\n')
-    with pytest.raises(ConfigError, match=r"bad.toml: batch_size: Input should be a valid integer, got 'big'"):
+    with pytest.raises(
+        ConfigError, match=r"bad.toml: batch_size: Input should be a valid integer, got 'big'"
+    ):
         load_config(bad)
     bad.write_text('head = "t2vlad"\n[text]\nmode = "thawed"\n')
     with pytest.raises(ConfigError, match=r"bad.toml: text.mode: Input should be 'frozen' or 'finetune'"):
@@ -128,7 +132,9 @@ def test_config_errors_name_the_file_and_the_key(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "missing.toml")
     good = tmp_path / "good.json"
-    good.write_text(json.dumps({"head": "cret", "epochs": 2, "optim": {"lr": 1}, "head_options": {"dim": 96}}))
+    good.write_text(
+        json.dumps({"head": "cret", "epochs": 2, "optim": {"lr": 1}, "head_options": {"dim": 96}})
+    )
     config = load_config(good, epochs=5)
     assert config.epochs == 5 and config.optim.lr == 1.0 and config.head == "cret"
     assert config.optim.name == "ranger" and config.optim.lr_decay == 0.9 and config.batch_size == 64
