@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import tomllib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,8 +12,9 @@ from typing import Any
 from data_manifest.errors import T2VError
 from data_manifest.validate import load_manifest
 from extractors.base import resolve_device
-from extractors.registry import expert_names, get_expert
+from extractors.registry import expert_names, expert_options_model, get_expert
 from extractors.weights import require_weights
+from pipeline.config import read_config_file
 from pipeline.errors import ConfigError
 from pipeline.features.reader import FeatureReader
 from pipeline.features.shards import SHARD_GLOB, shard_attrs
@@ -24,17 +24,16 @@ from workflows.tasks_extract import FeatureSet
 
 
 def load_expert_configs(path: str | Path | None) -> dict[str, dict[str, Any]]:
-    """``{expert: {option: value}}`` from a TOML or JSON file (``[rgb] fps = 2``); empty without a file."""
+    """``{expert: {option: value}}`` from a TOML or JSON file (``[rgb] fps = 2``), every table checked against its
+    expert's config; empty without a file."""
     if path is None:
         return {}
-    path = Path(path)
+    data = read_config_file(path)
     try:
-        text = path.read_text(encoding="utf-8")
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{path}: cannot read expert config: {err}") from err
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise ConfigError(f"{path}: expected a table per expert, e.g. [rgb] fps = 2")
+        model = expert_options_model(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    model.parse(data, str(path))
     return data
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +80,7 @@ class _RunParams(luigi.Task):
                     f"unknown ablation variant {self.variant!r} of head {self.head!r} "
                     f"(choose from {', '.join(variants)})"
                 )
-            config = replace(config, head_options={**config.head_options, **variants[self.variant]})
+            config = config.replace(head_options={**config.head_options, **variants[self.variant]})
         return config
 
     def feature_sets(self, manifest: Path | None = None) -> list[luigi.Task]:
@@ -105,7 +104,7 @@ class _RunParams(luigi.Task):
         """``train_config`` with the FeatureSets' fingerprint folders pinned."""
         config = self.train_config()
         dirs = {t.expert: str(t.feature_dir()) for t in self.feature_sets()}
-        return replace(config, features={**dirs, **config.features})
+        return config.replace(features={**dirs, **config.features})
 
     def run_id(self) -> str:
         config = self.pinned_config()
@@ -152,7 +151,7 @@ class TrainHead(_RunParams):
         apply_thread_budget()
         from pipeline.training.loop import train
 
-        config = replace(self.pinned_config(), device=self.device)
+        config = self.pinned_config().replace(device=self.device)
         train(config, self.manifest, self.features_root, self.run_dir())
 
 

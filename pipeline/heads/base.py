@@ -20,13 +20,14 @@ dimensions with zeros/False) and move (``emb.to(device)``), so callers encode in
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, Self
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.config import Config
 from pipeline.errors import ConfigError
 
 
@@ -191,7 +192,7 @@ class RetrievalHead(nn.Module, metaclass=ABCMeta):
     ablation_variants: ClassVar[dict[str, dict[str, Any]]] = {}
     expert_names: list[str]
 
-    def __init__(self, config: Any, expert_dims: dict[str, int], text_dim: int) -> None:
+    def __init__(self, config: Config, expert_dims: dict[str, int], text_dim: int) -> None:
         super().__init__()
         self.config = config
         self.expert_dims = dict(expert_dims)
@@ -201,7 +202,7 @@ class RetrievalHead(nn.Module, metaclass=ABCMeta):
         """Keyword arguments of ``build_head`` that rebuild this head (for checkpoints)."""
         return {
             "name": self.name,
-            "config": asdict(self.config),
+            "config": self.config.model_dump(),
             "expert_dims": dict(self.expert_dims),
             "text_dim": self.text_dim,
         }
@@ -324,20 +325,6 @@ class InnerProductHead(RetrievalHead):
     def index_exact(self, video_emb: Embedding) -> Tensor:
         """All videos, unless the head's score depends on which experts a video has (then override)."""
         return torch.ones(len(video_emb), dtype=torch.bool)
-
-
-def config_from_dict(config_cls: type, values: dict[str, Any] | None, head: str) -> Any:
-    """Build a head's config dataclass from a plain dict; unknown keys are a ConfigError naming the head."""
-    values = dict(values or {})
-    known = {f.name for f in fields(config_cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"head {head!r}: unknown config keys {unknown}; known: {sorted(known)}")
-    config = config_cls(**values)
-    validate = getattr(config, "validate", None)
-    if validate is not None:
-        validate()
-    return config
 
 
 def pick_expert(

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal, Self
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from pipeline.errors import ConfigError
+from pipeline.config import Config
 from pipeline.heads.base import (
     Embedding,
     RetrievalHead,
@@ -52,30 +53,25 @@ AUDIO_EXPERTS = ("pann", "vggish", "audio_stats", "audio")
 MAX_LOGIT_SCALE = 100.0
 
 
-@dataclass
-class MGFIConfig:
+class MGFIConfig(Config):
     """MGFI/CMFI settings (paper: C = 512, batch 32, AdamW); ``audio_expert=""`` turns the audio branch off."""
 
     frame_expert: str | None = None
     audio_expert: str | None = None
-    dim: int = 512
-    ff_dim: int = 2048
-    temperature: float = 0.05
+    dim: int = Field(512, ge=1)
+    ff_dim: int = Field(2048, ge=1)
+    temperature: float = Field(0.05, gt=0)
     learn_temperature: bool = True
-    sentence_pooling: str = "mean"
+    sentence_pooling: Literal["cls", "mean"] = "mean"
     use_sentence_frame: bool = True
     use_word_frame: bool = True
-    chunk_size: int = 16
+    chunk_size: int = Field(16, ge=1)
 
-    def validate(self) -> None:
-        if self.sentence_pooling not in ("cls", "mean"):
-            raise ConfigError(f"mgfi: sentence_pooling must be cls|mean, got {self.sentence_pooling!r}")
+    @model_validator(mode="after")
+    def _one_frame_branch(self) -> Self:
         if not (self.use_sentence_frame or self.use_word_frame):
-            raise ConfigError("mgfi: use_sentence_frame and use_word_frame cannot both be false")
-        if self.temperature <= 0 or self.chunk_size < 1:
-            raise ConfigError(
-                f"mgfi: need temperature > 0 and chunk_size ≥ 1, got {self.temperature}, {self.chunk_size}"
-            )
+            raise ValueError("use_sentence_frame and use_word_frame cannot both be false")
+        return self
 
 
 @dataclass

@@ -97,8 +97,6 @@ def build_head(
 ) -> RetrievalHead:
     """Build head ``name`` from a plain config dict (unknown keys → ConfigError), the feature size of each expert
     the data offers (``{"rgb": 1280, ...}``) and the text encoder's token size."""
-    from pipeline.heads.base import config_from_dict
-
     cls = head_class(name)
-    typed = config_from_dict(cls.config_class, config, name)
+    typed = cls.config_class.parse(config or {}, f"head {name!r}")
     return cls(typed, dict(expert_dims), int(text_dim))

@@ -33,13 +33,15 @@ alignment at test time"); training always uses the variant's score.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Self, get_args
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from pipeline.config import Config
 from pipeline.errors import ConfigError
 from pipeline.heads.base import (
     CenterAssignments,
@@ -54,36 +56,32 @@ from pipeline.heads.losses import max_margin_ranking_loss
 from pipeline.heads.netvlad import VLADCenters, vlad, vlad_aggregate, vlad_assign
 from pipeline.heads.registry import register_head
 
-VARIANTS = ("full", "no_global", "no_local", "text_only_vlad", "separate_vlads", "public_port")
+Variant = Literal["full", "no_global", "no_local", "text_only_vlad", "separate_vlads", "public_port"]
+VARIANTS: tuple[str, ...] = get_args(Variant)
 # the variants whose local branch assigns both modalities to VLAD centres (the report's centre view)
 CENTER_VIEW_VARIANTS = ("full", "separate_vlads", "public_port")
 TOP_CENTERS = 3  # centres listed in a search hit's explanation
 
 
-@dataclass
-class T2VLADConfig:
+class T2VLADConfig(Config):
     """T2VLAD settings; defaults are the paper's MSR-VTT ones (K = 16 for long videos such as ActivityNet)."""
 
-    dim: int = 768
-    num_clusters: int = 9
-    num_heads: int = 4
-    ff_dim: int = 3072
-    dropout: float = 0.1
+    dim: int = Field(768, ge=1)
+    num_clusters: int = Field(9, ge=1)
+    num_heads: int = Field(4, ge=1)
+    ff_dim: int = Field(3072, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
     margin: float = 0.02
     fix_norm: bool = True
-    variant: str = "full"
-    experts: list[str] = field(default_factory=list)
-    eval_branches: str = "both"
+    variant: Variant = "full"
+    experts: list[str] = Field(default_factory=list)
+    eval_branches: Literal["both", "local", "global"] = "both"
 
-    def validate(self) -> None:
-        if self.variant not in VARIANTS:
-            raise ConfigError(f"t2vlad: variant must be one of {VARIANTS}, got {self.variant!r}")
-        if self.eval_branches not in ("both", "local", "global"):
-            raise ConfigError(f"t2vlad: eval_branches must be both|local|global, got {self.eval_branches!r}")
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> Self:
         if self.dim % self.num_heads:
-            raise ConfigError(f"t2vlad: dim {self.dim} is not divisible by num_heads {self.num_heads}")
-        if self.num_clusters < 1:
-            raise ConfigError(f"t2vlad: num_clusters must be ≥ 1, got {self.num_clusters}")
+            raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        return self
 
 
 @dataclass

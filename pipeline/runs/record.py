@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from data_manifest.atomic import atomic_path, write_text
 from pipeline.errors import ConfigError, RunError
-from pipeline.training.config import TrainConfig, config_from_dict
+from pipeline.training.config import TrainConfig
 
 if TYPE_CHECKING:
     import torch
@@ -74,7 +74,7 @@ class SavedRun:
         """Parse the JSON form; KeyError / TypeError / ValueError / ConfigError on a malformed one. ``config.json``
         is written with sorted keys, so the head's expert order comes from ``config.experts`` (T2VLAD's expert
         weights are positional: a reordered head scores wrongly)."""
-        config = config_from_dict(data["config"])
+        config = TrainConfig.parse(data["config"], "config")
         order = list(config.experts) or sorted(data["expert_dims"])
         return cls(
             config=config,

@@ -26,7 +26,7 @@ import platform
 import random
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -183,7 +183,6 @@ def train(
     progress: bool = True,
 ) -> RunResult:
     """Train ``config.head`` on the manifest's ``train`` split; resume from ``run_dir/last.pt`` when it matches."""
-    config.validate()
     run_dir, manifest_path, features_root = (
         Path(run_dir),
         Path(manifest_path).resolve(),
@@ -191,7 +190,7 @@ def train(
     )
     device = pick_device(config.device)
     feature_dirs = resolve_feature_dirs(config, features_root)
-    config = replace(config, experts=list(feature_dirs))
+    config = config.replace(experts=list(feature_dirs))
     ctx = build_context(config, manifest_path, features_root, feature_dirs, device)
     train_set = ctx.dataset("train", train=True)
     if len(train_set) < 2:

@@ -12,15 +12,15 @@ from workflows.run_config import RunConfig
 
 
 def _config(tmp_path, store_head, ablation=True):
-    return RunConfig(
-        out=tmp_path,
-        manifest=tmp_path / "manifest.jsonl",
-        sample=None,
-        experts=["audio_stats"],
-        expert_options={},
-        heads={"cret": None, "t2vlad": None},
-        ablation=ablation,
-        store_head=store_head,
+    return RunConfig.parse(
+        {
+            "out": str(tmp_path),
+            "manifest": str(tmp_path / "manifest.jsonl"),
+            "extract": {"experts": ["audio_stats"]},
+            "train": {"heads": {"cret": "", "t2vlad": ""}, "ablation": ablation},
+            "store": {"head": store_head},
+        },
+        "test run file",
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
 from data_manifest.errors import T2VError
@@ -22,9 +21,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pipeline.training.config import load_config
     from pipeline.training.loop import train
 
-    config = load_config(args.config, head=args.head, device=args.device, epochs=args.epochs, seed=args.seed)
-    if args.experts:
-        config = replace(config, experts=[e.strip() for e in args.experts.split(",") if e.strip()])
+    experts = [e.strip() for e in args.experts.split(",") if e.strip()] if args.experts else None
+    config = load_config(
+        args.config, head=args.head, device=args.device, epochs=args.epochs, seed=args.seed, experts=experts
+    )
     if not Path(args.manifest).is_file():
         raise T2VError(f"{args.manifest}: manifest not found")
     features = Path(args.features) if args.features else _default_features(args.manifest)

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.errors import ConfigError
 from pipeline.heads import registry
-from pipeline.heads.base import RetrievalHead, config_from_dict
+from pipeline.heads.base import RetrievalHead
 from pipeline.heads.cret import CRETConfig, CRETHead, CRETVideoEmbedding
 from tests.pipeline.heads.conftest import TEXT_DIM, random_batches
 
@@ -73,5 +73,5 @@ def test_duplicates_and_bad_declarations_are_refused(scratch_registry):
 def test_config_class_and_embedding_come_from_the_class():
     assert registry.head_config_class("cret") is CRETConfig
     assert registry.head_class("cret").video_embedding is CRETVideoEmbedding
-    with pytest.raises(ConfigError, match="unknown config keys"):
-        config_from_dict(CRETConfig, {"centres": 3}, "cret")
+    with pytest.raises(ConfigError, match="cret: centres: unknown key"):
+        registry.head_config_class("cret").parse({"centres": 3}, "cret")

@@ -231,8 +231,10 @@ def test_embeddings_slice_and_concatenate():
 
 
 def test_config_errors_name_the_problem():
-    with pytest.raises(ConfigError, match="unknown config keys"):
+    with pytest.raises(ConfigError, match=r"head 't2vlad': clusters: unknown key \(known: dim, dropout, "):
         build_head("t2vlad", {"clusters": 3}, DIMS, TEXT_DIM)
+    with pytest.raises(ConfigError, match="num_clusters: Input should be a valid integer, got '3'"):
+        build_head("t2vlad", {"num_clusters": "3"}, DIMS, TEXT_DIM)
     with pytest.raises(ConfigError, match="variant"):
         build_head("t2vlad", {"variant": "nope"}, DIMS, TEXT_DIM)
     with pytest.raises(ConfigError, match="unknown head"):

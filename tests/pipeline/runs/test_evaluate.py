@@ -109,7 +109,7 @@ def test_train_command_bad_input_is_one_line(trained, capsys, tmp_path):
         main(["train", "--manifest", str(manifest), "--config", str(bad), "--out", str(tmp_path / "r")]) == 1
     )
     err = capsys.readouterr().err.strip()
-    assert "unknown key 'warmup'" in err and "\n" not in err
+    assert f"{bad}: warmup: unknown key" in err and "\n" not in err
     assert main(["train", "--manifest", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "r")]) == 1
     assert "manifest not found" in capsys.readouterr().err
     assert (
