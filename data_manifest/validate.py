@@ -158,7 +158,7 @@ def _check_record(obj: dict[str, Any], where: str, problems: list[str]) -> None:
             problems.append(f"{where}: {name}: expected {expected}, got {shown}")
 
 
-def _lines(fh: Any, max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
+def iter_lines(fh: Any, max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
     """(line number, bytes without the newline) per line; ``None`` for a line over ``max_line_bytes``, which is
     skipped in bounded reads, never held whole."""
     lineno = 0
@@ -195,7 +195,7 @@ def _parse(path: Path, check_paths: bool, max_line_bytes: int) -> tuple[list[Vid
     first_line: dict[str, int] = {}
     any_content = False
     with fh:
-        for lineno, raw in _lines(fh, max_line_bytes):
+        for lineno, raw in iter_lines(fh, max_line_bytes):
             where = f"{path}:{lineno}"
             if raw is None:
                 any_content = True

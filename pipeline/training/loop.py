@@ -38,7 +38,7 @@ from data_manifest.errors import T2VError
 from pipeline.errors import ConfigError
 from pipeline.features.fingerprint import canonical_json
 from pipeline.runs.evaluate import evaluate_dataset, write_json_atomic
-from pipeline.runs.folder import RunContext, build_context, pick_device, resolve_feature_dirs
+from pipeline.runs.folder import RunContext, build_context, lock_run_folder, pick_device, resolve_feature_dirs
 from pipeline.training.config import TrainConfig
 from pipeline.training.curves import write_curves
 from pipeline.training.dataset import RetrievalDataset, make_loader
@@ -188,13 +188,20 @@ def train(
     *,
     progress: bool = True,
 ) -> RunResult:
-    """Train ``config.head`` on the manifest's ``train`` split; resume from ``run_dir/last.pt`` when it matches."""
+    """Train ``config.head`` on the manifest's ``train`` split; resume from ``run_dir/last.pt`` when it matches.
+
+    Holds the run folder's lock throughout (a concurrent ``train`` into the same folder is a ConfigError)."""
     config.validate()
-    run_dir, manifest_path, features_root = (
-        Path(run_dir),
-        Path(manifest_path).resolve(),
-        Path(features_root).resolve(),
-    )
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with lock_run_folder(run_dir):
+        return _train(config, Path(manifest_path).resolve(), Path(features_root).resolve(), run_dir, progress)
+
+
+def _train(
+    config: TrainConfig, manifest_path: Path, features_root: Path, run_dir: Path, progress: bool
+) -> RunResult:
+    """The body of :func:`train`, run under the folder lock."""
     device = pick_device(config.device)
     feature_dirs = resolve_feature_dirs(config, features_root)
     config = replace(config, experts=list(feature_dirs))
@@ -209,7 +216,6 @@ def train(
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.optim.lr_decay_every, config.optim.lr_decay)
     digest = run_hash(config, ctx)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, Any]] = []
     best = {"epoch": 0, "score": -1.0, "metrics": {}}
     start, elapsed_before = 0, 0.0

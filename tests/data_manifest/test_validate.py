@@ -221,3 +221,14 @@ def test_cli_success_summary(mdir: Path, capsys: pytest.CaptureFixture[str]) -> 
     )
     assert main(["manifest", "validate", str(path)]) == 0
     assert capsys.readouterr().out.strip() == f"{path}: valid: 3 videos (train 2, test 1), 3 captions"
+
+
+def test_cli_shows_terminal_controls_in_problems_as_escapes(
+    mdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hostile = _good("v0", path="videos/\x1b]0;owned\x07.mp4", meta={"\x1b[2J": "a\0b"})
+    path = _write(mdir, [hostile])
+    assert main(["manifest", "validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:1: meta.\\x1b[2J: contains NUL (U+0000) at character 2" in err
+    assert not any(ord(c) < 0x20 and c != "\n" for c in err)

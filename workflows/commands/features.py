@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from data_manifest.display import json_text, printable
 from data_manifest.validate import load_manifest
 from pipeline.errors import ConfigError, ShardError
 from pipeline.features.interop import export_mmt, import_features, read_ce_pickle, read_mmt, source_digest
@@ -96,9 +96,9 @@ def _print_summary(info: dict[str, Any]) -> None:
         if key == "attrs":
             print("attributes:")
             for name, attr in sorted(value.items()):
-                print(f"  {name}: {attr}")
+                print(f"  {printable(name)}: {printable(attr)}")
         else:
-            print(f"{key}: {value}")
+            print(f"{key}: {printable(value)}")
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -108,7 +108,7 @@ def _info(args: argparse.Namespace) -> int:
     else:
         infos = [_folder_summary(d) for d in _fingerprint_dirs(path)]
     if args.json:
-        print(json.dumps(infos if len(infos) > 1 else infos[0], indent=1, default=str))
+        print(json_text(infos if len(infos) > 1 else infos[0], indent=1, default=str))
         return 0
     for i, info in enumerate(infos):
         if i:
@@ -188,9 +188,9 @@ def _check_shard(path: Path, folder: Path, known: set[str], plans: dict, seen: s
 def _check(args: argparse.Namespace) -> int:
     problems, notes = check_features(Path(args.manifest), Path(args.features))
     for note in notes:
-        print(f"note: {note}")
+        print(f"note: {printable(note)}")
     for problem in problems:
-        print(problem)
+        print(printable(problem))
     if problems:
         print(f"t2v features check: {len(problems)} problem(s)")
         return 1
@@ -227,8 +227,9 @@ def list_failures(path: Path) -> list[dict[str, str]]:
 def _failures(args: argparse.Namespace) -> int:
     rows = list_failures(Path(args.path))
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(json_text(rows, indent=1))
         return 0
+    rows = [{k: printable(v) for k, v in r.items()} for r in rows]
     if not rows:
         print(f"{args.path}: no failed or empty videos")
         return 0

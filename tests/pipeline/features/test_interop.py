@@ -237,3 +237,23 @@ def test_mmt_bounds_keep_highly_compressed_real_data(tmp_path: Path) -> None:
     (item,) = read_mmt(path, "rgb")
     assert item.features.shape == (1000, 1000) and not item.features.any()
     np.testing.assert_array_equal(item.timestamps, times["data"])
+
+
+def test_cli_failures_and_errors_show_terminal_controls_as_escapes(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = tmp_path / "rgb" / FP
+    error = "clip\x1b]0;owned\x07.mp4: truncated\rall good\x9b2J"
+    with ShardWriter(
+        folder / shard_name(0), expert="rgb", fingerprint=FP, config={}, weights_sha256="", dim=3
+    ) as w:
+        w.add("v1", np.zeros((0, 3)), np.zeros((0, 2)), STATUS_FAILED, error)
+    capsys.readouterr()
+    assert main(["features", "failures", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "clip\\x1b]0;owned\\x07.mp4: truncated all good\\x9b2J" in out  # the writer made CR a space
+    assert not any(ord(c) < 0x20 and c != "\n" or 0x7F <= ord(c) <= 0x9F for c in out)
+    assert main(["features", "failures", str(folder), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["error"] == error.replace("\r", " ")
+    assert main(["features", "info", str(tmp_path / "no\x1b[2Jthing")]) == 1
+    assert "no\\x1b[2Jthing" in capsys.readouterr().err
