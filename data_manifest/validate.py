@@ -15,7 +15,7 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from data_manifest.errors import ManifestError
 from data_manifest.schema import (
@@ -109,6 +109,16 @@ def _check_strings(value: Any, name: str, where: str, problems: list[str]) -> No
                 _check_strings(item, f"{name}.{key}" if name else key, where, problems)
 
 
+def _check_caption_lengths(obj: dict[str, Any], where: str, problems: list[str]) -> None:
+    """Captions over ``MAX_CAPTION_CHARS`` (only lines longer than that can hold one, so only those are checked)."""
+    caps = obj.get("captions")
+    for i, cap in enumerate(caps if isinstance(caps, list) else ()):
+        if isinstance(cap, str) and len(cap) > MAX_CAPTION_CHARS:
+            problems.append(
+                f"{where}: captions[{i}]: {len(cap)} characters, over the limit of {MAX_CAPTION_CHARS}"
+            )
+
+
 def _check_record(obj: dict[str, Any], where: str, problems: list[str]) -> None:
     """Field checks that need no context beyond the object itself (ids, types, captions, split)."""
     for name in REQUIRED_FIELDS:
@@ -132,16 +142,12 @@ def _check_record(obj: dict[str, Any], where: str, problems: list[str]) -> None:
         caps = obj["captions"]
         if not isinstance(caps, list):
             problems.append(f"{where}: captions: expected an array of strings, got {_type_name(caps)}")
-        elif not all(type(c) is str and c.strip() and len(c) <= MAX_CAPTION_CHARS for c in caps):
+        elif not all(type(c) is str and c.strip() for c in caps):
             for i, cap in enumerate(caps):
                 if not isinstance(cap, str):
                     problems.append(f"{where}: captions[{i}]: expected a string, got {_type_name(cap)}")
                 elif not cap.strip():
                     problems.append(f"{where}: captions[{i}]: empty caption")
-                elif len(cap) > MAX_CAPTION_CHARS:
-                    problems.append(
-                        f"{where}: captions[{i}]: {len(cap)} characters, over the limit of {MAX_CAPTION_CHARS}"
-                    )
     if "split" in obj:
         split = obj["split"]
         if not isinstance(split, str):
@@ -158,7 +164,7 @@ def _check_record(obj: dict[str, Any], where: str, problems: list[str]) -> None:
             problems.append(f"{where}: {name}: expected {expected}, got {shown}")
 
 
-def iter_lines(fh: Any, max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
+def iter_lines(fh: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
     """(line number, bytes without the newline) per line; ``None`` for a line over ``max_line_bytes``, which is
     skipped in bounded reads, never held whole."""
     lineno = 0
@@ -174,7 +180,7 @@ def iter_lines(fh: Any, max_line_bytes: int) -> Iterator[tuple[int, bytes | None
             yield lineno, None
 
 
-def _open_regular(path: Path) -> Any:
+def _open_regular(path: Path) -> BinaryIO:
     """Open a manifest for binary reading; OSError unless it is a regular file (not a FIFO, device, folder)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -222,9 +228,9 @@ def _parse(path: Path, check_paths: bool, max_line_bytes: int) -> tuple[list[Vid
             n_before = len(problems)
             if "\\u" in text:  # NUL and lone surrogates can only come from \u escapes in valid UTF-8 JSON
                 _check_strings(obj, "", where, problems)
-            if len(problems) > n_before:
-                continue
             _check_record(obj, where, problems)
+            if len(raw) > MAX_CAPTION_CHARS:
+                _check_caption_lengths(obj, where, problems)
             vid = obj.get("video_id")
             if isinstance(vid, str):
                 if vid in first_line:
@@ -232,7 +238,7 @@ def _parse(path: Path, check_paths: bool, max_line_bytes: int) -> tuple[list[Vid
                 else:
                     first_line[vid] = lineno
             p = obj.get("path")
-            if check_paths and isinstance(p, str) and p:
+            if check_paths and isinstance(p, str) and p and not text_problem(p):
                 full = p if os.path.isabs(p) else os.path.join(manifest_dir, p)
                 if not os.path.isfile(full):
                     problems.append(f"{where}: path: file does not exist: {full}")

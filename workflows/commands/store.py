@@ -59,7 +59,9 @@ def _print_result(result, as_json: bool) -> None:
     ms = result.timings.get("total_s", 0.0) * 1000
     line = f'query: "{printable(result.query)}" ({ms:.0f} ms)'
     if result.expert_weights:
-        line += "; expert weights: " + ", ".join(f"{e} {w:.2f}" for e, w in result.expert_weights.items())
+        line += "; expert weights: " + ", ".join(
+            f"{printable(e)} {w:.2f}" for e, w in result.expert_weights.items()
+        )
     print(line)
     for hit in result.hits:
         caption = hit.captions[0] if hit.captions else "(no caption)"
