@@ -382,10 +382,12 @@ def corrupt(path: Path, name: str, err: Exception) -> ShardError:
 
 
 def _read_through(path: Path, dset: h5py.Dataset) -> None:
-    """Read every element of ``dset`` in blocks (bounded memory), so that HDF5 verifies each chunk."""
+    """Read every element of ``dset`` in blocks (bounded memory), so that HDF5 verifies each chunk; strings are
+    decoded, so that damaged UTF-8 is found too."""
+    view = dset.asstr() if h5py.check_string_dtype(dset.dtype) else dset
     for start in range(0, max(len(dset), 1), _VERIFY_ROWS):
         try:
-            dset[start : start + _VERIFY_ROWS]
+            view[start : start + _VERIFY_ROWS]
         except (OSError, ValueError) as err:
             raise corrupt(path, dset.name.lstrip("/"), err) from err
 

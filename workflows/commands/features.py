@@ -218,7 +218,7 @@ def list_failures(path: Path) -> list[dict[str, str]]:
                 status = f["status"][()]
                 errors = f["error"].asstr()[()]
                 expert = attr_value(f.attrs.get("expert", ""))
-        except (OSError, KeyError) as err:
+        except (OSError, KeyError, ValueError) as err:
             raise ShardError(f"{shard}: cannot read shard: {err}") from err
         for i in np.flatnonzero(status != 0):
             out.append(

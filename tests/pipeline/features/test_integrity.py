@@ -141,3 +141,14 @@ def test_check_reads_the_data_and_repair_moves_damaged_shards_aside(
     assert main(args) == 0
     assert "3 manifest video(s) have no rows yet" in capsys.readouterr().out
     assert FeatureReader(folder).video_ids == IDS[:3]
+
+
+def test_damaged_utf8_in_ids_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
+    path = _shard(tmp_path)
+    data = path.read_bytes()
+    at = data.index(b"v4")  # the id's bytes in HDF5's global heap, which has no checksum
+    path.write_bytes(data[:at] + b"\xff" + data[at + 1 :])
+    (problem,) = verify_shard(path)
+    assert problem.startswith(f"{path}: video_ids: corrupt data (")
+    with pytest.raises(ShardError, match=rf"^{re.escape(str(path))}: cannot read shard index: .*utf-8"):
+        FeatureReader(tmp_path)
