@@ -2,6 +2,12 @@
 
 Required: ``video_id`` (letters, digits, ``._-``), ``path`` (relative to the manifest's folder or absolute),
 ``captions`` (list of non-empty strings, may be empty), ``split``. Probing fills the optional media fields.
+
+Input limits, so that whatever validates can be stored and processed later with bounded memory: a line holds
+at most ``MAX_LINE_BYTES`` bytes (longer lines are reported without being read whole), a caption at most
+``MAX_CAPTION_CHARS`` characters, and no string anywhere in a record (keys included) holds NUL (U+0000, which
+HDF5 strings cannot hold) or a lone surrogate (U+D800..U+DFFF from a JSON ``\\u`` escape, which UTF-8 cannot
+encode).
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from typing import Any
 
 from data_manifest.atomic import atomic_path
 
-VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+VIDEO_ID_RE = re.compile(r"\A[A-Za-z0-9._-]+\Z")  # \Z: "$" would also accept a trailing newline
+MAX_LINE_BYTES = 1 << 20
+MAX_CAPTION_CHARS = 16384
 REQUIRED_FIELDS = ("video_id", "path", "captions", "split")
 PROBED_FIELDS = ("duration", "fps", "num_frames", "width", "height", "has_audio", "codec", "content_hash")
 

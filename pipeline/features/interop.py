@@ -8,6 +8,11 @@ MMT layout (gabeur/mmt): one HDF5 file per video, ``<v[0]>/<v[1]>/<v[2]>/<video_
 Collaborative Experts: one pickle per expert mapping ``video_id -> array`` ((D,) or (R, D)); NaN arrays mean
 "missing". Pickles can run arbitrary code when loaded, so they are only read with ``trust_pickle=True``.
 
+An MMT dataset's declared size is checked against the bytes the file holds for it before it is read: a few-KB
+file declaring gigabytes (unwritten chunks read back as fill values, external or virtual storage) is an error,
+not an allocation. Deflate expands data at most ~1032-fold, so ``MAX_EXPANSION`` times the stored bytes bounds
+what a real file can hold.
+
 Imported features get their own fingerprint: expert name, version ``import-1``, config ``{"imported_from":
 fmt}`` and the sha256 of the source bytes in place of the weights hash. Unknown row times are stored as NaN.
 """
@@ -33,6 +38,8 @@ from pipeline.features.reader import FeatureReader
 from pipeline.features.shards import STATUS_EMPTY, STATUS_OK, ShardWriter, shard_name
 
 IMPORT_VERSION = "import-1"
+MAX_EXPANSION = 1100
+_PLAIN_LAYOUTS = (h5py.h5d.COMPACT, h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED)
 _STR = h5py.string_dtype("utf-8")
 
 
@@ -116,18 +123,36 @@ def _as_rows(video_id: str, value: object, source: str) -> ImportedVideo:
     return ImportedVideo(video_id, arr, np.full((len(arr), 2), np.nan, np.float32), STATUS_OK)
 
 
+def _read_bounded(dset: h5py.Dataset, path: Path, file_size: int) -> np.ndarray:
+    """A numeric dataset's values, after checking that the file holds enough bytes for its declared size."""
+    name = dset.name.lstrip("/")
+    if dset.dtype.kind not in "fiu":
+        raise ShardError(f"{path}: {name}: expected numbers, got dtype {dset.dtype}")
+    plist = dset.id.get_create_plist()
+    if plist.get_layout() not in _PLAIN_LAYOUTS or plist.get_external_count():
+        raise ShardError(f"{path}: {name}: data stored outside the file (external or virtual) is not read")
+    stored = min(dset.id.get_storage_size(), file_size)
+    if dset.nbytes > stored * MAX_EXPANSION:
+        raise ShardError(
+            f"{path}: {name}: declares shape {dset.shape} ({dset.nbytes} bytes) but the file holds "
+            f"{stored} bytes of it; corrupt or hostile file"
+        )
+    return dset[()]
+
+
 def read_mmt(root: str | Path, expert: str) -> Iterator[ImportedVideo]:
     """Videos (sorted by id) of an MMT folder (nested or flat) or file that hold ``features.<expert>``."""
     root = Path(root)
     files = [root] if root.is_file() else sorted(root.rglob("*.h5"), key=lambda p: p.stem)
     for path in files:
         try:
+            size = path.stat().st_size
             with h5py.File(path, "r") as f:
                 if f"features.{expert}" not in f:
                     continue
-                item = _as_rows(path.stem, f[f"features.{expert}"][()], str(path))
+                item = _as_rows(path.stem, _read_bounded(f[f"features.{expert}"], path, size), str(path))
                 if item.status == STATUS_OK and f"features_t.{expert}" in f:
-                    times = np.asarray(f[f"features_t.{expert}"][()], np.float32)
+                    times = np.asarray(_read_bounded(f[f"features_t.{expert}"], path, size), np.float32)
                     if times.shape == (len(item.features), 2):
                         item.timestamps = times
         except OSError as err:

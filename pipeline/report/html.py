@@ -23,6 +23,7 @@ from pipeline.report.thumbnails import FrameLookup, write_strip
 from pipeline.runs.record import RunFolder
 from pipeline.stores.search import QueryEncoder, Searcher, SearchResult
 from pipeline.stores.store import EmbeddingStore, TrainedRun, encode_store, load_trained_run
+from pipeline.text_encoder import cut_for_tokens
 
 METRIC_COLUMNS = (
     ("R1", "R@1"),
@@ -176,7 +177,9 @@ def _assignment_view(
 ) -> str:
     """Fig. 3-style view of ``query`` against ``video_id`` (its ground truth, or its top hit)."""
     batch = encoder.encode([query])
-    ids = encoder.tokenizer(query, truncation=True, max_length=run.config.text.max_length)["input_ids"]
+    max_length = run.config.text.max_length
+    encoded = encoder.tokenizer(cut_for_tokens(query, max_length), truncation=True, max_length=max_length)
+    ids = encoded["input_ids"]
     words = encoder.tokenizer.convert_ids_to_tokens(ids)
     rows = video_rows({e: r.get(video_id) for e, r in readers.items()}, run.config.max_rows)
     views = center_views(run.head, batch, words, rows)

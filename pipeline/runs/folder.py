@@ -2,11 +2,19 @@
 
 ``load_run`` rebuilds head + text side from a run folder (``pipeline.runs.record``) so any split of any manifest
 can be evaluated.
+
+While training writes a run folder it holds an exclusive ``flock`` on ``<run>/train.lock`` (``lock_run_folder``):
+a second ``t2v train`` into the same folder fails at once instead of interleaving checkpoints. The kernel drops
+the lock when the process ends, however it ends, so a killed run never leaves the folder locked.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +37,24 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@contextmanager
+def lock_run_folder(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/train.lock`` exclusively; ConfigError naming the folder when another process holds it."""
+    lock = run_dir / "train.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"{run_dir}: another t2v train is writing this run folder (holds {lock.name}); "
+                "wait for it to finish or use another --out"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def pick_device(name: str) -> torch.device:

@@ -38,7 +38,7 @@ from data_manifest.errors import T2VError
 from pipeline.errors import ConfigError
 from pipeline.features.fingerprint import canonical_json
 from pipeline.runs.evaluate import evaluate_dataset
-from pipeline.runs.folder import RunContext, build_context, pick_device, resolve_feature_dirs
+from pipeline.runs.folder import RunContext, build_context, lock_run_folder, pick_device, resolve_feature_dirs
 from pipeline.runs.record import BEST, LAST, RunFolder, SavedRun, write_json
 from pipeline.training.config import TrainConfig
 from pipeline.training.curves import write_curves
@@ -182,12 +182,19 @@ def train(
     *,
     progress: bool = True,
 ) -> RunResult:
-    """Train ``config.head`` on the manifest's ``train`` split; resume from ``run_dir/last.pt`` when it matches."""
-    run_dir, manifest_path, features_root = (
-        Path(run_dir),
-        Path(manifest_path).resolve(),
-        Path(features_root).resolve(),
-    )
+    """Train ``config.head`` on the manifest's ``train`` split; resume from ``run_dir/last.pt`` when it matches.
+
+    Holds the run folder's lock throughout (a concurrent ``train`` into the same folder is a ConfigError)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with lock_run_folder(run_dir):
+        return _train(config, Path(manifest_path).resolve(), Path(features_root).resolve(), run_dir, progress)
+
+
+def _train(
+    config: TrainConfig, manifest_path: Path, features_root: Path, run_dir: Path, progress: bool
+) -> RunResult:
+    """The body of :func:`train`, run under the folder lock."""
     device = pick_device(config.device)
     feature_dirs = resolve_feature_dirs(config, features_root)
     config = config.replace(experts=list(feature_dirs))

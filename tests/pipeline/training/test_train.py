@@ -11,9 +11,11 @@ import torch
 import pipeline  # noqa: F401
 from pipeline.errors import ConfigError
 from pipeline.runs.evaluate import evaluate_run
+from pipeline.runs.folder import lock_run_folder
 from pipeline.training.config import TrainConfig, load_config
 from pipeline.training.loop import train
 from tests.train_fixtures import make_dataset_tree
+from workflows.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -153,3 +155,38 @@ def test_head_options_are_checked_against_the_head_when_the_config_loads(tmp_pat
     assert len(lines) == 2
     with pytest.raises(ConfigError, match="head_options.margin: Input should be a valid number"):
         small_config(tmp_path, head_options={"margin": "0.2"})
+
+
+def test_finetune_mode_updates_the_text_encoder(tmp_path):
+    manifest, features, _ = make_dataset_tree(tmp_path, {"train": 8, "val": 4})
+    config = small_config(tmp_path, epochs=1, text={"mode": "finetune", "lr": 1e-4})
+    train(config, manifest, features, tmp_path / "run", progress=False)
+    state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert state["text"] is not None
+    from pipeline.text_encoder import TextEncoder
+
+    original = TextEncoder().state_dict()
+    changed = [
+        k
+        for k, v in state["text"].items()
+        if k.startswith("encoder.") and not torch.equal(v, original[k.removeprefix("encoder.")])
+    ]
+    assert changed, "no text encoder weight changed"
+    result = evaluate_run(tmp_path / "run", split="val", progress=False)
+    assert result["num_videos"] == 4
+
+
+def test_second_train_into_a_locked_run_folder_fails_at_once(tree, capsys):
+    tmp, manifest, features = tree
+    run = tmp / "run-locked"
+    run.mkdir()
+    config = small_config(tmp, epochs=1)
+    with lock_run_folder(run):  # what a first `t2v train` holds while it runs
+        with pytest.raises(ConfigError, match=rf"^{run}: another t2v train is writing this run folder"):
+            train(config, manifest, features, run, progress=False)
+        args = ["train", "--head", "t2vlad", "--manifest", str(manifest), "--features", str(features)]
+        assert main([*args, "--out", str(run), "--quiet"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"t2v train: error: {run}: another t2v train") and err.count("\n") == 1
+        assert not (run / "last.pt").exists()
+    assert train(config, manifest, features, run, progress=False).epochs_done == 1
