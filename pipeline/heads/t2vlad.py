@@ -41,47 +41,57 @@ always use the variant's score (a new head scores ``"both"``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Self, get_args
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from pipeline.config import Config
 from pipeline.errors import ConfigError
-from pipeline.heads.base import Embedding, InnerProductHead, TextBatch, VideoBatch, masked_max
+from pipeline.heads.base import (
+    CenterAssignments,
+    Embedding,
+    InnerProductHead,
+    TextBatch,
+    VideoBatch,
+    masked_max,
+)
 from pipeline.heads.gating import GatedEmbeddingUnit
 from pipeline.heads.losses import max_margin_ranking_loss
 from pipeline.heads.netvlad import VLADCenters, vlad, vlad_aggregate, vlad_assign
+from pipeline.heads.registry import register_head
 
-VARIANTS = ("full", "no_global", "no_local", "text_only_vlad", "separate_vlads", "public_port")
-SCORING_BRANCHES = ("both", "local", "global")
+Variant = Literal["full", "no_global", "no_local", "text_only_vlad", "separate_vlads", "public_port"]
+VARIANTS: tuple[str, ...] = get_args(Variant)
+ScoringBranches = Literal["both", "local", "global"]
+SCORING_BRANCHES: tuple[str, ...] = get_args(ScoringBranches)
+# the variants whose local branch assigns both modalities to VLAD centres (the report's centre view)
+CENTER_VIEW_VARIANTS = ("full", "separate_vlads", "public_port")
+TOP_CENTERS = 3  # centres listed in a search hit's explanation
 
 
-@dataclass
-class T2VLADConfig:
+class T2VLADConfig(Config):
     """T2VLAD settings; defaults are the paper's MSR-VTT ones (K = 16 for long videos such as ActivityNet)."""
 
-    dim: int = 768
-    num_clusters: int = 9
-    num_heads: int = 4
-    ff_dim: int = 3072
-    dropout: float = 0.1
+    dim: int = Field(768, ge=1)
+    num_clusters: int = Field(9, ge=1)
+    num_heads: int = Field(4, ge=1)
+    ff_dim: int = Field(3072, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
     margin: float = 0.02
     fix_norm: bool = True
-    variant: str = "full"
-    experts: list[str] = field(default_factory=list)
-    vlad_input_norm: str = "layernorm"
+    variant: Variant = "full"
+    experts: list[str] = Field(default_factory=list)
+    vlad_input_norm: Literal["layernorm", "none"] = "layernorm"
 
-    def validate(self) -> None:
-        if self.variant not in VARIANTS:
-            raise ConfigError(f"t2vlad: variant must be one of {VARIANTS}, got {self.variant!r}")
-        if self.vlad_input_norm not in ("layernorm", "none"):
-            raise ConfigError(f"t2vlad: vlad_input_norm must be layernorm|none, got {self.vlad_input_norm!r}")
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> Self:
         if self.dim % self.num_heads:
-            raise ConfigError(f"t2vlad: dim {self.dim} is not divisible by num_heads {self.num_heads}")
-        if self.num_clusters < 1:
-            raise ConfigError(f"t2vlad: num_clusters must be ≥ 1, got {self.num_clusters}")
+            raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        return self
 
 
 @dataclass
@@ -103,8 +113,32 @@ class T2VLADTextEmbedding(Embedding):
     expert_logits: Tensor | None
 
 
+@register_head
 class T2VLADHead(InnerProductHead):
+    """T2VLAD (see the module docstring); the ablation table trains the paper's variants (Tables 4-5)."""
+
     name: ClassVar[str] = "t2vlad"
+    config_class: ClassVar[type] = T2VLADConfig
+    video_embedding: ClassVar[type[Embedding]] = T2VLADVideoEmbedding
+    scoring_branches: ClassVar[tuple[str, ...]] = SCORING_BRANCHES
+    # trained variant -> head_options; the paper's "w/o global/local alignment" rows are the full run scored with
+    # one branch at test time (ablation_rows), models trained with one branch are their own rows
+    ablation_variants: ClassVar[dict[str, dict[str, Any]]] = {
+        "full": {"variant": "full"},
+        "trained_local_only": {"variant": "no_global"},
+        "trained_global_only": {"variant": "no_local"},
+        "text_only_vlad": {"variant": "text_only_vlad"},
+        "separate_vlads": {"variant": "separate_vlads"},
+    }
+    ablation_rows: ClassVar[dict[str, tuple[str, str]]] = {
+        "full": ("full", "both"),
+        "no_global": ("full", "local"),
+        "no_local": ("full", "global"),
+        "trained_local_only": ("trained_local_only", "both"),
+        "trained_global_only": ("trained_global_only", "both"),
+        "text_only_vlad": ("text_only_vlad", "both"),
+        "separate_vlads": ("separate_vlads", "both"),
+    }
 
     def __init__(self, config: T2VLADConfig, expert_dims: dict[str, int], text_dim: int) -> None:
         super().__init__(config, expert_dims, text_dim)
@@ -188,8 +222,7 @@ class T2VLADHead(InnerProductHead):
     # ----- scores -----
     def set_scoring_branches(self, branches: str) -> None:
         """Score with ``"local"``, ``"global"`` or ``"both"`` branches in eval mode (test-time ablation)."""
-        if branches not in SCORING_BRANCHES:
-            raise ConfigError(f"t2vlad: branches must be {'|'.join(SCORING_BRANCHES)}, got {branches!r}")
+        super().set_scoring_branches(branches)
         self.branch_coefficients(branches)
         self.eval_branches = branches
 
@@ -262,3 +295,80 @@ class T2VLADHead(InnerProductHead):
         if coef_local:
             parts.append(video_emb.centers.flatten(1))
         return torch.cat(parts, dim=1)
+
+    def index_exact(self, video_emb: T2VLADVideoEmbedding) -> Tensor:
+        """Videos with every expert: the expert weights are renormalised over a video's experts otherwise."""
+        return video_emb.available.all(dim=1)
+
+    # ----- search explanations -----
+    @torch.no_grad()
+    def explain(
+        self, experts: list[str], text_emb: T2VLADTextEmbedding, video_emb: T2VLADVideoEmbedding
+    ) -> tuple[dict[str, float] | None, list[dict[str, Any]]]:
+        """Per video: the expert weights renormalised over its experts, each expert's and each centre's share of the
+        score (they sum to the score), the ``TOP_CENTERS`` best centres. Query-level: the softmax expert weights
+        over all experts (None for a variant without a global branch)."""
+        coef_global, coef_local = self.branch_coefficients()
+        weights = None
+        if coef_global:
+            w = text_emb.expert_logits.softmax(dim=-1)[0]
+            weights = {e: float(w[i]) for i, e in enumerate(experts)}
+            present = video_emb.available.to(w.dtype)
+            renorm = w * present / (present @ w).clamp_min(1e-30).unsqueeze(-1)
+            cosines = torch.einsum("nc,vnc->vn", text_emb.experts[0], video_emb.experts)
+            expert_parts = coef_global * renorm * cosines
+        if coef_local:
+            k = self.config.num_clusters
+            center_parts = coef_local / k * torch.einsum("kc,vkc->vk", text_emb.centers[0], video_emb.centers)
+        explanations = []
+        for j in range(len(video_emb)):
+            info: dict[str, Any] = {}
+            if coef_global:
+                info["experts"] = {
+                    e: {
+                        "weight": float(renorm[j, i]),
+                        "contribution": float(expert_parts[j, i]),
+                        "present": bool(video_emb.available[j, i]),
+                    }
+                    for i, e in enumerate(experts)
+                }
+            if coef_local:
+                order = torch.argsort(center_parts[j], descending=True)[:TOP_CENTERS]
+                info["top_centers"] = [
+                    {"center": int(c), "contribution": float(center_parts[j, c])} for c in order
+                ]
+            explanations.append(info)
+        return weights, explanations
+
+    # ----- centre/assignment view (Fig. 3 of the paper) -----
+    @property
+    def has_center_view(self) -> bool:
+        """Variants whose local branch assigns both modalities to VLAD centres."""
+        return self.use_local and self.config.variant in CENTER_VIEW_VARIANTS
+
+    @torch.no_grad()
+    def center_assignments(self, text: TextBatch, video: VideoBatch) -> CenterAssignments:
+        """The local branch's soft assignments, recomputed as ``encode_text``/``encode_video`` do: caption tokens
+        through ``text_proj`` against the shared centres; video rows through ``local_proj`` and the transformer
+        layer, then the variant's video-side centres (shared for ``full``, ``video_vlad`` for ``separate_vlads``,
+        the detached shared centres + video bias for ``public_port``)."""
+        if not self.has_center_view:
+            raise ConfigError(f"t2vlad: variant {self.config.variant!r} has no centre/assignment view")
+        k = self.config.num_clusters
+        mask = text.mask.bool()
+        tokens = text.tokens.masked_fill(~mask.unsqueeze(-1), 0.0)
+        text_assign = vlad_assign(self.text_proj(tokens), mask, self.text_vlad.centers, self.text_vlad.bias)[
+            0
+        ]
+        feats, masks = self.prepare_video(video)
+        z = torch.cat([self.local_proj[e](feats[e]) for e in self.expert_names], dim=1)
+        row_mask = torch.cat([masks[e] for e in self.expert_names], dim=1)
+        z = self.encoder(z, src_key_padding_mask=~row_mask & row_mask.any(dim=1, keepdim=True))
+        centers, bias = self.text_vlad.centers, self.text_vlad.bias
+        if self.config.variant == "separate_vlads":
+            centers, bias = self.video_vlad.centers, self.video_vlad.bias
+        elif self.config.variant == "public_port":
+            bias = self.video_bias
+        video_assign = vlad_assign(z, row_mask, centers, bias)[0]
+        rows = [(e, r) for e in self.expert_names for r in range(feats[e].shape[1])]
+        return CenterAssignments(text_assign[:, :k], video_assign[:, :k], row_mask[0], rows)

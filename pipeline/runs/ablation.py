@@ -1,34 +1,22 @@
-"""The T2VLAD ablations of the paper (Tables 4-5): trained variants as head options, table rows as (trained variant,
-branches scored at test time), and their Markdown results table.
+"""The Markdown table of an ablation: one row per table row of a head (the head class's ``ablation_rows`` over its
+``ablation_variants``, e.g. T2VLAD's paper ablations, Tables 4-5).
 
 The paper's "w/o global alignment" / "w/o local alignment" rows remove a branch *at test time* from the model
-trained with both: here ``no_global`` / ``no_local`` are the ``full`` run evaluated with ``branches`` ``local`` /
-``global``. Models trained with one branch only are their own rows, ``trained_local_only`` / ``trained_global_only``.
+trained with both: T2VLAD's rows ``no_global`` / ``no_local`` are the ``full`` run evaluated with ``branches``
+``local`` / ``global``; models trained with one branch only are their own rows.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pipeline.heads.base import RetrievalHead
 
-# trained variant name -> head_options merged into the T2VLAD config (pipeline.heads.t2vlad.T2VLADConfig.variant)
-ABLATIONS: dict[str, dict[str, Any]] = {
-    "full": {"variant": "full"},
-    "trained_local_only": {"variant": "no_global"},
-    "trained_global_only": {"variant": "no_local"},
-    "text_only_vlad": {"variant": "text_only_vlad"},
-    "separate_vlads": {"variant": "separate_vlads"},
-}
 
-# table row -> (trained variant of ABLATIONS, branches scored at test time), in table order
-ABLATION_ROWS: dict[str, tuple[str, str]] = {
-    "full": ("full", "both"),
-    "no_global": ("full", "local"),
-    "no_local": ("full", "global"),
-    "trained_local_only": ("trained_local_only", "both"),
-    "trained_global_only": ("trained_global_only", "both"),
-    "text_only_vlad": ("text_only_vlad", "both"),
-    "separate_vlads": ("separate_vlads", "both"),
-}
+def ablation_rows(head_class: type[RetrievalHead]) -> dict[str, tuple[str, str]]:
+    """Table row -> (trained variant, branches scored at test time), in table order (default: one row per variant)."""
+    return head_class.ablation_rows or {
+        variant: (variant, "both") for variant in head_class.ablation_variants
+    }
+
 
 _COLUMNS = (("R1", "R@1"), ("R5", "R@5"), ("R10", "R@10"), ("MdR", "MdR"))
 

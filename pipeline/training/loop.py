@@ -2,7 +2,7 @@
 
 ``train(config, manifest, features_root, run_dir)`` writes into ``run_dir``:
 
-- ``config.json``: the config (experts resolved), manifest, feature folders, dims (see ``pipeline.runs.folder``);
+- ``config.json``: the config (experts resolved), manifest, feature folders, dims (``pipeline.runs.record``);
 - ``last.pt`` every epoch (model, optimizer, scheduler, RNG states of torch / numpy / random, epoch, history,
   best so far) and ``best.pt`` when the validation score improves, both saved atomically (temp file + rename;
   ``best.pt`` before ``last.pt``, so a kill between the two only repeats that epoch);
@@ -35,7 +35,7 @@ import platform
 import random
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -47,8 +47,9 @@ from data_manifest.errors import T2VError
 from data_manifest.schema import VideoRecord
 from pipeline.errors import ConfigError
 from pipeline.features.fingerprint import canonical_json
-from pipeline.runs.evaluate import evaluate_dataset, write_json_atomic
-from pipeline.runs.folder import RunContext, build_context, pick_device, resolve_feature_dirs
+from pipeline.runs.evaluate import evaluate_dataset
+from pipeline.runs.folder import RunContext, build_context, lock_run_folder, pick_device, resolve_feature_dirs
+from pipeline.runs.record import BEST, LAST, RunFolder, SavedRun, write_json
 from pipeline.training.config import TrainConfig
 from pipeline.training.curves import write_curves
 from pipeline.training.dataset import RetrievalDataset, make_loader, row_caps
@@ -93,13 +94,6 @@ def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate(states["random"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
-
-
-def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` through a temporary file in the same folder."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
 
 
 def data_splits(config: TrainConfig) -> tuple[str, ...]:
@@ -239,16 +233,22 @@ def train(
     *,
     progress: bool = True,
 ) -> RunResult:
-    """Train ``config.head`` on the manifest's ``train`` split; resume from ``run_dir/last.pt`` when it matches."""
-    config.validate()
-    run_dir, manifest_path, features_root = (
-        Path(run_dir),
-        Path(manifest_path).resolve(),
-        Path(features_root).resolve(),
-    )
+    """Train ``config.head`` on the manifest's ``train`` split; resume from ``run_dir/last.pt`` when it matches.
+
+    Holds the run folder's lock throughout (a concurrent ``train`` into the same folder is a ConfigError)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with lock_run_folder(run_dir):
+        return _train(config, Path(manifest_path).resolve(), Path(features_root).resolve(), run_dir, progress)
+
+
+def _train(
+    config: TrainConfig, manifest_path: Path, features_root: Path, run_dir: Path, progress: bool
+) -> RunResult:
+    """The body of :func:`train`, run under the folder lock."""
     device = pick_device(config.device)
     feature_dirs = resolve_feature_dirs(config, features_root)
-    config = replace(config, experts=list(feature_dirs))
+    config = config.replace(experts=list(feature_dirs))
     ctx = build_context(config, manifest_path, features_root, feature_dirs, device)
     train_set, val_set, selection = selection_sets(ctx)
     if len(train_set) < 2:
@@ -262,16 +262,16 @@ def train(
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.optim.lr_decay_every, config.optim.lr_decay)
     digest = run_hash(config, ctx)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(run_dir)
     history: list[dict[str, Any]] = []
     best = {"epoch": 0, "score": -1.0, "metrics": {}}
     start, elapsed_before = 0, 0.0
-    last = run_dir / "last.pt"
-    if last.is_file():
-        state = torch.load(last, map_location=device, weights_only=True)
-        if state["run_hash"] != digest:
+    if folder.last.is_file():
+        state = folder.load_checkpoint(LAST, device)
+        if state.get("run_hash") != digest:
             raise ConfigError(
-                f"{last}: checkpoint of a different config, features or training data; use another --out folder"
+                f"{folder.last}: checkpoint of a different config, features or training data; "
+                "use another --out folder"
             )
         ctx.head.load_state_dict(state["head"])
         if state["text"] is not None:
@@ -282,18 +282,18 @@ def train(
         history, best, start = state["history"], state["best"], int(state["epoch"])
         elapsed_before = history[-1]["elapsed_s"] if history else 0.0
 
-    saved = {
-        "config": config.to_dict(),
-        "manifest": str(manifest_path),
-        "features_root": str(features_root),
-        "feature_dirs": {e: str(d) for e, d in feature_dirs.items()},
-        "expert_dims": ctx.extra["expert_dims"],
-        "text_dim": ctx.extra["text_dim"],
-        "text_model_digest": ctx.text_side.model_digest,
-        "selection": selection,
-        "run_hash": digest,
-    }
-    write_json_atomic(run_dir / "config.json", saved)
+    saved = SavedRun(
+        config=config,
+        manifest=manifest_path,
+        features_root=features_root,
+        feature_dirs=dict(feature_dirs),
+        expert_dims=ctx.extra["expert_dims"],
+        text_dim=ctx.extra["text_dim"],
+        text_model_digest=ctx.text_side.model_digest,
+        selection=selection,
+        run_hash=digest,
+    )
+    folder.write(saved)
     log_label = "test (selection on the test list)" if selection == SELECTION_ON_TEST else selection
     if progress and selection == SELECTION_ON_TEST:
         print(f"selection: {SELECTION_ON_TEST}", flush=True)
@@ -314,7 +314,7 @@ def train(
         state = {"epoch": epoch, "head": ctx.head.state_dict(), "text": text_state}
         if score > best["score"]:
             best = {"epoch": epoch, "score": score, "metrics": metrics}
-            save_atomic(state, run_dir / "best.pt")
+            folder.save_checkpoint(state, BEST)
         state.update(
             optimizer=optimizer.state_dict(),
             scheduler=scheduler.state_dict(),
@@ -323,7 +323,7 @@ def train(
             best=best,
             run_hash=digest,
         )
-        save_atomic(state, last)
+        folder.save_checkpoint(state, LAST)
         write_curves(history, run_dir)
         if progress:
             print(
@@ -333,9 +333,7 @@ def train(
             )
 
     elapsed = history[-1]["elapsed_s"] if history else 0.0
-    write_json_atomic(run_dir / "provenance.json", _provenance(config, ctx, elapsed, selection))
+    write_json(folder.provenance, _provenance(config, ctx, elapsed, selection))
     result = RunResult(run_dir, len(history), best["epoch"], best["score"], best["metrics"], start, elapsed)
-    write_json_atomic(
-        run_dir / "result.json", {**result.__dict__, "run_dir": str(run_dir), "selection": selection}
-    )
+    write_json(folder.result, {**result.__dict__, "run_dir": str(run_dir), "selection": selection})
     return result

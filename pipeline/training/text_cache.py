@@ -21,7 +21,6 @@ feature; fine-tuned batches carry none, and heads take the [CLS] token, as the p
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import h5py
 import numpy as np
 import torch
 
+from data_manifest.atomic import atomic_path
 from pipeline.errors import ConfigError
 from pipeline.heads.base import TextBatch
 from pipeline.text_encoder import TextEncoder, encoder_pooling, model_dir_digest, resolve_text_model_dir
@@ -121,15 +121,12 @@ class FrozenTextCache:
         lengths = np.array([len(self._tokens[t]) for t in texts], np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         feats = np.concatenate([self._tokens[t] for t in texts]).astype(np.float16)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with h5py.File(tmp, "w") as f:
+        with atomic_path(self.path) as tmp, h5py.File(tmp, "w") as f:
             f.create_dataset("texts", data=np.array(texts, dtype=object), dtype=h5py.string_dtype("utf-8"))
             f.create_dataset("offsets", data=offsets)
             f.create_dataset("features", data=feats, chunks=True, compression="lzf")
             f.attrs["model_digest"] = self.digest
             f.attrs["max_length"] = self.max_length
-        tmp.replace(self.path)
 
     def batch(self, texts: list[str]) -> TextBatch:
         """Padded token features of cached captions and their sentence vectors (``frozen_text_batch``);

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -11,12 +11,13 @@ from typing import Any
 import h5py
 import numpy as np
 
+from data_manifest.display import json_text, printable
 from data_manifest.validate import load_manifest
 from pipeline.errors import ConfigError, ShardError
 from pipeline.features.interop import export_mmt, import_features, read_ce_pickle, read_mmt, source_digest
 from pipeline.features.plan import ShardPlan
 from pipeline.features.reader import shard_files
-from pipeline.features.shards import SCHEMA_VERSION, STATUS_NAMES, attr_value
+from pipeline.features.shards import SCHEMA_VERSION, STATUS_NAMES, attr_value, open_shard, verify_shard
 
 __all__ = ["register", "shard_summary", "check_features", "list_failures"]
 
@@ -86,7 +87,7 @@ def _folder_summary(folder: Path) -> dict[str, Any]:
         "dtype": sorted({s["dtype"] for s in shards}),
         "status": dict(status),
         "bytes": sum(s["bytes"] for s in shards),
-        "temp_files": len(list(folder.glob("shard-*.h5.tmp-*"))),
+        "temp_files": len(list(folder.glob(".shard-*.h5.*.tmp"))),
         "attrs": attrs,
     }
 
@@ -96,9 +97,9 @@ def _print_summary(info: dict[str, Any]) -> None:
         if key == "attrs":
             print("attributes:")
             for name, attr in sorted(value.items()):
-                print(f"  {name}: {attr}")
+                print(f"  {printable(name)}: {printable(attr)}")
         else:
-            print(f"{key}: {value}")
+            print(f"{key}: {printable(value)}")
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -108,7 +109,7 @@ def _info(args: argparse.Namespace) -> int:
     else:
         infos = [_folder_summary(d) for d in _fingerprint_dirs(path)]
     if args.json:
-        print(json.dumps(infos if len(infos) > 1 else infos[0], indent=1, default=str))
+        print(json_text(infos if len(infos) > 1 else infos[0], indent=1, default=str))
         return 0
     for i, info in enumerate(infos):
         if i:
@@ -117,8 +118,9 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_features(manifest: Path, features: Path) -> tuple[list[str], list[str]]:
-    """Problems and notes: shards open and agree, ids ⊆ manifest, fingerprint = folder, plan digests."""
+def check_features(manifest: Path, features: Path, repair: bool = False) -> tuple[list[str], list[str]]:
+    """Problems and notes: shard data reads back intact (checksums, offsets, status codes), ids ⊆ manifest,
+    fingerprint = folder, plan digests. ``repair`` moves shards with damaged data aside (extract rebuilds them)."""
     records = load_manifest(manifest, check_paths=False)
     known = {r.video_id for r in records}
     problems: list[str] = []
@@ -132,7 +134,7 @@ def check_features(manifest: Path, features: Path) -> tuple[list[str], list[str]
                 plans[plan_path.name] = {s.index: s for s in plan.update(records, plan.shard_size)}
         seen: set[str] = set()
         for path in shard_files(folder):
-            problems += _check_shard(path, folder, known, plans, seen)
+            problems += _check_shard(path, folder, known, plans, seen, repair)
         missing = known - seen
         if missing:
             notes.append(
@@ -141,21 +143,28 @@ def check_features(manifest: Path, features: Path) -> tuple[list[str], list[str]
     return problems, notes
 
 
-def _check_shard(path: Path, folder: Path, known: set[str], plans: dict, seen: set[str]) -> list[str]:
+def _move_aside(path: Path) -> Path:
+    """Rename a damaged shard to ``<name>.corrupt`` (kept for inspection, no longer a shard: extract rebuilds it)."""
+    aside = path.with_name(path.name + ".corrupt")
+    os.replace(path, aside)
+    return aside
+
+
+def _check_shard(
+    path: Path, folder: Path, known: set[str], plans: dict, seen: set[str], repair: bool
+) -> list[str]:
+    """Problems of one shard: its data read in full (``verify_shard``), then attributes, ids and plan digests.
+
+    With ``repair`` a shard whose data fails verification is moved aside, and the problem says so."""
+    damaged = verify_shard(path)
+    if damaged:
+        if repair:
+            damaged.append(f"{path}: moved aside to {_move_aside(path).name}; t2v extract rebuilds it")
+        return damaged
     out = []
-    try:
-        with h5py.File(path, "r") as f:
-            ids = list(f["video_ids"].asstr()[()])
-            offsets = f["offsets"][()]
-            rows = f["features"].shape[0]
-            n_status, n_err, n_times = len(f["status"]), len(f["error"]), f["timestamps"].shape[0]
-            attrs = {k: attr_value(v) for k, v in f.attrs.items()}
-    except (OSError, KeyError) as err:
-        return [f"{path}: cannot read shard: {err}"]
-    if len(offsets) != len(ids) + 1 or int(offsets[-1]) != rows or np.any(np.diff(offsets) < 0):
-        out.append(f"{path}: offsets do not match video_ids/features")
-    if not (n_status == n_err == len(ids)) or n_times != rows:
-        out.append(f"{path}: status/error/timestamps lengths do not match")
+    with open_shard(path) as f:
+        ids = list(f["video_ids"].asstr()[()])
+        attrs = {k: attr_value(v) for k, v in f.attrs.items()}
     if attrs.get("fingerprint") != folder.name:
         out.append(
             f"{path}: fingerprint attribute {attrs.get('fingerprint')!r} is not the folder's {folder.name!r}"
@@ -186,11 +195,11 @@ def _check_shard(path: Path, folder: Path, known: set[str], plans: dict, seen: s
 
 
 def _check(args: argparse.Namespace) -> int:
-    problems, notes = check_features(Path(args.manifest), Path(args.features))
+    problems, notes = check_features(Path(args.manifest), Path(args.features), repair=args.repair)
     for note in notes:
-        print(f"note: {note}")
+        print(f"note: {printable(note)}")
     for problem in problems:
-        print(problem)
+        print(printable(problem))
     if problems:
         print(f"t2v features check: {len(problems)} problem(s)")
         return 1
@@ -209,7 +218,7 @@ def list_failures(path: Path) -> list[dict[str, str]]:
                 status = f["status"][()]
                 errors = f["error"].asstr()[()]
                 expert = attr_value(f.attrs.get("expert", ""))
-        except (OSError, KeyError) as err:
+        except (OSError, KeyError, ValueError) as err:
             raise ShardError(f"{shard}: cannot read shard: {err}") from err
         for i in np.flatnonzero(status != 0):
             out.append(
@@ -227,8 +236,9 @@ def list_failures(path: Path) -> list[dict[str, str]]:
 def _failures(args: argparse.Namespace) -> int:
     rows = list_failures(Path(args.path))
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(json_text(rows, indent=1))
         return 0
+    rows = [{k: printable(v) for k, v in r.items()} for r in rows]
     if not rows:
         print(f"{args.path}: no failed or empty videos")
         return 0
@@ -291,9 +301,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_info)
 
-    p = fsub.add_parser("check", help="verify shards against a manifest and the shard plan")
+    p = fsub.add_parser(
+        "check",
+        help="read every shard in full (checksums, offsets, status) and verify it against a manifest and the plan",
+    )
     p.add_argument("--manifest", required=True, help="manifest JSONL the features were extracted for")
     p.add_argument("--features", required=True, help="fingerprint folder, expert folder or features root")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="move shards whose data is damaged aside (<shard>.corrupt); t2v extract then rebuilds them",
+    )
     p.set_defaults(func=_check)
 
     p = fsub.add_parser("failures", help="videos with status empty or failed, and why")

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from data_manifest.display import printable
 from data_manifest.errors import ManifestError
 from data_manifest.probe import probe_manifest_summary
 from data_manifest.recipes import RECIPES, get_recipe
@@ -23,7 +24,7 @@ def _report_problems(func: Callable[[argparse.Namespace], int]) -> Callable[[arg
             return func(args)
         except ManifestError as err:
             for problem in err.problems:
-                print(problem, file=sys.stderr)
+                print(printable(problem), file=sys.stderr)
             n = len(err.problems)
             print(f"t2v manifest {args.manifest_command}: {n} problem{'s' * (n != 1)}", file=sys.stderr)
             return 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import re
 from pathlib import Path
 
 import h5py
@@ -108,7 +109,7 @@ def test_mmt_round_trip(tmp_path: Path) -> None:
     assert reader.get("bad3").status == STATUS_EMPTY
 
 
-def _mmt_file(path: Path, features: np.ndarray, times: np.ndarray | None) -> None:
+def _aligned_mmt_file(path: Path, features: np.ndarray, times: np.ndarray | None) -> None:
     with h5py.File(path, "w") as f:
         f["features.rgb"] = features
         if times is not None:
@@ -123,10 +124,10 @@ def test_mmt_import_keeps_times_aligned_with_the_rows_it_keeps(tmp_path: Path) -
     with_nan_row[1] = np.nan
     nan_time = times.copy()
     nan_time[2] = np.nan
-    _mmt_file(tmp_path / "extra.h5", rows, np.vstack([times, [[3.0, 4.0]]]))  # one time row more than rows
-    _mmt_file(tmp_path / "nanrow.h5", with_nan_row, times)  # a NaN feature row: its time goes with it
-    _mmt_file(tmp_path / "nantime.h5", rows, nan_time)  # one unknown time: only that row's
-    _mmt_file(tmp_path / "notimes.h5", rows, None)
+    _aligned_mmt_file(tmp_path / "extra.h5", rows, np.vstack([times, [[3.0, 4.0]]]))  # one time row more than rows
+    _aligned_mmt_file(tmp_path / "nanrow.h5", with_nan_row, times)  # a NaN feature row: its time goes with it
+    _aligned_mmt_file(tmp_path / "nantime.h5", rows, nan_time)  # one unknown time: only that row's
+    _aligned_mmt_file(tmp_path / "notimes.h5", rows, None)
     got = {i.video_id: i for i in read_mmt(tmp_path, "rgb")}
     np.testing.assert_array_equal(got["extra"].timestamps, times)
     np.testing.assert_array_equal(got["nanrow"].features, rows[[0, 2]])
@@ -279,3 +280,63 @@ def test_cli_import_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     args = ["features", "import", str(pkl), "--format", "ce", "--expert", "x", "--out", str(tmp_path / "i")]
     assert main([*args, "--trust-pickle"]) == 0
     assert main(["features", "info", str(tmp_path / "nothing")]) == 1
+
+
+def _mmt_file(path: Path, **datasets: dict) -> Path:
+    with h5py.File(path, "w") as f:
+        for name, kwargs in datasets.items():
+            f.create_dataset(name.replace("__", "."), **kwargs)
+    return path
+
+
+@pytest.mark.parametrize(
+    "dataset, problem",
+    [
+        (
+            {"shape": (1_000_000, 1000), "dtype": "f4", "chunks": (1000, 1000)},
+            "declares shape (1000000, 1000)",
+        ),
+        (
+            {"shape": (1_000_000, 1000), "dtype": "f4", "external": [("/dev/zero", 0, 4_000_000_000)]},
+            "outside",
+        ),
+        ({"data": np.array(["a", "b"], dtype=h5py.string_dtype())}, "expected numbers"),
+    ],
+    ids=["unwritten chunks", "external storage", "strings"],
+)
+def test_mmt_dataset_is_checked_before_it_is_read(tmp_path: Path, dataset: dict, problem: str) -> None:
+    """A 1-10 KB file declaring 4 GB of features is a one-line error, not a 4 GB allocation."""
+    path = _mmt_file(tmp_path / "v1.h5", features__rgb=dataset)
+    assert path.stat().st_size < 16_000
+    with pytest.raises(ShardError, match=rf"^{path}: features\.rgb: .*{re.escape(problem)}") as err:
+        list(read_mmt(path, "rgb"))
+    assert "\n" not in str(err.value)
+
+
+def test_mmt_bounds_keep_highly_compressed_real_data(tmp_path: Path) -> None:
+    zeros = {"data": np.zeros((1000, 1000), "f4"), "chunks": (1000, 1000), "compression": "gzip"}
+    times = {"data": np.arange(2000.0).reshape(1000, 2)}
+    path = _mmt_file(tmp_path / "v1.h5", features__rgb=zeros, features_t__rgb=times)
+    (item,) = read_mmt(path, "rgb")
+    assert item.features.shape == (1000, 1000) and not item.features.any()
+    np.testing.assert_array_equal(item.timestamps, times["data"])
+
+
+def test_cli_failures_and_errors_show_terminal_controls_as_escapes(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = tmp_path / "rgb" / FP
+    error = "clip\x1b]0;owned\x07.mp4: truncated\rall good\x9b2J"
+    with ShardWriter(
+        folder / shard_name(0), expert="rgb", fingerprint=FP, config={}, weights_sha256="", dim=3
+    ) as w:
+        w.add("v1", np.zeros((0, 3)), np.zeros((0, 2)), STATUS_FAILED, error)
+    capsys.readouterr()
+    assert main(["features", "failures", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "clip\\x1b]0;owned\\x07.mp4: truncated all good\\x9b2J" in out  # the writer made CR a space
+    assert not any(ord(c) < 0x20 and c != "\n" or 0x7F <= ord(c) <= 0x9F for c in out)
+    assert main(["features", "failures", str(folder), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["error"] == error.replace("\r", " ")
+    assert main(["features", "info", str(tmp_path / "no\x1b[2Jthing")]) == 1
+    assert "no\\x1b[2Jthing" in capsys.readouterr().err

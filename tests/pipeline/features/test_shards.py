@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
+from data_manifest.atomic import temps_of
 from pipeline.errors import ShardError
 from pipeline.features.fingerprint import canonical_json, fingerprint
 from pipeline.features.reader import FeatureReader
@@ -154,7 +155,7 @@ def test_killed_writer_invisible_and_cleaned(tmp_path: Path) -> None:
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    tmps = list(folder.glob("shard-00001.h5.tmp-*"))
+    tmps = temps_of(target)
     assert len(tmps) == 1 and not target.exists()
     reader = FeatureReader(folder)
     assert reader.video_ids == ["ok"]

@@ -7,46 +7,29 @@ import pytest
 import torch
 
 from pipeline.errors import ConfigError
-from pipeline.heads import TextBatch, VideoBatch, build_head
+from pipeline.heads import TextBatch, build_head
 from pipeline.heads.t2vlad import VARIANTS, T2VLADTextEmbedding, T2VLADVideoEmbedding
+from tests.pipeline.heads.conftest import TEXT_DIM, pad_batches, random_batches, scores, seeded_head
 
 DIMS = {"rgb": 6, "audio": 4, "scene": 5}
-TEXT_DIM = 7
 SMALL = {"dim": 8, "num_clusters": 3, "num_heads": 2, "ff_dim": 16}
 
 
 def make_head(variant="full", seed=0, **extra):
-    torch.manual_seed(seed)
-    return build_head("t2vlad", {**SMALL, "variant": variant, **extra}, DIMS, TEXT_DIM)
+    return seeded_head("t2vlad", {**SMALL, "variant": variant, **extra}, DIMS, seed)
 
 
-def make_batches(b=4, rows=3, tokens=5, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    feats = {e: torch.randn(b, rows, d, generator=g) for e, d in DIMS.items()}
-    masks = {e: torch.ones(b, rows, dtype=torch.bool) for e in DIMS}
-    masks["rgb"][0, 2] = False
-    masks["audio"][1, 1:] = False
-    text_mask = torch.ones(b, tokens, dtype=torch.bool)
-    text_mask[0, 3:] = False
-    text_mask[2, 4:] = False
-    video = VideoBatch(feats, masks, torch.ones(b, len(DIMS), dtype=torch.bool))
-    text = TextBatch(torch.randn(b, tokens, TEXT_DIM, generator=g), text_mask)
+def make_batches():
+    video, text = random_batches(DIMS, rows=3)
+    video.masks["rgb"][0, 2] = False
+    video.masks["audio"][1, 1:] = False
+    text.mask[0, 3:] = False
+    text.mask[2, 4:] = False
     return video, text
 
 
-def with_garbage_padding(video, text, extra=2):
-    feats, masks = {}, {}
-    for e, x in video.features.items():
-        junk = torch.full((x.shape[0], extra, x.shape[2]), 1e4)
-        feats[e] = torch.cat([x, junk], 1)
-        masks[e] = torch.cat([video.masks[e], torch.zeros(x.shape[0], extra, dtype=torch.bool)], 1)
-    tokens = torch.cat([text.tokens, torch.full((text.tokens.shape[0], extra, TEXT_DIM), -3e3)], 1)
-    tmask = torch.cat([text.mask, torch.zeros(text.mask.shape[0], extra, dtype=torch.bool)], 1)
-    return VideoBatch(feats, masks, video.available), TextBatch(tokens, tmask)
-
-
-def scores(head, video, text):
-    return head.similarity(head.encode_text(text), head.encode_video(video))
+def with_garbage_padding(video, text):
+    return pad_batches(video, text, 1e4, -3e3)
 
 
 # ---------- direct reimplementation of §3.2-3.5, one pair at a time ----------
@@ -304,8 +287,10 @@ def test_embeddings_slice_and_concatenate():
 
 
 def test_config_errors_name_the_problem():
-    with pytest.raises(ConfigError, match="unknown config keys"):
+    with pytest.raises(ConfigError, match=r"head 't2vlad': clusters: unknown key \(known: dim, dropout, "):
         build_head("t2vlad", {"clusters": 3}, DIMS, TEXT_DIM)
+    with pytest.raises(ConfigError, match="num_clusters: Input should be a valid integer, got '3'"):
+        build_head("t2vlad", {"num_clusters": "3"}, DIMS, TEXT_DIM)
     with pytest.raises(ConfigError, match="variant"):
         build_head("t2vlad", {"variant": "nope"}, DIMS, TEXT_DIM)
     with pytest.raises(ConfigError, match="unknown head"):

@@ -10,7 +10,7 @@ import pipeline  # noqa: F401
 from data_manifest.errors import T2VError
 from pipeline.errors import ConfigError
 from pipeline.features.reader import FeatureReader, latest_feature_dir
-from pipeline.training.config import TrainConfig, config_from_dict
+from pipeline.training.config import TrainConfig
 from pipeline.training.dataset import RetrievalDataset, collate, make_loader, row_caps, uniform_rows
 from tests.train_fixtures import DIMS, make_dataset_tree
 
@@ -129,12 +129,14 @@ def test_row_caps_default_to_the_public_port_and_fall_back_to_max_rows():
         "ocr": 30,
         "clip": 30,
     }
-    config = config_from_dict({"max_rows": 7, "expert_max_rows": {"ocr": 60}})
+    config = TrainConfig.parse({"max_rows": 7, "expert_max_rows": {"ocr": 60}}, "run.toml")
     assert row_caps(config, ["ocr", "speech"]) == {"ocr": 60, "speech": 7}  # the table replaces the defaults
-    with pytest.raises(ConfigError, match="expert_max_rows.ocr: must be >= 1"):
-        config_from_dict({"expert_max_rows": {"ocr": 0}})
-    with pytest.raises(ConfigError, match="expert_max_rows: expected dict"):
-        config_from_dict({"expert_max_rows": {"ocr": "many"}})
+    with pytest.raises(
+        ConfigError, match="run.toml: expert_max_rows.ocr: Input should be greater than or equal to 1"
+    ):
+        TrainConfig.parse({"expert_max_rows": {"ocr": 0}}, "run.toml")
+    with pytest.raises(ConfigError, match="run.toml: expert_max_rows.ocr: Input should be a valid integer"):
+        TrainConfig.parse({"expert_max_rows": {"ocr": "many"}}, "run.toml")
 
 
 def test_each_expert_keeps_its_own_row_cap(tree):
