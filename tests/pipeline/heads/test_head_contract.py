@@ -8,6 +8,7 @@ import importlib
 import pytest
 import torch
 
+from pipeline.errors import ConfigError
 from pipeline.heads import RetrievalHead, TextBatch, VideoBatch, build_head, head_class, head_names
 from tests.pipeline.heads.conftest import TEXT_DIM, embed, pad_batches, random_batches, seeded_head
 
@@ -41,6 +42,16 @@ def test_registry_entry(name):
     cls.config_class()  # every option has a default (the paper's setting)
     for options in cls.ablation_variants.values():  # every variant is a valid config
         build_head(name, {**tiny(name)[1], **options}, tiny(name)[0], TEXT_DIM)
+    assert "both" in cls.scoring_branches
+    for variant, branches in cls.ablation_rows.values():  # every table row is a variant scored a known way
+        assert variant in cls.ablation_variants and branches in cls.scoring_branches
+
+
+def test_scoring_branches_outside_the_class_choices_are_refused(name):
+    head, _, _ = make(name)
+    head.set_scoring_branches("both")
+    with pytest.raises(ConfigError, match="branches must be"):
+        head.set_scoring_branches("neither")
 
 
 def test_output_shapes(name):
