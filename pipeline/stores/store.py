@@ -10,11 +10,14 @@ A store is a folder ``STORE/`` with ``embeddings.h5`` and ``index.faiss``. ``emb
 | `available`      | (N, E) bool         | expert e had usable rows (columns: attribute `experts`)            |
 | `complete`       | (N,) bool           | the head's inner product is its exact score for this video         |
 | `emb/<field>`    | (N, ...) f32 / bool | every tensor of the head's video ``Embedding`` (ragged dims padded) |
+| `vectors`        | (N, P) float16      | ``ivfpq-rerank`` only: the index vectors, chunks of one row, read by the exact re-rank |
 
 Attributes: ``format_version``, ``num_videos`` (rows committed; rows past it are a killed append and are dropped
 by the next one), ``head``, ``embedding_class``, ``run_dir``, ``checkpoint``, ``checkpoint_sha256``,
 ``text_model_digest``, ``run_config`` (JSON), ``feature_fingerprints`` and ``feature_dirs`` (JSON), ``experts``
-(JSON), ``manifest``, ``index`` (JSON: the ``IndexSpec`` used and the ``num_videos`` it covers).
+(JSON), ``manifest``, ``index`` (JSON: the ``IndexSpec`` used, the ``num_videos`` it covers, ``indexed``, ``dim``,
+``trained_on`` (vectors at its last training), ``auto`` (kind chosen by size), ``recall_at_10`` (and
+``recall_queries``, ``fp16_max_score_error`` for re-ranked kinds) measured when it was last filled).
 
 The index holds ``index_vectors``: ``head.video_vectors`` of the *complete* videos for inner-product heads (T2VLAD,
 CRET; the other videos are scored by the head itself at search time), and a query-independent proxy of every
@@ -24,8 +27,12 @@ HDF5 file costs 4 bytes per float of the embedding (T2VLAD: (N_experts + K)·C f
 
 Incremental encoding: manifest videos not yet in the store are encoded and appended, videos whose content hash
 changed are re-encoded in place, the others are never touched; a video missing from some expert's features (not
-extracted yet) is skipped and reported, so a later run picks it up. The index is appended to, or rebuilt when rows
-changed or another index kind is asked for.
+extracted yet) is skipped and reported, so a later run picks it up. Videos no longer in the manifest (any split) are
+removed: the later rows move up. The index is appended to; refilled (kept training, lists emptied, every vector
+added again) when rows were re-encoded or removed; trained again when another kind is asked for or chosen by size,
+or when the retraining trigger fires (``pipeline.stores.index``: appends since training > 50 % of the vectors it was
+trained on). Index vectors are computed block by block (an IVF/PQ index trains on a sample), so encoding never holds
+every vector in memory except for a flat index, which is in memory anyway.
 """
 
 from __future__ import annotations
