@@ -538,6 +538,7 @@ def _update_index(
             keep = np.ones(len(emb), bool) if head.text_conditioned else store.complete[a : a + len(emb)]
             add_to_index(index, vectors[keep], np.arange(a, a + len(emb))[keep])
     write_index(index, out / INDEX_FILE)
+    measured = ("recall_at_10", "recall_queries", "fp16_max_score_error")  # appends keep the last fill's
     info = {
         **used.to_dict(),
         "num_videos": n,
@@ -545,9 +546,11 @@ def _update_index(
         "dim": dim,
         "trained_on": trained_on,
         "auto": auto,
-        "recall_at_10": 1.0 if used.kind == "flat" else info.get("recall_at_10"),
+        **({} if refill else {k: info[k] for k in measured if k in info}),
     }
-    if refill and used.kind != "flat":
+    if used.kind == "flat":
+        info["recall_at_10"] = 1.0
+    elif refill:
         info.update(_measure_recall(out, head, index, used, indexed_rows, dim, device, block))
     with h5py.File(out / STORE_FILE, "a") as f:
         f.attrs["index"] = json.dumps(info, sort_keys=True)
