@@ -148,10 +148,8 @@ def train_index(sample: np.ndarray, spec: IndexSpec, n: int | None = None) -> tu
         rotate, m = _pq_dims(spec, dim)
         index = faiss.index_factory(dim, f"OPQ{m}_{rotate},IVF{nlist},PQ{m}", faiss.METRIC_INNER_PRODUCT)
         opq = faiss.downcast_VectorTransform(faiss.downcast_index(index).chain.at(0))
-        opq.niter, opq.max_train_points = (
-            4,
-            16_384,
-        )  # it only orders candidates (the re-rank is exact): kept cheap
+        # the rotation only orders candidates (the re-rank is exact): a cheap one
+        opq.niter, opq.max_train_points = 4, 16_384
     ivf = faiss.extract_index_ivf(index)
     if kind != "ivf":  # polysemous training: minutes of annealing for a Hamming filter search never uses
         faiss.downcast_index(ivf).do_polysemous_training = False
@@ -164,6 +162,7 @@ def train_index(sample: np.ndarray, spec: IndexSpec, n: int | None = None) -> tu
 
 
 def _rest(spec: IndexSpec) -> tuple[int, int, int, int, int]:
+    """``spec``'s fields after ``kind``."""
     return spec.nlist, spec.nprobe, spec.m, spec.rotate, spec.candidates
 
 
