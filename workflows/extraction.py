@@ -20,7 +20,8 @@ from pipeline.errors import ConfigError
 from pipeline.features.reader import FeatureReader
 from pipeline.features.shards import SHARD_GLOB, shard_attrs
 from workflows.luigi_runner import run_tasks
-from workflows.tasks_extract import FeatureSet
+from workflows.progress import RunProgress
+from workflows.tasks_extract import FeatureSet, forget_completion
 
 
 def load_expert_configs(path: str | Path | None) -> dict[str, dict[str, Any]]:
@@ -53,7 +54,7 @@ class ExtractionReport:
             videos = s["ok"] + s["empty"] + s["failed"]
             out.append(
                 f"{name:12s} {s['fingerprint']}  videos {videos}: ok {s['ok']}, empty {s['empty']}, "
-                f"failed {s['failed']}; rows {s['rows']}"
+                f"failed {s['failed']}; rows {s['rows']}; {s['seconds_last_run']:.1f} s"
             )
         total = sum(s["ok"] + s["empty"] + s["failed"] for s in self.experts.values())
         out.append(f"wall time {self.seconds:.1f} s ({total / max(self.seconds, 1e-9):.2f} expert-videos/s)")
@@ -73,6 +74,7 @@ def feature_sets(
     workers: int = 1,
 ) -> list[FeatureSet]:
     """The FeatureSet tasks for ``experts``, after checking names, configs and weights (before any decoding)."""
+    forget_completion()
     expert_configs = expert_configs or {}
     unknown = sorted(set(expert_configs) - set(experts))
     if unknown:
@@ -130,7 +132,8 @@ def run_extraction(
         retry_token=uuid.uuid4().hex[:12] if retry_failed else "",
         workers=workers,
     )
-    run_tasks(list(tasks), workers=workers, scheduler_url=scheduler_url)
+    with RunProgress(tasks):
+        run_tasks(list(tasks), workers=workers, scheduler_url=scheduler_url)
     report = ExtractionReport(Path(features_root), time.perf_counter() - start)
     for task in tasks:
         report.experts[task.expert] = json.loads(Path(task.output().path).read_text())
@@ -184,5 +187,6 @@ def extract_for_run(
         expert_configs=configs,
         workers=workers,
     )
-    run_tasks(list(tasks), workers=workers)
+    with RunProgress(tasks):
+        run_tasks(list(tasks), workers=workers)
     return root
