@@ -25,7 +25,7 @@ from typing import Any
 import luigi
 
 from data_manifest.hashing import sha256_file
-from data_manifest.probe import probe_records, unchanged_since_probe
+from data_manifest.probe import journal_path, probe_records, unchanged_since_probe
 from data_manifest.schema import PROBED_FIELDS, VideoRecord, write_manifest
 from data_manifest.validate import load_manifest
 from pipeline.features.plan import ShardPlan, ShardSpec, default_plan_path, shard_is_current
@@ -134,13 +134,15 @@ class ProbedManifest(luigi.Task):
                 if old is not None and Path(old.path) == rec.resolve(manifest.parent.absolute()):
                     for key in _CARRIED:
                         setattr(rec, key, getattr(old, key))
-        probe_records(records, manifest.parent, workers=self.workers, progress=True)
+        journal = journal_path(out)
+        probe_records(records, manifest.parent, workers=self.workers, progress=True, journal=journal)
         for rec in records:
             rec.path = str(rec.resolve(manifest.parent.absolute()))
         write_manifest(out, records)
         self._source_path().write_text(
             json.dumps({"manifest": str(manifest.absolute()), "sha256": sha256_file(manifest)})
         )
+        journal.unlink(missing_ok=True)
 
 
 class _ExpertTask(luigi.Task):
