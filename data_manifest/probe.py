@@ -308,7 +308,9 @@ def journal_path(target: str | Path) -> Path:
     return Path(f"{target}.probe-journal.jsonl")
 
 
-def _resume_from_journal(records: list[VideoRecord], manifest_dir: str | Path, journal: Path) -> list[VideoRecord]:
+def _resume_from_journal(
+    records: list[VideoRecord], manifest_dir: str | Path, journal: Path
+) -> list[VideoRecord]:
     """Copy journaled results onto records whose file still has the journaled size and mtime; returns those."""
     if not journal.exists():
         return []

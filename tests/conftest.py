@@ -24,6 +24,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 LUIGID_CONFIG = """[scheduler]
 stable_done_cooldown_secs = 0
 record_task_history = false
+worker_disconnect_delay = 3
+prune_on_get_work = true
 [resources]
 gpu = 1
 """

@@ -31,7 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def make_clips(folder: Path, count: int = 3) -> list[Path]:
     """``count`` tiny real clips (1 s, with audio) to link many videos to."""
     return [
-        make_video(folder / f"clip{i}.mp4", duration=1.0, fps=8, source=("testsrc2", "smptebars", "rgbtestsrc")[i % 3])
+        make_video(
+            folder / f"clip{i}.mp4",
+            duration=1.0,
+            fps=8,
+            source=("testsrc2", "smptebars", "rgbtestsrc")[i % 3],
+        )
         for i in range(count)
     ]
 

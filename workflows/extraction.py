@@ -21,7 +21,7 @@ from pipeline.features.reader import FeatureReader
 from pipeline.features.shards import SHARD_GLOB, shard_attrs
 from workflows.luigi_runner import run_tasks
 from workflows.progress import RunProgress
-from workflows.tasks_extract import FeatureSet, forget_completion
+from workflows.tasks_extract import SHARDS_PER_TASK, FeatureSet, forget_completion
 
 
 def load_expert_configs(path: str | Path | None) -> dict[str, dict[str, Any]]:
@@ -72,8 +72,14 @@ def feature_sets(
     expert_configs: dict[str, dict[str, Any]] | None = None,
     retry_token: str = "",
     workers: int = 1,
+    shards_per_task: int = SHARDS_PER_TASK,
 ) -> list[FeatureSet]:
-    """The FeatureSet tasks for ``experts``, after checking names, configs and weights (before any decoding)."""
+    """The FeatureSet tasks for ``experts``, after checking names, configs and weights (before any decoding).
+
+    ``shards_per_task``: shards extracted by one Luigi task (sets the scheduler's task count, README "Extraction
+    at scale")."""
+    if shards_per_task < 1:
+        raise ConfigError(f"shards per task must be >= 1, got {shards_per_task}")
     forget_completion()
     expert_configs = expert_configs or {}
     unknown = sorted(set(expert_configs) - set(experts))
@@ -92,6 +98,7 @@ def feature_sets(
                 expert=name,
                 expert_config=expert.config_dict(),
                 shard_size=shard_size,
+                shards_per_task=shards_per_task,
                 weights_dir=Path(weights_dir).absolute() if weights_dir else None,
                 device=resolve_device(device),
                 retry_token=retry_token,
@@ -113,6 +120,7 @@ def run_extraction(
     expert_configs: dict[str, dict[str, Any]] | None = None,
     retry_failed: bool = False,
     scheduler_url: str | None = None,
+    shards_per_task: int = SHARDS_PER_TASK,
 ) -> ExtractionReport:
     """Validate the manifest, extract every expert's shards through Luigi, and report the counts.
 
@@ -131,6 +139,7 @@ def run_extraction(
         expert_configs=expert_configs,
         retry_token=uuid.uuid4().hex[:12] if retry_failed else "",
         workers=workers,
+        shards_per_task=shards_per_task,
     )
     with RunProgress(tasks):
         run_tasks(list(tasks), workers=workers, scheduler_url=scheduler_url)

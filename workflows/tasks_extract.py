@@ -66,7 +66,9 @@ def probed_records(probed: Path) -> list[VideoRecord]:
     return cached[1]
 
 
-def load_plan_specs(probed: Path, features_root: str | Path, shard_size: int, *, save: bool) -> list[ShardSpec]:
+def load_plan_specs(
+    probed: Path, features_root: str | Path, shard_size: int, *, save: bool
+) -> list[ShardSpec]:
     """Shard specs for the probed manifest's videos (the plan is extended, never reordered; saved if ``save`` and
     it changed). Memoised per process on the probed manifest's and the plan's size and mtime."""
     path = default_plan_path(features_root, shard_size)

@@ -197,7 +197,9 @@ def test_interrupted_probe_resumes_from_its_journal(
     assert len(journal_path(out).read_text().splitlines()) == 3 and not out.exists()
 
     probed.clear()
-    monkeypatch.setattr(probe_module, "probe_file", lambda f, full_hash=False: probed.append(f) or probe_file(f))
+    monkeypatch.setattr(
+        probe_module, "probe_file", lambda f, full_hash=False: probed.append(f) or probe_file(f)
+    )
     _, summary = probe_manifest_summary(path, workers=1, out=out, progress=False)
     assert len(probed) == len(present) - 3  # only what the interrupted run had not reached
     assert summary.probed == len(present) and not journal_path(out).exists()

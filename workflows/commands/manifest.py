@@ -87,7 +87,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", help="manifest (JSONL); written back in place unless --out is given")
     p.add_argument("--workers", type=int, default=2, help="parallel probe processes (default 2)")
     p.add_argument(
-        "--full-hash", action="store_true", help="hash every byte (default: size + first/last MiB above 2 MiB)"
+        "--full-hash",
+        action="store_true",
+        help="hash every byte (default: size + first/last MiB above 2 MiB)",
     )
     p.add_argument("--out", help="write the probed manifest here instead")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
