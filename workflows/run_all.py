@@ -10,7 +10,9 @@ import luigi
 
 from workflows.extraction import feature_sets
 from workflows.luigi_runner import run_tasks
+from workflows.progress import RunProgress
 from workflows.run_config import RunConfig
+from workflows.tasks_extract import FeatureSet
 
 
 def _head_task_params(cfg: RunConfig, head: str) -> dict:
@@ -85,7 +87,8 @@ def run_pipeline(cfg: RunConfig, *, scheduler_url: str | None = None) -> dict[st
             workers=int(cfg.sample.get("workers", 2)),
         )
     tasks = pipeline_tasks(cfg)
-    run_tasks(list(tasks.values()), workers=cfg.workers, scheduler_url=scheduler_url)
+    with RunProgress([t for t in tasks.values() if isinstance(t, FeatureSet)]):
+        run_tasks(list(tasks.values()), workers=cfg.workers, scheduler_url=scheduler_url)
     print(f"pipeline complete in {time.perf_counter() - start:.0f} s; outputs under {cfg.out}/")
     return tasks
 
