@@ -21,7 +21,7 @@ from pipeline.features.reader import FeatureReader
 from pipeline.features.shards import SHARD_GLOB, shard_attrs
 from workflows.luigi_runner import run_tasks
 from workflows.progress import RunProgress
-from workflows.tasks_extract import SHARDS_PER_TASK, FeatureSet, forget_completion
+from workflows.tasks_extract import SHARDS_PER_TASK, FeatureSet, ProbedManifest, forget_completion
 
 
 def load_expert_configs(path: str | Path | None) -> dict[str, dict[str, Any]]:
@@ -128,7 +128,6 @@ def run_extraction(
     operations yet (as ``t2v extract`` does), since a fork of a process whose OpenMP pool is running can hang.
     """
     start = time.perf_counter()
-    load_manifest(manifest, check_paths=False)
     tasks = feature_sets(
         manifest,
         experts,
@@ -141,6 +140,10 @@ def run_extraction(
         workers=workers,
         shards_per_task=shards_per_task,
     )
+    if not ProbedManifest(
+        manifest=Path(manifest).absolute(), features_root=Path(features_root).absolute()
+    ).complete():
+        load_manifest(manifest, check_paths=False)  # a new or edited manifest: every problem, before any work
     with RunProgress(tasks):
         run_tasks(list(tasks), workers=workers, scheduler_url=scheduler_url)
     report = ExtractionReport(Path(features_root), time.perf_counter() - start)

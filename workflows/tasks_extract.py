@@ -25,7 +25,7 @@ from typing import Any
 import luigi
 
 from data_manifest.hashing import sha256_file
-from data_manifest.probe import journal_path, probe_records, unchanged_since_probe
+from data_manifest.probe import journal_path, probe_records, read_probed_copy, unchanged_since_probe
 from data_manifest.schema import PROBED_FIELDS, VideoRecord, write_manifest
 from data_manifest.validate import load_manifest
 from pipeline.features.plan import ShardPlan, ShardSpec, default_plan_path, shard_is_current
@@ -61,7 +61,7 @@ def probed_records(probed: Path) -> list[VideoRecord]:
     key = _stat_key(probed)
     cached = _manifests.get(str(probed))
     if key is None or cached is None or cached[0] != key:
-        cached = (key, load_manifest(probed, check_paths=False))
+        cached = (key, read_probed_copy(probed))
         _manifests[str(probed)] = cached  # type: ignore[assignment]
     return cached[1]
 

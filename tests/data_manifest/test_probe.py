@@ -12,8 +12,16 @@ import numpy as np
 import pytest
 
 import data_manifest.probe as probe_module
+from data_manifest.errors import ManifestError
 from data_manifest.hashing import sha256_file
-from data_manifest.probe import content_hash, journal_path, probe_file, probe_manifest, probe_manifest_summary
+from data_manifest.probe import (
+    content_hash,
+    journal_path,
+    probe_file,
+    probe_manifest,
+    probe_manifest_summary,
+    read_probed_copy,
+)
 from data_manifest.schema import VideoRecord, write_manifest
 from data_manifest.validate import load_manifest
 from tests.media import make_video, truncate
@@ -204,3 +212,12 @@ def test_interrupted_probe_resumes_from_its_journal(
     assert len(probed) == len(present) - 3  # only what the interrupted run had not reached
     assert summary.probed == len(present) and not journal_path(out).exists()
     assert {r.video_id: r for r in load_manifest(out, check_paths=False)} == want
+
+
+def test_probed_copy_reads_back_without_revalidation(tmp_path: Path, media: dict[str, Path]) -> None:
+    out = tmp_path / "probed.jsonl"
+    records = probe_manifest(_manifest(tmp_path, media), workers=1, out=out)
+    assert read_probed_copy(out) == records
+    out.write_text(out.read_text() + "{truncated\n")
+    with pytest.raises(ManifestError, match=rf"probed.jsonl:{len(records) + 1}: not a probed record"):
+        read_probed_copy(out)
