@@ -29,7 +29,7 @@ from data_manifest.probe import journal_path, probe_records, read_probed_copy, u
 from data_manifest.schema import PROBED_FIELDS, VideoRecord, write_manifest
 from data_manifest.validate import load_manifest
 from pipeline.features.plan import ShardPlan, ShardSpec, default_plan_path, shard_is_current
-from pipeline.features.shards import shard_attrs, shard_counts, shard_name
+from pipeline.features.shards import shard_attr, shard_counts, shard_name
 
 _CARRIED = (*PROBED_FIELDS, "probe_error", "file_size", "file_mtime")
 SHARDS_PER_TASK = 16
@@ -218,7 +218,7 @@ class ExtractShards(_ExpertTask):
         path = self.feature_dir() / shard_name(spec.index)
         if not shard_is_current(path, spec):
             return False
-        if self.retry_token and shard_attrs(path).get("retry_token") != self.retry_token:
+        if self.retry_token and shard_attr(path, "retry_token") != self.retry_token:
             return shard_counts(path)["failed"] == 0
         return True
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from data_manifest.schema import VideoRecord
 from pipeline.errors import ConfigError, ShardError
 from pipeline.features.fingerprint import canonical_json
-from pipeline.features.shards import shard_attrs
+from pipeline.features.shards import shard_attr
 
 PLAN_VERSION = 1
 
@@ -145,6 +145,6 @@ def shard_is_current(path: str | Path, spec: ShardSpec) -> bool:
     if not path.is_file():
         return False
     try:
-        return shard_attrs(path).get("members_digest") == spec.members_digest
+        return shard_attr(path, "members_digest") == spec.members_digest
     except ShardError:
         return False

@@ -325,6 +325,16 @@ def shard_attrs(path: str | Path) -> dict[str, Any]:
         raise ShardError(f"{path}: cannot open shard: {err}") from err
 
 
+def shard_attr(path: str | Path, name: str) -> Any:
+    """One attribute of a shard (None when absent), without reading the others. Raises ShardError if it can't be
+    opened."""
+    try:
+        with h5py.File(path, "r") as f:
+            return attr_value(f.attrs[name]) if name in f.attrs else None
+    except OSError as err:
+        raise ShardError(f"{path}: cannot open shard: {err}") from err
+
+
 def shard_counts(path: str | Path) -> dict[str, int]:
     """Videos ok / empty / failed and rows of a shard, from its count attributes (older shards: from the small
     ``status`` and ``offsets`` datasets). Raises ShardError if it can't be read."""

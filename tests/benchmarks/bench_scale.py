@@ -13,7 +13,8 @@ N videos are symlinks to a few real 1 s clips. For each N it prints:
 
 and, on a real ``luigid`` on 127.0.0.1, the scheduling of the task count the design gives for
 ``--fleet-videos`` × ``--fleet-experts`` (one task per ``--shards-per-task`` shards): time to schedule them all
-complete (a no-op), time to schedule and run them as trivial tasks, per ``add_task``, and luigid's RSS. Run:
+complete (a no-op) and per ``add_task``, luigid's RSS, and the scheduler's cost per task run (``--luigid-run-tasks``
+trivial tasks run while luigid holds the fleet). Run:
 
     .venv/bin/python tests/benchmarks/bench_scale.py [--sizes 1000,10000,100000] [--first-run-max 10000]
 """
@@ -127,7 +128,7 @@ class _Scheduled(luigi.Task):
 
     expert = luigi.Parameter()
     group = luigi.IntParameter()
-    done = luigi.BoolParameter(significant=False)
+    done = luigi.BoolParameter()
 
     def complete(self) -> bool:
         return self.done or getattr(self, "_ran", False)
@@ -137,17 +138,11 @@ class _Scheduled(luigi.Task):
 
 
 class _Fleet(luigi.Task):
-    """Every group of every expert (like ``FeatureSet``: not complete itself, so every group is checked and added)."""
+    """Groups of experts (like ``FeatureSet``: not complete itself, so every group is checked and added)."""
 
     experts = luigi.IntParameter()
     groups = luigi.IntParameter()
-    done = luigi.BoolParameter(significant=False)
-
-    def complete(self) -> bool:
-        return getattr(self, "_ran", False)
-
-    def run(self) -> None:
-        self._ran = True
+    done = luigi.BoolParameter()
 
     def requires(self) -> list[_Scheduled]:
         return [
@@ -155,6 +150,12 @@ class _Fleet(luigi.Task):
             for e in range(self.experts)
             for g in range(self.groups)
         ]
+
+    def complete(self) -> bool:
+        return getattr(self, "_ran", False)
+
+    def run(self) -> None:
+        self._ran = True
 
 
 def _rss_mib(pid: int) -> float:
@@ -165,24 +166,22 @@ def _rss_mib(pid: int) -> float:
 
 
 def measure_luigid(work: Path, args: argparse.Namespace) -> dict[str, float]:
-    """Schedule the fleet's task count on a real luigid: all complete, then all to run."""
+    """On a real luigid: schedule the fleet's task count all complete (a no-op rerun's scheduling), then, with those
+    held by luigid, schedule and run ``--luigid-run-tasks`` trivial tasks (the scheduler's cost per task run)."""
     groups = math.ceil(args.fleet_videos / (args.shard_size * args.shards_per_task))
     tasks = groups * args.fleet_experts
     out: dict[str, float] = {"tasks": tasks}
     with running_luigid(work / "luigid") as (url, pid):
-        for done in (True, False):
+        for name, fleet in (
+            ("noop", _Fleet(experts=args.fleet_experts, groups=groups, done=True)),
+            ("run", _Fleet(experts=1, groups=args.luigid_run_tasks, done=False)),
+        ):
             t = time.perf_counter()
-            ok = luigi.build(
-                [_Fleet(experts=args.fleet_experts, groups=groups, done=done)],
-                scheduler_url=url,
-                workers=1,
-                log_level="WARNING",
-            )
-            key = "noop" if done else "run"
-            out[f"luigid_{key}_s"] = time.perf_counter() - t
-            out[f"luigid_{key}_ok"] = float(ok)
-            out[f"luigid_{key}_rss_mib"] = _rss_mib(pid)
+            luigi.build([fleet], scheduler_url=url, workers=1, log_level="WARNING")
+            out[f"luigid_{name}_s"] = time.perf_counter() - t
+            out[f"luigid_{name}_rss_mib"] = _rss_mib(pid)
     out["per_add_task_ms"] = 1000 * out["luigid_noop_s"] / tasks
+    out["per_run_task_ms"] = 1000 * out["luigid_run_s"] / args.luigid_run_tasks
     return out
 
 
@@ -195,6 +194,7 @@ def main() -> None:
     parser.add_argument("--shards-per-task", type=int, default=16)
     parser.add_argument("--fleet-videos", type=int, default=1_200_000)
     parser.add_argument("--fleet-experts", type=int, default=9)
+    parser.add_argument("--luigid-run-tasks", type=int, default=300, help="trivial tasks run through luigid")
     parser.add_argument("--skip-luigid", action="store_true")
     parser.add_argument("--workdir", type=Path, help="keep the datasets here (default: a temporary folder)")
     args = parser.parse_args()
@@ -230,8 +230,10 @@ def main() -> None:
             print(
                 f"luigid, {int(s['tasks'])} tasks ({args.fleet_videos} videos × {args.fleet_experts} experts, "
                 f"{args.shards_per_task} shards of {args.shard_size} per task): schedule all complete "
-                f"{s['luigid_noop_s']:.1f} s ({s['per_add_task_ms']:.2f} ms per add_task), schedule and run "
-                f"{s['luigid_run_s']:.1f} s; luigid RSS {s['luigid_run_rss_mib']:.0f} MiB"
+                f"{s['luigid_noop_s']:.1f} s ({s['per_add_task_ms']:.2f} ms per add_task), RSS "
+                f"{s['luigid_noop_rss_mib']:.0f} MiB; then {args.luigid_run_tasks} tasks run: "
+                f"{s['per_run_task_ms']:.0f} ms each (≈ {s['per_run_task_ms'] * s['tasks'] / 60000:.0f} min of "
+                f"scheduling for the fleet's first run), RSS {s['luigid_run_rss_mib']:.0f} MiB"
             )
 
 

@@ -22,6 +22,7 @@ from pipeline.features.shards import (
     STATUS_OK,
     ShardWriter,
     read_shard,
+    shard_attr,
     shard_attrs,
     shard_counts,
     shard_name,
@@ -195,6 +196,7 @@ def test_counts_come_from_attributes_or_the_status_of_older_shards(tmp_path: Pat
         w.add("c", np.zeros((0, 4)), np.zeros((0, 2)), status=STATUS_FAILED, error="boom")
     want = {"ok": 1, "empty": 1, "failed": 1, "rows": 3}
     assert shard_counts(path) == want
+    assert shard_attr(path, "expert") == "rgb" and shard_attr(path, "absent") is None
     with h5py.File(path, "a") as f:  # a shard written before the count attributes existed
         for key in ("n_ok", "n_empty", "n_failed", "n_rows"):
             del f.attrs[key]
