@@ -37,7 +37,7 @@ SHARDS_PER_TASK = 16
 # Per-process memos. Keys carry the files' (size, mtime_ns), so a changed file is re-read; only the probe's
 # completeness (which depends on every media file) is dropped explicitly, by ``forget_completion`` at each run.
 _manifests: dict[str, tuple[tuple[int, int], list[VideoRecord]]] = {}
-_plans: dict[tuple[Any, ...], list[ShardSpec]] = {}
+_plans: dict[tuple[Any, ...], tuple[list[ShardSpec], bool]] = {}  # key -> (specs, not yet saved)
 _probe_complete: set[tuple[Any, ...]] = set()
 
 
@@ -73,14 +73,17 @@ def load_plan_specs(
     it changed). Memoised per process on the probed manifest's and the plan's size and mtime."""
     path = default_plan_path(features_root, shard_size)
     key = (str(probed), _stat_key(probed), str(path), _stat_key(path), shard_size)
-    if key in _plans:
-        return _plans[key]
+    cached = _plans.get(key)
+    if cached is not None and not (save and cached[1]):
+        return cached[0]
     plan = ShardPlan.load(path)
     specs = plan.update(probed_records(probed), shard_size)
-    if save and plan.changed:
+    unsaved = plan.changed
+    if save and unsaved:
         plan.save(path)
+        unsaved = False
         key = (str(probed), _stat_key(probed), str(path), _stat_key(path), shard_size)
-    _plans[key] = specs
+    _plans[key] = (specs, unsaved)
     return specs
 
 

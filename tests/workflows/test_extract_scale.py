@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,11 +11,13 @@ import threading
 import time
 from pathlib import Path
 
+from pipeline.features.plan import default_plan_path
 from pipeline.features.shards import SHARD_GLOB, shard_counts
 from tests.conftest import make_dataset
-from tests.scale_fixtures import EXPERT, finished_run, make_clips, timed_noop_rerun
+from tests.scale_fixtures import EXPERT, finished_run, linked_manifest, make_clips, timed_noop_rerun
 from workflows.extraction import feature_sets
 from workflows.progress import RunProgress
+from workflows.tasks_extract import load_plan_specs, probed_manifest_path
 
 
 def test_noop_rerun_grows_linearly(tmp_path: Path) -> None:
@@ -26,6 +29,18 @@ def test_noop_rerun_grows_linearly(tmp_path: Path) -> None:
     if large_s / small_s >= 6:  # the machine is shared: measure once more before calling it a regression
         small_s, large_s = min(small_s, timed_noop_rerun(*small)), min(large_s, timed_noop_rerun(*large))
     assert large_s / small_s < 6, f"no-op rerun: {small_s:.2f} s at 2k videos, {large_s:.2f} s at 8k"
+
+
+def test_plan_is_saved_after_an_unsaved_look(tmp_path: Path) -> None:
+    """The per-process plan memo must not swallow the save that follows a completeness check's dry look."""
+    clips = make_clips(tmp_path / "clips", 1)
+    manifest = linked_manifest(tmp_path, 10, clips, probed=True)
+    probed = probed_manifest_path(manifest, tmp_path / "features")
+    probed.parent.mkdir(parents=True)
+    shutil.copy(manifest, probed)
+    plan = default_plan_path(tmp_path / "features", 4)
+    assert len(load_plan_specs(probed, tmp_path / "features", 4, save=False)) == 3 and not plan.exists()
+    assert len(load_plan_specs(probed, tmp_path / "features", 4, save=True)) == 3 and plan.exists()
 
 
 def test_one_progress_line_for_the_run(tmp_path: Path) -> None:
