@@ -8,7 +8,6 @@ summaries. What a rerun then does (probe check, plan, completeness of every shar
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import numpy as np
 
 from data_manifest.probe import probe_file
 from data_manifest.schema import VideoRecord, write_manifest
+from data_manifest.validate import load_manifest
 from extractors.registry import get_expert
 from pipeline.features.plan import ShardPlan
 from pipeline.features.shards import ShardWriter, shard_name
@@ -67,8 +67,6 @@ def finished_run(root: Path, n: int, clips: list[Path], *, shard_size: int = 64)
     """A finished ``audio_stats`` run over ``n`` linked videos (stand-in shards); returns (manifest, features)."""
     manifest = linked_manifest(root, n, clips, probed=True)
     features = root / "features"
-    from data_manifest.validate import load_manifest
-
     specs = ShardPlan().update(load_manifest(manifest, check_paths=False), shard_size)
     (task,) = feature_sets(manifest, [EXPERT], features, shard_size=shard_size)
     expert = get_expert(EXPERT)
@@ -106,4 +104,4 @@ def timed_noop_rerun(manifest: Path, features: Path, *, shard_size: int = 64) ->
         capture_output=True,
         text=True,
     )
-    return float(json.loads(out.stdout.strip().splitlines()[-1]))
+    return float(out.stdout.strip().splitlines()[-1])
