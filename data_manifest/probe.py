@@ -1,5 +1,11 @@
 """Probing of media files with PyAV: duration, frame rate, frame count, size, audio, codec, content hash.
 
+Probing is parallel (a process pool fed through a bounded window, so 1.2M files never sit in memory as pending
+work), resumable (each result is appended to a side journal as it completes; an interrupted probe reuses the
+results of files whose size and mtime still match) and cheap in content identity: by default the content hash
+covers the whole file only up to 2 MiB and otherwise its size plus its first and last MiB (``full_hash`` hashes
+every byte).
+
 A probe never raises for bad media: missing, empty, unreadable and truncated files get a one-line
 ``probe_error`` instead. Truncation is found by demuxing every video packet and comparing what is present with
 what the container declares (only the first frame is decoded, for its display rotation): a faststart mp4 cut
@@ -10,11 +16,14 @@ end does not open at all.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import multiprocessing
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -27,13 +36,15 @@ from typing import Any
 import av
 from tqdm import tqdm
 
-from data_manifest.hashing import sha256_file
+from data_manifest.errors import ManifestError
+from data_manifest.hashing import CHUNK, sha256_file
 from data_manifest.schema import VideoRecord, write_manifest
 from data_manifest.validate import load_manifest
 
 log = logging.getLogger(__name__)
 
 HASH_HEX_CHARS = 16
+PARTIAL_HASH_EDGE = CHUNK  # bytes hashed at each end of a file larger than twice this
 PROBE_FIELDS = (
     "duration",
     "fps",
@@ -49,9 +60,22 @@ PROBE_FIELDS = (
 )
 
 
-def content_hash(path: str | Path) -> str:
-    """First 16 hex digits of the sha256 of a file's bytes, read in 1 MiB chunks."""
-    return sha256_file(path)[:HASH_HEX_CHARS]
+def content_hash(path: str | Path, *, full: bool = False) -> str:
+    """First 16 hex digits of a sha256 identifying a file's content.
+
+    Files up to 2 MiB (and every file with ``full``) hash all their bytes; larger ones hash their size and their
+    first and last MiB, which reads 2 MiB per file whatever its length (a re-encoded or truncated video changes
+    its size or its ends; an edit confined to the middle of a same-sized file is missed unless ``full``).
+    """
+    size = os.path.getsize(path)
+    if full or size <= 2 * PARTIAL_HASH_EDGE:
+        return sha256_file(path)[:HASH_HEX_CHARS]
+    digest = hashlib.sha256(b"partial:%d:" % size)
+    with open(path, "rb") as fh:
+        digest.update(fh.read(PARTIAL_HASH_EDGE))
+        fh.seek(size - PARTIAL_HASH_EDGE)
+        digest.update(fh.read(PARTIAL_HASH_EDGE))
+    return digest.hexdigest()[:HASH_HEX_CHARS]
 
 
 def _empty_result() -> dict[str, Any]:
@@ -168,12 +192,13 @@ def _probe_media(path: str, out: dict[str, Any]) -> None:
                 out["probe_error"] = "no video frames"
 
 
-def probe_file(path: str | Path) -> dict[str, Any]:
+def probe_file(path: str | Path, full_hash: bool = False) -> dict[str, Any]:
     """Probe one media file; returns the probed :class:`VideoRecord` fields plus ``probe_error``.
 
     ``duration`` in seconds, ``fps`` frames per second, ``num_frames`` the video packets present,
     ``width``/``height`` in pixels as displayed (rotation applied), ``file_mtime`` seconds since the epoch.
-    ``probe_error`` is None for a good file, else a one-line reason; never raises for bad media.
+    ``probe_error`` is None for a good file, else a one-line reason; never raises for bad media. ``full_hash``:
+    see :func:`content_hash`.
     """
     out = _empty_result()
     path = str(path)
@@ -191,7 +216,7 @@ def probe_file(path: str | Path) -> dict[str, Any]:
         out["probe_error"] = "empty file (0 bytes)"
         return out
     try:
-        out["content_hash"] = content_hash(path)
+        out["content_hash"] = content_hash(path, full=full_hash)
     except OSError as err:
         out["probe_error"] = f"unreadable: {err.strerror or err}"
         return out
@@ -239,11 +264,11 @@ def _mp_context() -> BaseContext:
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else None)
 
 
-def _probe_isolated(path: str) -> dict[str, Any]:
+def _probe_isolated(path: str, full_hash: bool) -> dict[str, Any]:
     """Probe in a one-off worker process; if the worker dies, that is recorded as the file's ``probe_error``."""
     with ProcessPoolExecutor(max_workers=1, mp_context=_mp_context()) as pool:
         try:
-            return pool.submit(probe_file, path).result()
+            return pool.submit(probe_file, path, full_hash).result()
         except BrokenProcessPool:
             out = _empty_result()
             with contextlib.suppress(OSError):
@@ -253,56 +278,146 @@ def _probe_isolated(path: str) -> dict[str, Any]:
             return out
 
 
-def _results(paths: list[str], workers: int) -> Iterator[dict[str, Any]]:
+def _results(paths: list[str], workers: int, full_hash: bool) -> Iterator[dict[str, Any]]:
     """:func:`probe_file` results in the order of ``paths``, from ``workers`` processes when > 1.
 
-    A file that crashes the demuxer (a native crash, not an exception) breaks the pool; the files not yet
-    done are then probed one process each, so only the culprit is marked. Daemon processes (which may not
-    have children) probe in-process.
+    At most ``16 × workers`` files are in flight at once. A file that crashes the demuxer (a native crash, not an
+    exception) breaks the pool; the files not yet done are then probed one process each, so only the culprit is
+    marked. Daemon processes (which may not have children) probe in-process.
     """
     if workers <= 1 or len(paths) <= 1 or multiprocessing.current_process().daemon:
-        yield from map(probe_file, paths)
+        yield from (probe_file(p, full_hash) for p in paths)
         return
     done = 0
     try:
         with ProcessPoolExecutor(max_workers=min(workers, len(paths)), mp_context=_mp_context()) as pool:
-            for result in pool.map(probe_file, paths, chunksize=4):
+            window: deque = deque()
+            for path in paths:
+                window.append(pool.submit(probe_file, path, full_hash))
+                if len(window) >= 16 * workers:
+                    yield window.popleft().result()
+                    done += 1
+            while window:
+                yield window.popleft().result()
                 done += 1
-                yield result
     except BrokenProcessPool:
         log.warning("a probe worker died; probing the %d remaining files one process each", len(paths) - done)
         for path in paths[done:]:
-            yield _probe_isolated(path)
+            yield _probe_isolated(path, full_hash)
+
+
+def read_probed_copy(path: str | Path) -> list[VideoRecord]:
+    """Records of a probed manifest this package wrote itself (validated when written), read without checking each
+    field again: at 100k videos checking costs as much as everything else a no-op extraction does. A line that is not
+    a record (a damaged file) raises ManifestError naming the file and line."""
+    path = Path(path)
+    records = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(VideoRecord.from_dict(json.loads(line)))
+            except (ValueError, TypeError, AttributeError) as err:
+                raise ManifestError(
+                    [f"{path}:{lineno}: not a probed record ({err}); delete the file to re-probe"]
+                ) from err
+    return records
+
+
+def journal_path(target: str | Path) -> Path:
+    """The side journal of a probe writing ``target``: ``<target>.probe-journal.jsonl``."""
+    return Path(f"{target}.probe-journal.jsonl")
+
+
+def _resume_from_journal(
+    records: list[VideoRecord], manifest_dir: str | Path, journal: Path
+) -> list[VideoRecord]:
+    """Copy journaled results onto records whose file still has the journaled size and mtime; returns those."""
+    if not journal.exists():
+        return []
+    done: dict[str, dict[str, Any]] = {}
+    with open(journal, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                entry = json.loads(line)
+                done[entry.pop("path")] = entry
+            except (ValueError, KeyError, AttributeError):
+                continue  # the line a killed probe was writing
+    reused = []
+    for rec in records:
+        full = rec.resolve(manifest_dir)
+        entry = done.get(str(full))
+        if entry is None or not entry.keys() <= set(PROBE_FIELDS) or unchanged_since_probe(rec, full):
+            continue
+        before = {k: getattr(rec, k) for k in PROBE_FIELDS}
+        for key, value in entry.items():
+            setattr(rec, key, value)
+        if unchanged_since_probe(rec, rec.resolve(manifest_dir)):
+            reused.append(rec)
+        else:
+            for key, value in before.items():
+                setattr(rec, key, value)
+    return reused
 
 
 def probe_records(
-    records: list[VideoRecord], manifest_dir: str | Path, *, workers: int = 2, progress: bool = True
+    records: list[VideoRecord],
+    manifest_dir: str | Path,
+    *,
+    workers: int = 2,
+    progress: bool = True,
+    journal: str | Path | None = None,
+    full_hash: bool = False,
 ) -> ProbeSummary:
     """Probe the records' files and update the records in place; files unchanged since their probe are skipped.
 
     ``workers`` > 1 probes in a process pool (started from a fork server, see :func:`_mp_context`): demuxing
-    loops over packets in Python, and threads were measured 1.7x slower than
-    processes on 2 cores.
+    loops over packets in Python, and threads were measured 1.7x slower than processes on 2 cores. ``journal``: a JSONL file each result is appended to as it completes, and whose
+    results (for files with unchanged size and mtime) are reused first, so an interrupted probe resumes; the
+    caller deletes it once the probed manifest is written. ``full_hash``: see :func:`content_hash`.
     """
     start = time.perf_counter()
     summary = ProbeSummary()
+    resumed = _resume_from_journal(records, manifest_dir, Path(journal)) if journal else []
+    for rec in resumed:
+        _count(rec, summary)
     todo = [r for r in records if not unchanged_since_probe(r, r.resolve(manifest_dir))]
-    summary.skipped = len(records) - len(todo)
+    summary.skipped = len(records) - len(todo) - len(resumed)
     paths = [str(r.resolve(manifest_dir)) for r in todo]
     bar = tqdm(total=len(todo), unit="video", desc="probe", file=sys.stderr, disable=not progress or not todo)
-    for rec, result in zip(todo, _results(paths, workers), strict=True):
-        for key, value in result.items():
-            setattr(rec, key, value)
-        summary.probed += 1
-        if rec.probe_error:
-            summary.failed += 1
-            log.debug("%s: %s", rec.video_id, rec.probe_error)
-        else:
-            summary.ok += 1
-        bar.update(1)
+    if journal and todo:
+        Path(journal).parent.mkdir(parents=True, exist_ok=True)
+    log_file = open(journal, "a", encoding="utf-8") if journal and todo else None  # noqa: SIM115
+    try:
+        for rec, path, result in zip(todo, paths, _results(paths, workers, full_hash), strict=True):
+            if log_file is not None:
+                log_file.write(json.dumps({"path": path, **result}) + "\n")
+                log_file.flush()
+            _record_result(rec, result, summary)
+            bar.update(1)
+    finally:
+        if log_file is not None:
+            log_file.close()
     bar.close()
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _record_result(rec: VideoRecord, result: dict[str, Any], summary: ProbeSummary) -> None:
+    """Copy one probe result onto its record and count it."""
+    for key, value in result.items():
+        setattr(rec, key, value)
+    _count(rec, summary)
+
+
+def _count(rec: VideoRecord, summary: ProbeSummary) -> None:
+    summary.probed += 1
+    if rec.probe_error:
+        summary.failed += 1
+        log.debug("%s: %s", rec.video_id, rec.probe_error)
+    else:
+        summary.ok += 1
 
 
 def probe_manifest(
@@ -318,15 +433,25 @@ def probe_manifest(
 
 
 def probe_manifest_summary(
-    path: str | Path, *, workers: int = 2, out: str | Path | None = None, progress: bool = True
+    path: str | Path,
+    *,
+    workers: int = 2,
+    out: str | Path | None = None,
+    progress: bool = True,
+    full_hash: bool = False,
 ) -> tuple[list[VideoRecord], ProbeSummary]:
-    """:func:`probe_manifest` that also returns the :class:`ProbeSummary` (used by the CLI)."""
+    """:func:`probe_manifest` that also returns the :class:`ProbeSummary` (used by the CLI); resumable through a
+    journal beside the target (see :func:`probe_records`)."""
     path = Path(path)
     records = load_manifest(path, check_paths=False)
-    summary = probe_records(records, path.parent, workers=workers, progress=progress)
     target = Path(out) if out else path
+    journal = journal_path(target)
+    summary = probe_records(
+        records, path.parent, workers=workers, progress=progress, journal=journal, full_hash=full_hash
+    )
     if target.parent.resolve() != path.parent.resolve():
         for rec in records:
             rec.path = str(rec.resolve(path.parent.absolute()))
     write_manifest(target, records)
+    journal.unlink(missing_ok=True)
     return records, summary

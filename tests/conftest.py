@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -24,6 +25,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 LUIGID_CONFIG = """[scheduler]
 stable_done_cooldown_secs = 0
 record_task_history = false
+worker_disconnect_delay = 3
+prune_on_get_work = true
 [resources]
 gpu = 1
 """
@@ -35,13 +38,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def luigid(tmp_path: Path) -> Iterator[str]:
-    """Start ``luigid`` bound to 127.0.0.1 on a free port; yield its URL; stop it by its own PID."""
+@contextlib.contextmanager
+def running_luigid(folder: Path) -> Iterator[tuple[str, int]]:
+    """Start ``luigid`` bound to 127.0.0.1 on a free port (state and logs in ``folder``); yield (URL, PID); stop it
+    by its own PID."""
     port = _free_port()
-    logdir = tmp_path / "luigid-logs"
-    logdir.mkdir()
-    cfg = tmp_path / "luigid.cfg"
+    logdir = folder / "luigid-logs"
+    logdir.mkdir(parents=True)
+    cfg = folder / "luigid.cfg"
     cfg.write_text(LUIGID_CONFIG)
     env = {**os.environ, "LUIGI_CONFIG_PATH": str(cfg)}
     luigid_bin = Path(sys.executable).with_name("luigid")
@@ -55,7 +59,7 @@ def luigid(tmp_path: Path) -> Iterator[str]:
             "--logdir",
             str(logdir),
             "--state-path",
-            str(tmp_path / "luigid-state.pickle"),
+            str(folder / "luigid-state.pickle"),
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -73,7 +77,7 @@ def luigid(tmp_path: Path) -> Iterator[str]:
                 raise RuntimeError(f"luigid did not start on {url}") from None
             time.sleep(0.2)
     try:
-        yield url
+        yield url, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -81,6 +85,13 @@ def luigid(tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def luigid(tmp_path: Path) -> Iterator[str]:
+    """A real ``luigid`` on 127.0.0.1 for one test; yields its URL."""
+    with running_luigid(tmp_path) as (url, _pid):
+        yield url
 
 
 def make_dataset(root: Path, n: int, *, start: int = 0, duration: float = 2.0) -> Path:

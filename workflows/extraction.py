@@ -20,7 +20,8 @@ from pipeline.features.reader import FeatureReader
 from pipeline.features.shards import SHARD_GLOB, shard_attrs
 from pipeline.runs.record import RunFolder
 from workflows.luigi_runner import run_tasks
-from workflows.tasks_extract import FeatureSet
+from workflows.progress import RunProgress
+from workflows.tasks_extract import SHARDS_PER_TASK, FeatureSet, ProbedManifest, forget_completion
 
 
 def load_expert_configs(path: str | Path | None) -> dict[str, dict[str, Any]]:
@@ -52,7 +53,7 @@ class ExtractionReport:
             videos = s["ok"] + s["empty"] + s["failed"]
             out.append(
                 f"{name:12s} {s['fingerprint']}  videos {videos}: ok {s['ok']}, empty {s['empty']}, "
-                f"failed {s['failed']}; rows {s['rows']}"
+                f"failed {s['failed']}; rows {s['rows']}; {s['seconds_last_run']:.1f} s"
             )
         total = sum(s["ok"] + s["empty"] + s["failed"] for s in self.experts.values())
         out.append(f"wall time {self.seconds:.1f} s ({total / max(self.seconds, 1e-9):.2f} expert-videos/s)")
@@ -69,8 +70,15 @@ def feature_sets(
     weights_dir: str | Path | None = None,
     expert_configs: dict[str, dict[str, Any]] | None = None,
     retry_token: str = "",
+    shards_per_task: int = SHARDS_PER_TASK,
 ) -> list[FeatureSet]:
-    """The FeatureSet tasks for ``experts``, after checking names, configs and weights (before any decoding)."""
+    """The FeatureSet tasks for ``experts``, after checking names, configs and weights (before any decoding).
+
+    ``shards_per_task``: shards extracted by one Luigi task (sets the scheduler's task count, README "Extraction
+    at scale")."""
+    if shards_per_task < 1:
+        raise ConfigError(f"shards per task must be >= 1, got {shards_per_task}")
+    forget_completion()
     expert_configs = expert_configs or {}
     unknown = sorted(set(expert_configs) - set(experts))
     if unknown:
@@ -88,6 +96,7 @@ def feature_sets(
                 expert=name,
                 expert_config=expert.config_dict(),
                 shard_size=shard_size,
+                shards_per_task=shards_per_task,
                 weights_dir=Path(weights_dir).absolute() if weights_dir else None,
                 device=resolve_device(device),
                 retry_token=retry_token,
@@ -108,6 +117,7 @@ def run_extraction(
     expert_configs: dict[str, dict[str, Any]] | None = None,
     retry_failed: bool = False,
     scheduler_url: str | None = None,
+    shards_per_task: int = SHARDS_PER_TASK,
 ) -> ExtractionReport:
     """Validate the manifest, extract every expert's shards through Luigi, and report the counts.
 
@@ -115,7 +125,6 @@ def run_extraction(
     operations yet (as ``t2v extract`` does), since a fork of a process whose OpenMP pool is running can hang.
     """
     start = time.perf_counter()
-    load_manifest(manifest, check_paths=False)
     tasks = feature_sets(
         manifest,
         experts,
@@ -125,8 +134,14 @@ def run_extraction(
         weights_dir=weights_dir,
         expert_configs=expert_configs,
         retry_token=uuid.uuid4().hex[:12] if retry_failed else "",
+        shards_per_task=shards_per_task,
     )
-    run_tasks(list(tasks), workers=workers, scheduler_url=scheduler_url)
+    if not ProbedManifest(
+        manifest=Path(manifest).absolute(), features_root=Path(features_root).absolute()
+    ).complete():
+        load_manifest(manifest, check_paths=False)  # a new or edited manifest: every problem, before any work
+    with RunProgress(tasks):
+        run_tasks(list(tasks), workers=workers, scheduler_url=scheduler_url)
     report = ExtractionReport(Path(features_root), time.perf_counter() - start)
     for task in tasks:
         report.experts[task.expert] = json.loads(Path(task.output().path).read_text())
@@ -179,5 +194,6 @@ def extract_for_run(
         weights_dir=weights_dir,
         expert_configs=configs,
     )
-    run_tasks(list(tasks), workers=workers)
+    with RunProgress(tasks):
+        run_tasks(list(tasks), workers=workers)
     return root

@@ -11,7 +11,9 @@ import luigi
 from pipeline.errors import ConfigError
 from workflows.extraction import feature_sets
 from workflows.luigi_runner import run_tasks
+from workflows.progress import RunProgress
 from workflows.run_config import RunConfig
+from workflows.tasks_extract import FeatureSet
 
 
 def ablation_head(cfg: RunConfig) -> str | None:
@@ -107,7 +109,8 @@ def run_pipeline(cfg: RunConfig, *, scheduler_url: str | None = None) -> dict[st
             cfg.out_dir / "sample", n=cfg.sample.n, seed=cfg.sample.seed, workers=cfg.sample.workers
         )
     tasks = pipeline_tasks(cfg)
-    run_tasks(list(tasks.values()), workers=cfg.extract.workers, scheduler_url=scheduler_url)
+    with RunProgress([t for t in tasks.values() if isinstance(t, FeatureSet)]):
+        run_tasks(list(tasks.values()), workers=cfg.extract.workers, scheduler_url=scheduler_url)
     print(f"pipeline complete in {time.perf_counter() - start:.0f} s; outputs under {cfg.out_dir}/")
     return tasks
 

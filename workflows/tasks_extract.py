@@ -1,4 +1,4 @@
-"""Luigi tasks of the extraction DAG: probe → shard plan → ``ExtractShard`` × shards → ``FeatureSet`` per expert.
+"""Luigi tasks of the extraction DAG: probe → shard plan → ``ExtractShards`` × shard groups → ``FeatureSet`` per expert.
 
 Outputs live under ``features_root`` (DESIGN.md §2, §3.3):
 
@@ -8,12 +8,14 @@ Outputs live under ``features_root`` (DESIGN.md §2, §3.3):
 - ``<expert>/<fingerprint>/shard-NNNNN.h5``: the shards, named by the expert's fingerprint.
 
 A shard is complete when its file exists and its ``members_digest`` attribute equals the plan's (a changed video
-content hash invalidates its own shard only). ``--retry-failed`` passes a fresh ``retry_token``: shards holding
+content hash invalidates its own shard only): checking costs an attribute read, never a manifest parse or a dataset
+read, since the probed manifest, the plan and each expert's fingerprint are computed once per process. ``--retry-failed`` passes a fresh ``retry_token``: shards holding
 failed videos are redone once per token, copying their good rows.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -24,15 +26,30 @@ import luigi
 
 from data_manifest.atomic import write_text
 from data_manifest.hashing import sha256_file
-from data_manifest.probe import probe_records, unchanged_since_probe
+from data_manifest.probe import journal_path, probe_records, read_probed_copy, unchanged_since_probe
 from data_manifest.schema import PROBED_FIELDS, VideoRecord, write_manifest
 from data_manifest.validate import load_manifest
-from pipeline.features.plan import ShardPlan, default_plan_path, shard_is_current
-from pipeline.features.shards import STATUS_FAILED, read_shard, shard_attrs, shard_name
+from pipeline.features.plan import ShardPlan, ShardSpec, default_plan_path, shard_is_current
+from pipeline.features.shards import shard_attr, shard_counts, shard_name
 from workflows.luigi_runner import apply_thread_budget
 from workflows.targets import AtomicTarget
 
 _CARRIED = (*PROBED_FIELDS, "probe_error", "file_size", "file_mtime")
+SHARDS_PER_TASK = 16
+
+# Per-process memos. Keys carry the files' (size, mtime_ns), so a changed file is re-read; only the probe's
+# completeness (which depends on every media file) is dropped explicitly, by ``forget_completion`` at each run.
+_manifests: dict[str, tuple[tuple[int, int], list[VideoRecord]]] = {}
+_plans: dict[tuple[Any, ...], tuple[list[ShardSpec], bool]] = {}  # key -> (specs, not yet saved)
+_probe_complete: set[tuple[Any, ...]] = set()
+
+
+def _stat_key(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def probed_manifest_path(manifest: str | Path, features_root: str | Path) -> Path:
@@ -42,14 +59,47 @@ def probed_manifest_path(manifest: str | Path, features_root: str | Path) -> Pat
     return Path(features_root) / "_manifests" / f"{manifest.stem}-{tag}.probed.jsonl"
 
 
-def load_plan_specs(probed: Path, features_root: str | Path, shard_size: int, *, save: bool) -> list[Any]:
-    """Shard specs for the probed manifest's videos (the plan is extended, never reordered; saved if ``save``)."""
+def probed_records(probed: Path) -> list[VideoRecord]:
+    """The probed manifest's records, parsed once per process while the file keeps its size and mtime."""
+    key = _stat_key(probed)
+    cached = _manifests.get(str(probed))
+    if key is None or cached is None or cached[0] != key:
+        cached = (key, read_probed_copy(probed))
+        _manifests[str(probed)] = cached  # type: ignore[assignment]
+    return cached[1]
+
+
+def load_plan_specs(
+    probed: Path, features_root: str | Path, shard_size: int, *, save: bool
+) -> list[ShardSpec]:
+    """Shard specs for the probed manifest's videos (the plan is extended, never reordered; saved if ``save`` and
+    it changed). Memoised per process on the probed manifest's and the plan's size and mtime."""
     path = default_plan_path(features_root, shard_size)
+    key = (str(probed), _stat_key(probed), str(path), _stat_key(path), shard_size)
+    cached = _plans.get(key)
+    if cached is not None and not (save and cached[1]):
+        return cached[0]
     plan = ShardPlan.load(path)
-    specs = plan.update(load_manifest(probed, check_paths=False), shard_size)
-    if save:
+    specs = plan.update(probed_records(probed), shard_size)
+    unsaved = plan.changed
+    if save and unsaved:
         plan.save(path)
+        unsaved = False
+        key = (str(probed), _stat_key(probed), str(path), _stat_key(path), shard_size)
+    _plans[key] = (specs, unsaved)
     return specs
+
+
+def forget_completion() -> None:
+    """Drop the memo of finished probes: a new run must see media files replaced since the last one."""
+    _probe_complete.clear()
+
+
+@functools.lru_cache(maxsize=64)
+def _fingerprint(expert: str, config_json: str, weights_dir: str | None) -> str:
+    from extractors.registry import get_expert  # lazy: `luigi --module workflows` should not load torch
+
+    return get_expert(expert, json.loads(config_json)).fingerprint(weights_dir)
 
 
 class ProbedManifest(luigi.Task):
@@ -68,26 +118,32 @@ class ProbedManifest(luigi.Task):
     def complete(self) -> bool:
         """Probed from this exact manifest, and every media file still has its probed size and mtime (a stat per
         video: a file replaced in place is re-probed, so its new content hash invalidates its shard)."""
-        src = self._source_path()
-        if not (self.output().exists() and src.exists() and Path(self.manifest).exists()):
+        src, out, manifest = self._source_path(), Path(self.output().path), Path(self.manifest)
+        key = (str(out), _stat_key(out), _stat_key(src), str(manifest), _stat_key(manifest))
+        if key in _probe_complete:
+            return True
+        if None in (key[1], key[2], key[4]):
             return False
-        if json.loads(src.read_text())["sha256"] != sha256_file(Path(self.manifest)):
+        if json.loads(src.read_text())["sha256"] != sha256_file(manifest):
             return False
-        probed = load_manifest(Path(self.output().path), check_paths=False)
-        return all(unchanged_since_probe(r, Path(r.path)) or _still_missing(r) for r in probed)
+        if all(unchanged_since_probe(r, Path(r.path)) or _still_missing(r) for r in probed_records(out)):
+            _probe_complete.add(key)
+            return True
+        return False
 
     def run(self) -> None:
         manifest = Path(self.manifest)
         records = load_manifest(manifest, check_paths=False)
         out = Path(self.output().path)
         if out.exists():
-            previous = {r.video_id: r for r in load_manifest(out, check_paths=False)}
+            previous = {r.video_id: r for r in probed_records(out)}
             for rec in records:
                 old = previous.get(rec.video_id)
                 if old is not None and Path(old.path) == rec.resolve(manifest.parent.absolute()):
                     for key in _CARRIED:
                         setattr(rec, key, getattr(old, key))
-        probe_records(records, manifest.parent, workers=self.workers, progress=True)
+        journal = journal_path(out)
+        probe_records(records, manifest.parent, workers=self.workers, progress=True, journal=journal)
         for rec in records:
             rec.path = str(rec.resolve(manifest.parent.absolute()))
         write_manifest(out, records)  # atomic itself
@@ -95,6 +151,7 @@ class ProbedManifest(luigi.Task):
             self._source_path(),
             json.dumps({"manifest": str(manifest.absolute()), "sha256": sha256_file(manifest)}),
         )
+        journal.unlink(missing_ok=True)
 
 
 class _ExpertTask(luigi.Task):
@@ -116,8 +173,10 @@ class _ExpertTask(luigi.Task):
         return get_expert(self.expert, dict(self.expert_config))
 
     def feature_dir(self) -> Path:
-        """``features_root/<expert>/<fingerprint>``."""
-        return Path(self.features_root) / self.expert / self.build_expert().fingerprint(self.weights_dir)
+        """``features_root/<expert>/<fingerprint>`` (the fingerprint hashes the weights: computed once per process)."""
+        config = luigi.DictParameter().serialize(self.expert_config)
+        weights = str(self.weights_dir) if self.weights_dir else None
+        return Path(self.features_root) / self.expert / _fingerprint(self.expert, config, weights)
 
     def probed(self) -> Path:
         return probed_manifest_path(self.manifest, self.features_root)
@@ -128,10 +187,17 @@ def _still_missing(rec: VideoRecord) -> bool:
     return rec.probe_error is not None and rec.file_size is None and not Path(rec.path).exists()
 
 
-class ExtractShard(_ExpertTask):
-    """Extract one shard of one expert into ``<expert>/<fingerprint>/shard-NNNNN.h5`` (atomic)."""
+class ExtractShards(_ExpertTask):
+    """Extract a group of ``shards_per_task`` consecutive shards of one expert, each into
+    ``<expert>/<fingerprint>/shard-NNNNN.h5`` (atomic, one after another).
 
-    shard_index = luigi.IntParameter()
+    One Luigi task per group rather than per shard keeps the scheduler's task count at
+    videos / (shard_size × shards_per_task) per expert (README, "Extraction at scale"); a killed task loses at most
+    the shard it was writing.
+    """
+
+    group = luigi.IntParameter()
+    shards_per_task = luigi.IntParameter(default=SHARDS_PER_TASK)
 
     @property
     def resources(self) -> dict[str, int]:  # type: ignore[override]
@@ -142,50 +208,64 @@ class ExtractShard(_ExpertTask):
             manifest=self.manifest, features_root=self.features_root, workers=self.probe_workers
         )
 
-    def output(self) -> AtomicTarget:
-        return AtomicTarget(str(self.feature_dir() / shard_name(self.shard_index)))
-
-    def _spec(self) -> Any:
+    def specs(self) -> list[ShardSpec]:
+        """The plan entries of this group's shards."""
         specs = load_plan_specs(self.probed(), self.features_root, self.shard_size, save=False)
-        return specs[self.shard_index]
+        return specs[self.group * self.shards_per_task : (self.group + 1) * self.shards_per_task]
 
-    def complete(self) -> bool:
-        path = Path(self.output().path)
-        if not self.probed().exists() or not path.exists() or not shard_is_current(path, self._spec()):
+    def output(self) -> list[luigi.LocalTarget]:  # type: ignore[override]
+        folder = self.feature_dir()
+        return [luigi.LocalTarget(str(folder / shard_name(s.index))) for s in self.specs()]
+
+    def shard_done(self, spec: ShardSpec) -> bool:
+        """The shard file matches its plan entry (an attribute read); under a retry token, also holds no failure."""
+        path = self.feature_dir() / shard_name(spec.index)
+        if not shard_is_current(path, spec):
             return False
-        if self.retry_token and shard_attrs(path).get("retry_token") != self.retry_token:
-            return not bool((read_shard(path).status == STATUS_FAILED).any())
+        if self.retry_token and shard_attr(path, "retry_token") != self.retry_token:
+            return shard_counts(path)["failed"] == 0
         return True
 
+    def complete(self) -> bool:
+        return self.probed().exists() and all(self.shard_done(s) for s in self.specs())
+
     def run(self) -> None:
-        threads = apply_thread_budget()
-        spec = self._spec()
-        by_id = {r.video_id: r for r in load_manifest(self.probed(), check_paths=False)}
-        records: list[VideoRecord] = [by_id[v] for v in spec.video_ids if v in by_id]
-        out = Path(self.output().path)
-        previous = out if (self.retry_token and out.exists() and shard_is_current(out, spec)) else None
-        expert = self.build_expert()
-        expert.load(self.device, self.weights_dir)
         from extractors.engine import extract_shard
 
-        extract_shard(
-            expert,
-            records,
-            Path(self.probed()).parent,
-            out,
-            fingerprint=out.parent.name,
-            weights_sha256=expert.weights_sha256(self.weights_dir),
-            members_digest=spec.members_digest,
-            device=self.device,
-            previous=previous,
-            retry_failed=previous is not None,
-            threads=threads,
-            extra_attrs={"retry_token": self.retry_token} if self.retry_token else None,
-        )
+        threads = apply_thread_budget()
+        specs = [s for s in self.specs() if not self.shard_done(s)]
+        by_id = {r.video_id: r for r in probed_records(self.probed())}
+        expert = self.build_expert()
+        expert.load(self.device, self.weights_dir)
+        weights_sha256 = expert.weights_sha256(self.weights_dir)
+        for done, spec in enumerate(specs):
+            self.set_status_message(f"{self.expert}: shard {spec.index} ({done} of {len(specs)} shards done)")
+            self.set_progress_percentage(int(100 * done / len(specs)))
+            out = self.feature_dir() / shard_name(spec.index)
+            previous = out if (self.retry_token and shard_is_current(out, spec)) else None
+            extract_shard(
+                expert,
+                [by_id[v] for v in spec.video_ids if v in by_id],
+                self.probed().parent,
+                out,
+                fingerprint=out.parent.name,
+                weights_sha256=weights_sha256,
+                members_digest=spec.members_digest,
+                device=self.device,
+                progress=False,
+                previous=previous,
+                retry_failed=previous is not None,
+                threads=threads,
+                extra_attrs={"retry_token": self.retry_token} if self.retry_token else None,
+            )
+        self.set_status_message(f"{self.expert}: {len(specs)} shards written")
+        self.set_progress_percentage(100)
 
 
 class FeatureSet(_ExpertTask):
     """All shards of one expert for a manifest; writes ``summary-s<shard_size>.json`` beside the shards."""
+
+    shards_per_task = luigi.IntParameter(default=SHARDS_PER_TASK)
 
     def requires(self) -> ProbedManifest:
         return ProbedManifest(
@@ -195,20 +275,22 @@ class FeatureSet(_ExpertTask):
     def output(self) -> AtomicTarget:
         return AtomicTarget(str(self.feature_dir() / f"summary-s{self.shard_size}.json"))
 
-    def _shards(self, *, save: bool) -> list[ExtractShard]:
+    def _groups(self, *, save: bool) -> list[ExtractShards]:
         specs = load_plan_specs(self.probed(), self.features_root, self.shard_size, save=save)
-        return [self.clone(ExtractShard, shard_index=s.index) for s in specs]
+        groups = -(-len(specs) // self.shards_per_task)
+        return [self.clone(ExtractShards, group=g) for g in range(groups)]
 
     def complete(self) -> bool:
         if not ProbedManifest(manifest=self.manifest, features_root=self.features_root).complete():
             return False
-        return Path(self.output().path).exists() and all(t.complete() for t in self._shards(save=False))
+        return Path(self.output().path).exists() and all(t.complete() for t in self._groups(save=False))
 
     def run(self):  # type: ignore[no-untyped-def]
         start = time.perf_counter()
-        shards = self._shards(save=True)
-        yield shards
-        summary = summarize_shards([Path(t.output().path) for t in shards])
+        groups = self._groups(save=True)
+        yield groups
+        specs = load_plan_specs(self.probed(), self.features_root, self.shard_size, save=False)
+        summary = summarize_shards([self.feature_dir() / shard_name(s.index) for s in specs])
         summary.update(
             expert=self.expert,
             fingerprint=self.feature_dir().name,
@@ -219,11 +301,9 @@ class FeatureSet(_ExpertTask):
 
 
 def summarize_shards(paths: list[Path]) -> dict[str, int]:
-    """Counts over shard files: videos ok / empty / failed and rows written."""
+    """Counts over shard files (from their count attributes): videos ok / empty / failed and rows written."""
     out = {"shards": len(paths), "ok": 0, "empty": 0, "failed": 0, "rows": 0}
     for path in paths:
-        data = read_shard(path)
-        for code, key in ((0, "ok"), (1, "empty"), (2, "failed")):
-            out[key] += int((data.status == code).sum())
-        out["rows"] += int(data.offsets[-1])
+        for key, value in shard_counts(path).items():
+            out[key] += value
     return out

@@ -25,7 +25,7 @@ from data_manifest.atomic import write_text
 from data_manifest.schema import VideoRecord
 from pipeline.errors import ConfigError, ShardError
 from pipeline.features.fingerprint import canonical_json
-from pipeline.features.shards import shard_attrs
+from pipeline.features.shards import shard_attr
 
 PLAN_VERSION = 1
 
@@ -55,6 +55,7 @@ class ShardPlan:
     def __init__(self, shard_size: int | None = None, shards: list[list[list[str]]] | None = None):
         self.shard_size = shard_size
         self._shards: list[list[list[str]]] = shards or []
+        self.changed = False  # whether ``update`` added videos or changed a content hash since ``load``
 
     @classmethod
     def load(cls, path: str | Path) -> ShardPlan:
@@ -90,6 +91,8 @@ class ShardPlan:
     def update(self, records: Iterable[VideoRecord], shard_size: int) -> list[ShardSpec]:
         """Record new videos (in new shards) and changed content hashes; return every shard's spec.
 
+        Sets ``changed`` when anything was recorded (so callers save only then).
+
         A record's content hash is ``content_hash`` or "" when unprobed. Raises ConfigError for a shard size
         that differs from the plan's, or duplicate video ids.
         """
@@ -108,9 +111,11 @@ class ShardPlan:
             content = rec.content_hash or ""
             if rec.video_id in where:
                 s, j = where[rec.video_id]
+                self.changed |= self._shards[s][j][1] != content
                 self._shards[s][j][1] = content
             else:
                 new.append([rec.video_id, content])
+        self.changed |= bool(new)
         for i in range(0, len(new), shard_size):
             self._shards.append(new[i : i + shard_size])
         return self.specs()
@@ -136,6 +141,6 @@ def shard_is_current(path: str | Path, spec: ShardSpec) -> bool:
     if not path.is_file():
         return False
     try:
-        return shard_attrs(path).get("members_digest") == spec.members_digest
+        return shard_attr(path, "members_digest") == spec.members_digest
     except ShardError:
         return False

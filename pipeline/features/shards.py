@@ -9,7 +9,8 @@ Layout of ``features/<expert>/<fingerprint>/shard-NNNNN.h5``:
 
 Attributes: ``expert``, ``fingerprint``, ``schema_version``, ``config`` (canonical JSON), ``weights_sha256``,
 ``members_digest`` (from the shard plan, "" if none), ``package_versions`` (JSON), ``created_at`` (UTC ISO
-8601).
+8601), and at commit ``n_ok``, ``n_empty``, ``n_failed``, ``n_rows`` (so summaries never read the datasets; shards
+written before these existed are counted from their small ``status``/``offsets`` datasets).
 
 The writer streams rows (in blocks of a few MB) into resizable datasets of a temp file in the same folder
 (``data_manifest.atomic``: ``.<name>.<pid>.<random>.tmp``) and publishes it onto the final name on commit, so
@@ -257,6 +258,9 @@ class ShardWriter:
         f.create_dataset("offsets", data=np.asarray(self._offsets, dtype=np.int64), fletcher32=True)
         f.create_dataset("status", data=np.asarray(self._status, dtype=np.int8), fletcher32=True)
         f.create_dataset("error", data=np.asarray(self._errors, dtype=object), dtype=_STR)
+        for code, name in STATUS_NAMES.items():
+            f.attrs[f"n_{name}"] = self._status.count(code)
+        f.attrs["n_rows"] = self._offsets[-1]
 
     def commit(self) -> Path:
         """Close the temp file and rename it onto ``path`` (atomic). Returns ``path``."""
@@ -317,6 +321,32 @@ def shard_attrs(path: str | Path) -> dict[str, Any]:
             return {k: attr_value(v) for k, v in f.attrs.items()}
     except OSError as err:
         raise ShardError(f"{path}: cannot open shard: {err}") from err
+
+
+def shard_attr(path: str | Path, name: str) -> Any:
+    """One attribute of a shard (None when absent), without reading the others. Raises ShardError if it can't be
+    opened."""
+    try:
+        with h5py.File(path, "r") as f:
+            return attr_value(f.attrs[name]) if name in f.attrs else None
+    except OSError as err:
+        raise ShardError(f"{path}: cannot open shard: {err}") from err
+
+
+def shard_counts(path: str | Path) -> dict[str, int]:
+    """Videos ok / empty / failed and rows of a shard, from its count attributes (older shards: from the small
+    ``status`` and ``offsets`` datasets). Raises ShardError if it can't be read."""
+    try:
+        with h5py.File(path, "r") as f:
+            keys = [f"n_{name}" for name in STATUS_NAMES.values()] + ["n_rows"]
+            if all(k in f.attrs for k in keys):
+                return {k[2:]: int(f.attrs[k]) for k in keys}
+            status = f["status"][()]
+            out = {name: int((status == code).sum()) for code, name in STATUS_NAMES.items()}
+            out["rows"] = int(f["offsets"][-1])
+            return out
+    except (OSError, KeyError) as err:
+        raise ShardError(f"{path}: cannot read shard: {err}") from err
 
 
 def read_index(f: h5py.File) -> tuple[list[str], np.ndarray]:

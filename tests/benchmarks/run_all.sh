@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=.venv/bin/python
 mkdir -p bench-results
-for b in decode extract ocr_asr heads search; do
+for b in decode extract ocr_asr heads search scale; do
   echo "=== bench_$b"
   "$PY" "tests/benchmarks/bench_$b.py" | tee "bench-results/$b.txt"
 done

@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 
 import data_manifest.probe as probe_module
-from data_manifest.probe import content_hash, probe_file, probe_manifest, probe_manifest_summary
+from data_manifest.errors import ManifestError
+from data_manifest.hashing import sha256_file
+from data_manifest.probe import (
+    content_hash,
+    journal_path,
+    probe_file,
+    probe_manifest,
+    probe_manifest_summary,
+    read_probed_copy,
+)
 from data_manifest.schema import VideoRecord, write_manifest
 from data_manifest.validate import load_manifest
 from tests.media import make_video, truncate
@@ -137,11 +146,11 @@ def test_cli_probe_to_out(tmp_path: Path, media: dict[str, Path], capsys: pytest
     assert load_manifest(path)[0].duration is None  # the input is left alone
 
 
-def _crashing_probe(path: str) -> dict:
+def _crashing_probe(path: str, full_hash: bool = False) -> dict:
     """Stands in for a demuxer that dies natively on one file (worker processes are forked, so this is used)."""
     if "crash" in path:
         os._exit(3)
-    return probe_file(path)
+    return probe_file(path, full_hash)
 
 
 def test_worker_crash_marks_only_its_file(
@@ -154,3 +163,61 @@ def test_worker_crash_marks_only_its_file(
     records = {r.video_id: r for r in probe_manifest(path, workers=2)}
     assert records["crash"].probe_error == "probe crashed: the demuxer killed its worker process"
     assert records["good"].probe_error is None and records["noaudio"].probe_error is None
+
+
+def test_partial_hash_reads_the_ends_of_large_files(tmp_path: Path) -> None:
+    small = tmp_path / "small.bin"
+    small.write_bytes(os.urandom(1000))
+    assert content_hash(small) == sha256_file(small)[:16]  # small files: whole-file hash, as before
+    big = tmp_path / "big.bin"
+    data = bytearray(os.urandom(3 << 20))
+    big.write_bytes(data)
+    partial, full = content_hash(big), content_hash(big, full=True)
+    assert partial != full and full == sha256_file(big)[:16]
+    data[len(data) // 2] ^= 0xFF  # an edit in the middle: only the full hash sees it
+    big.write_bytes(data)
+    assert content_hash(big) == partial and content_hash(big, full=True) != full
+    data[-1] ^= 0xFF
+    big.write_bytes(data)
+    assert content_hash(big) != partial
+    big.write_bytes(data + b"x")
+    assert len({content_hash(big), partial}) == 2
+
+
+def test_interrupted_probe_resumes_from_its_journal(
+    tmp_path: Path, media: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    present = {k: v for k, v in media.items() if k != "missing"}  # a missing file is always probed again
+    path = _manifest(tmp_path, present)
+    want = {r.video_id: r for r in probe_manifest(path, workers=1, out=tmp_path / "ref.jsonl")}
+    probed: list[str] = []
+
+    def interrupted(file: str, full_hash: bool = False) -> dict:
+        if len(probed) == 3:
+            raise KeyboardInterrupt
+        probed.append(file)
+        return probe_file(file, full_hash)
+
+    monkeypatch.setattr(probe_module, "probe_file", interrupted)
+    out = tmp_path / "probed.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        probe_manifest_summary(path, workers=1, out=out, progress=False)
+    assert len(journal_path(out).read_text().splitlines()) == 3 and not out.exists()
+
+    probed.clear()
+    monkeypatch.setattr(
+        probe_module, "probe_file", lambda f, full_hash=False: probed.append(f) or probe_file(f)
+    )
+    _, summary = probe_manifest_summary(path, workers=1, out=out, progress=False)
+    assert len(probed) == len(present) - 3  # only what the interrupted run had not reached
+    assert summary.probed == len(present) and not journal_path(out).exists()
+    assert {r.video_id: r for r in load_manifest(out, check_paths=False)} == want
+
+
+def test_probed_copy_reads_back_without_revalidation(tmp_path: Path, media: dict[str, Path]) -> None:
+    out = tmp_path / "probed.jsonl"
+    records = probe_manifest(_manifest(tmp_path, media), workers=1, out=out)
+    assert read_probed_copy(out) == records
+    out.write_text(out.read_text() + "{truncated\n")
+    with pytest.raises(ManifestError, match=rf"probed.jsonl:{len(records) + 1}: not a probed record"):
+        read_probed_copy(out)

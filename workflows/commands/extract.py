@@ -13,6 +13,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--experts", required=True, help="comma-separated expert names (see `t2v weights list`)")
     p.add_argument("--out", type=Path, help="features root (default: <manifest folder>/features)")
     p.add_argument("--shard-size", type=int, default=64, help="videos per shard (fixed once a plan exists)")
+    p.add_argument(
+        "--shards-per-task",
+        type=int,
+        default=16,
+        help="shards one Luigi task extracts (scheduler task count)",
+    )
     p.add_argument("--workers", type=int, default=1, help="parallel Luigi workers (one process per shard)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="model device")
     p.add_argument("--weights-dir", type=Path, help="weights folder (default: $T2V_WEIGHTS_DIR or ./weights)")
@@ -39,6 +45,7 @@ def _extract(args: argparse.Namespace) -> int:
         expert_configs=load_expert_configs(args.expert_config),
         retry_failed=args.retry_failed,
         scheduler_url=args.scheduler_url,
+        shards_per_task=args.shards_per_task,
     )
     for line in report.lines():
         print(line)

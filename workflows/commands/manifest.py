@@ -42,7 +42,7 @@ def _validate(args: argparse.Namespace) -> int:
 @_report_problems
 def _probe(args: argparse.Namespace) -> int:
     _records, summary = probe_manifest_summary(
-        args.file, workers=args.workers, out=args.out, progress=not args.no_progress
+        args.file, workers=args.workers, out=args.out, progress=not args.no_progress, full_hash=args.full_hash
     )
     print(f"{args.out or args.file}: {summary.line()}")
     return 0
@@ -87,6 +87,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("file", help="manifest (JSONL); written back in place unless --out is given")
     p.add_argument("--workers", type=int, default=2, help="parallel probe processes (default 2)")
+    p.add_argument(
+        "--full-hash",
+        action="store_true",
+        help="hash every byte (default: size + first/last MiB above 2 MiB)",
+    )
     p.add_argument("--out", help="write the probed manifest here instead")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_probe)

@@ -24,8 +24,11 @@ def test_append_only_and_digests(tmp_path: Path) -> None:
     assert path.name == "plan-3.json"
     plan = ShardPlan.load(path)
     specs = plan.update(_recs(["a", "b", "c", "d"]), 3)
-    assert [s.video_ids for s in specs] == [("a", "b", "c"), ("d",)]
+    assert [s.video_ids for s in specs] == [("a", "b", "c"), ("d",)] and plan.changed
     plan.save(path)
+    unchanged = ShardPlan.load(path)
+    unchanged.update(_recs(["a", "b", "c", "d"]), 3)
+    assert not unchanged.changed
     first = {s.index: s.members_digest for s in specs}
 
     plan = ShardPlan.load(path)
@@ -38,6 +41,7 @@ def test_append_only_and_digests(tmp_path: Path) -> None:
     # content change of one video changes only its shard's digest; removed videos stay
     plan = ShardPlan.load(path)
     specs2 = plan.update(_recs(["a", "b", "c", "d", "e", "f", "g", "h"], {"f": "changed"}), 3)
+    assert plan.changed
     assert [s.video_ids for s in specs2] == [s.video_ids for s in specs]
     changed = [s.index for s, t in zip(specs, specs2, strict=True) if s.members_digest != t.members_digest]
     assert changed == [2]

@@ -23,7 +23,9 @@ from pipeline.features.shards import (
     STATUS_OK,
     ShardWriter,
     read_shard,
+    shard_attr,
     shard_attrs,
+    shard_counts,
     shard_name,
 )
 
@@ -185,3 +187,20 @@ def test_many_rows_stream_in_blocks(tmp_path: Path) -> None:
     assert data.video_ids == list(rows)
     for i, feats in enumerate(rows.values()):
         np.testing.assert_array_equal(data.features[data.rows(i)], feats)
+
+
+def test_counts_come_from_attributes_or_the_status_of_older_shards(tmp_path: Path) -> None:
+    path = tmp_path / "shard-00000.h5"
+    with _writer(path) as w:
+        w.add("a", np.ones((3, 4)), np.zeros((3, 2)))
+        w.add("b", np.zeros((0, 4)), np.zeros((0, 2)), status=STATUS_EMPTY)
+        w.add("c", np.zeros((0, 4)), np.zeros((0, 2)), status=STATUS_FAILED, error="boom")
+    want = {"ok": 1, "empty": 1, "failed": 1, "rows": 3}
+    assert shard_counts(path) == want
+    assert shard_attr(path, "expert") == "rgb" and shard_attr(path, "absent") is None
+    with h5py.File(path, "a") as f:  # a shard written before the count attributes existed
+        for key in ("n_ok", "n_empty", "n_failed", "n_rows"):
+            del f.attrs[key]
+    assert shard_counts(path) == want
+    with pytest.raises(ShardError, match="nothing.h5"):
+        shard_counts(tmp_path / "nothing.h5")
