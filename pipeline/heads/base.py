@@ -154,6 +154,22 @@ def masked_max(x: Tensor, mask: Tensor, dim: int) -> Tensor:
     return torch.where(mask.any(dim).unsqueeze(-1), filled, torch.zeros_like(filled))
 
 
+def masked_batch_norm(norm: nn.BatchNorm1d, x: Tensor, mask: Tensor) -> Tensor:
+    """``x`` (..., F) with the rows where ``mask`` (...) is True batch-normalised by ``norm`` over those rows only
+    (padding never enters the statistics); other rows are returned as they are. In training, a batch with fewer
+    than two such rows is normalised with the running statistics (batch statistics need two)."""
+    rows = x[mask]
+    if rows.shape[0] == 0:
+        return x
+    if norm.training and rows.shape[0] < 2:
+        rows = F.batch_norm(
+            rows, norm.running_mean, norm.running_var, norm.weight, norm.bias, training=False, eps=norm.eps
+        )
+    else:
+        rows = norm(rows)
+    return x.masked_scatter(mask.unsqueeze(-1), rows)
+
+
 @dataclass
 class CenterAssignments:
     """Soft assignments of one caption and one video to K shared centres (background centre left out): ``text``
