@@ -202,6 +202,11 @@ class RetrievalHead(nn.Module, metaclass=ABCMeta):
     - ``scoring_branches``: the choices of ``set_scoring_branches`` (``t2v evaluate --branches``); ``("both",)``
       for a head without a test-time branch ablation.
 
+    - ``training_stages``: names of the head's training stages, in order (empty: one stage). With
+      ``TrainConfig.stages`` the training loop calls ``set_training_stage(i)`` and trains only the parameters
+      ``stage_parameters(i)`` names (the text encoder only in the first stage); the best checkpoint is chosen in
+      the last stage.
+
     Optional capabilities, off by default: ``explain`` (per-hit explanations of a search), ``has_center_view`` /
     ``center_assignments`` (the report's centre/assignment view).
     """
@@ -213,10 +218,12 @@ class RetrievalHead(nn.Module, metaclass=ABCMeta):
     ablation_variants: ClassVar[dict[str, dict[str, Any]]] = {}
     ablation_rows: ClassVar[dict[str, tuple[str, str]]] = {}
     scoring_branches: ClassVar[tuple[str, ...]] = ("both",)
+    training_stages: ClassVar[tuple[str, ...]] = ()
     expert_names: list[str]
 
     def __init__(self, config: Config, expert_dims: dict[str, int], text_dim: int) -> None:
         super().__init__()
+        self.training_stage: int | None = None
         self.config = config
         self.expert_dims = dict(expert_dims)
         self.text_dim = int(text_dim)
@@ -264,6 +271,16 @@ class RetrievalHead(nn.Module, metaclass=ABCMeta):
             raise ConfigError(
                 f"{self.name}: branches must be {'|'.join(self.scoring_branches)}, got {branches!r}"
             )
+
+    def set_training_stage(self, stage: int | None) -> None:
+        """Enter stage ``stage`` of ``training_stages`` (None: the trained model, every part in use)."""
+        if stage is not None and not 0 <= stage < len(self.training_stages):
+            raise ConfigError(f"{self.name}: training stage {stage} not in {list(self.training_stages)}")
+        self.training_stage = stage
+
+    def stage_parameters(self, stage: int) -> set[str]:
+        """Names (as ``named_parameters``) of the parameters trained in stage ``stage``; every one by default."""
+        return {name for name, _ in self.named_parameters()}
 
     def explain(
         self, experts: list[str], text_emb: Embedding, video_emb: Embedding
