@@ -9,6 +9,7 @@ T2VLAD port do; only the rows ``present`` enters the statistics (a missing exper
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -28,7 +29,7 @@ class ContextGating(nn.Module):
         """Gate ``x`` (B, dim); ``present`` (B,) bool: the rows the batch norm's statistics use (default all)."""
         logits = self.fc(x)
         if self.norm is not None:
-            rows = present if present is not None else x.new_ones(x.shape[0], dtype=bool)
+            rows = present if present is not None else x.new_ones(x.shape[0], dtype=torch.bool)
             logits = masked_batch_norm(self.norm, logits, rows.bool())
         return x * logits.sigmoid()
 

@@ -42,6 +42,8 @@ The head's own hyper-parameters (T2VLAD: C=768, K=9, 4 heads, dropout 0.1, margi
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left
+from itertools import accumulate
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -146,12 +148,7 @@ class TrainConfig(Config):
         stages."""
         if not self.stages:
             return None
-        end = 0
-        for stage, epochs in enumerate(self.stages):
-            end += epochs
-            if epoch <= end:
-                return stage
-        return len(self.stages) - 1
+        return min(bisect_left(list(accumulate(self.stages)), epoch), len(self.stages) - 1)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (what ``config.json`` of a run holds)."""

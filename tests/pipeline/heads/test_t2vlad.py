@@ -450,3 +450,20 @@ def test_port_options_together_train_and_score(variant):
     )
     assignments = head.center_assignments(TextBatch(text.tokens[:1], text.mask[:1]), one_video)
     assert assignments.text.shape[1] == assignments.video.shape[1] == SMALL["num_clusters"]
+
+
+def test_masked_batch_norm_leaves_padding_alone_and_copes_with_one_row():
+    from pipeline.heads.base import masked_batch_norm
+
+    torch.manual_seed(0)
+    norm = torch.nn.BatchNorm1d(3).train()
+    x = torch.randn(2, 4, 3)
+    mask = torch.tensor([[True, False, True, True], [False, False, True, False]])
+    out = masked_batch_norm(norm, x, mask)
+    torch.testing.assert_close(out[~mask], x[~mask])
+    fresh = torch.nn.BatchNorm1d(3).train()
+    torch.testing.assert_close(out[mask], fresh(x[mask]))
+    one = torch.zeros(2, 4, dtype=torch.bool)
+    one[1, 2] = True  # a single row: normalised with the running statistics
+    expected = (x[one] - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
+    torch.testing.assert_close(masked_batch_norm(norm, x, one)[one], expected)
