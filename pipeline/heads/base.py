@@ -154,6 +154,22 @@ def masked_max(x: Tensor, mask: Tensor, dim: int) -> Tensor:
     return torch.where(mask.any(dim).unsqueeze(-1), filled, torch.zeros_like(filled))
 
 
+def masked_batch_norm(norm: nn.BatchNorm1d, x: Tensor, mask: Tensor) -> Tensor:
+    """``x`` (..., F) with the rows where ``mask`` (...) is True batch-normalised by ``norm`` over those rows only
+    (padding never enters the statistics); other rows are returned as they are. In training, a batch with fewer
+    than two such rows is normalised with the running statistics (batch statistics need two)."""
+    rows = x[mask]
+    if rows.shape[0] == 0:
+        return x
+    if norm.training and rows.shape[0] < 2:
+        rows = F.batch_norm(
+            rows, norm.running_mean, norm.running_var, norm.weight, norm.bias, training=False, eps=norm.eps
+        )
+    else:
+        rows = norm(rows)
+    return x.masked_scatter(mask.unsqueeze(-1), rows)
+
+
 @dataclass
 class CenterAssignments:
     """Soft assignments of one caption and one video to K shared centres (background centre left out): ``text``
@@ -186,6 +202,11 @@ class RetrievalHead(nn.Module, metaclass=ABCMeta):
     - ``scoring_branches``: the choices of ``set_scoring_branches`` (``t2v evaluate --branches``); ``("both",)``
       for a head without a test-time branch ablation.
 
+    - ``training_stages``: names of the head's training stages, in order (empty: one stage). With
+      ``TrainConfig.stages`` the training loop calls ``set_training_stage(i)`` and trains only the parameters
+      ``stage_parameters(i)`` names (the text encoder only in the first stage); the best checkpoint is chosen in
+      the last stage.
+
     Optional capabilities, off by default: ``explain`` (per-hit explanations of a search), ``has_center_view`` /
     ``center_assignments`` (the report's centre/assignment view).
     """
@@ -197,10 +218,12 @@ class RetrievalHead(nn.Module, metaclass=ABCMeta):
     ablation_variants: ClassVar[dict[str, dict[str, Any]]] = {}
     ablation_rows: ClassVar[dict[str, tuple[str, str]]] = {}
     scoring_branches: ClassVar[tuple[str, ...]] = ("both",)
+    training_stages: ClassVar[tuple[str, ...]] = ()
     expert_names: list[str]
 
     def __init__(self, config: Config, expert_dims: dict[str, int], text_dim: int) -> None:
         super().__init__()
+        self.training_stage: int | None = None
         self.config = config
         self.expert_dims = dict(expert_dims)
         self.text_dim = int(text_dim)
@@ -248,6 +271,16 @@ class RetrievalHead(nn.Module, metaclass=ABCMeta):
             raise ConfigError(
                 f"{self.name}: branches must be {'|'.join(self.scoring_branches)}, got {branches!r}"
             )
+
+    def set_training_stage(self, stage: int | None) -> None:
+        """Enter stage ``stage`` of ``training_stages`` (None: the trained model, every part in use)."""
+        if stage is not None and not 0 <= stage < len(self.training_stages):
+            raise ConfigError(f"{self.name}: training stage {stage} not in {list(self.training_stages)}")
+        self.training_stage = stage
+
+    def stage_parameters(self, stage: int) -> set[str]:
+        """Names (as ``named_parameters``) of the parameters trained in stage ``stage``; every one by default."""
+        return {name for name, _ in self.named_parameters()}
 
     def explain(
         self, experts: list[str], text_emb: Embedding, video_emb: Embedding

@@ -5,6 +5,10 @@
   negative, of ``relu(margin - s_ii + s_ij)`` (text i against video j) and ``relu(margin - s_ii + s_ji)`` (video i
   against text j), i.e. 2·B·(B-1) hinge terms. ``fix_norm=False`` keeps the diagonal terms (each equal to
   ``relu(margin)``) in the mean over 2·B², as the reference does.
+- ``hardest_negative_loss``: VSE++'s max-violation loss (Faghri et al. 2018; the public T2VLAD port's
+  ``ContrastiveLoss`` with ``max_violation=True, topk=1``): per text i the largest ``relu(margin - s_ii + s_ij)``
+  over the videos j ≠ i, per video j the largest ``relu(margin - s_jj + s_ij)`` over the texts i ≠ j, each
+  direction averaged over the batch, the two directions summed.
 - ``symmetric_infonce``: cross-entropy of each row and each column against its diagonal entry on
   ``logits = scores / temperature``; ``reduction="sum"`` adds the two directions (MGFI eq. 14),
   ``"mean"`` averages them.
@@ -39,6 +43,18 @@ def max_margin_ranking_loss(scores: Tensor, margin: float, fix_norm: bool = True
         return scores.sum() * 0.0
     keep = ~torch.eye(n, dtype=torch.bool, device=scores.device)
     return torch.cat([text_side[keep], video_side[keep]]).mean()
+
+
+def hardest_negative_loss(scores: Tensor, margin: float) -> Tensor:
+    """Bidirectional hardest-negative hinge loss on a (B, B) text×video score matrix (see the module docstring)."""
+    n = _check_square(scores, "hardest_negative_loss")
+    if n == 1:
+        return scores.sum() * 0.0
+    positive = scores.diagonal()
+    negatives = ~torch.eye(n, dtype=torch.bool, device=scores.device)
+    text_side = F.relu(margin - positive.unsqueeze(1) + scores).masked_fill(~negatives, 0.0)
+    video_side = F.relu(margin - positive.unsqueeze(0) + scores).masked_fill(~negatives, 0.0)
+    return text_side.amax(dim=1).mean() + video_side.amax(dim=0).mean()
 
 
 def symmetric_infonce(scores: Tensor, temperature: Tensor | float = 1.0, reduction: str = "sum") -> Tensor:

@@ -16,7 +16,10 @@ FF = Linear(C, ff_dim) → GELU → Linear(ff_dim, C). All W are bias-free C×C 
 ``use_word_frame`` (Table 1 s-f / w-f) keep one path, o = o₁ or o₂.
 Audio (eq. 11): the audio rows are mean-pooled over real rows (the paper has one PANN embedding per video),
 ``s(a, t) = cos(Linear(LN_a(x_a)), x_t)``; a video without audio gets s(a, t) = 0.
-Score ``s = s(v, t) + s(a, t)``; loss (eq. 12–14): ``L = L_t2v + L_v2t``, cross-entropy of the (B, B) matrix
+Score ``s = s(v, t) + s(a, t)``. Training stages (``training_stages``, §3.2: "We first train the network for video
+frames and text modal interaction. Then fix the network weights, and finetune the weights of the audio network"):
+``frames_text`` scores ``s(v, t)`` alone and trains everything but the audio branch; ``audio`` trains only the audio
+branch (``ln_a``, ``audio_proj``) on the full score. Loss (eq. 12–14): ``L = L_t2v + L_v2t``, cross-entropy of the (B, B) matrix
 ``s / τ`` in both directions. The paper writes ``exp(s)``; we add CLIP4Clip's temperature (learned log scale
 initialised to 1/τ and capped at 100 when ``learn_temperature``, else fixed τ).
 Padding frames are excluded from the frame softmax and from max_N; padding words from the softmax over words.
@@ -104,6 +107,8 @@ class MGFIHead(RetrievalHead):
     config_class: ClassVar[type] = MGFIConfig
     video_embedding: ClassVar[type[Embedding]] = MGFIVideoEmbedding
     text_conditioned: ClassVar[bool] = True
+    training_stages: ClassVar[tuple[str, ...]] = ("frames_text", "audio")
+    audio_modules: ClassVar[tuple[str, ...]] = ("ln_a", "audio_proj")
 
     def __init__(self, config: MGFIConfig, expert_dims: dict[str, int], text_dim: int) -> None:
         super().__init__(config, expert_dims, text_dim)
@@ -205,11 +210,18 @@ class MGFIHead(RetrievalHead):
         return torch.cat(blocks, dim=0)
 
     def similarity(self, text_emb: MGFITextEmbedding, video_emb: MGFIVideoEmbedding) -> Tensor:
-        """(B_t, B_v) ``s(v, t) + s(a, t)``."""
+        """(B_t, B_v) ``s(v, t) + s(a, t)`` (``s(v, t)`` alone in training stage 0)."""
         sims = self.video_text_similarity(text_emb, video_emb)
-        if self.audio_expert:
+        if self.audio_expert and self.training_stage != 0:
             sims = sims + self.audio_similarity(text_emb, video_emb)
         return sims
+
+    def stage_parameters(self, stage: int) -> set[str]:
+        """Stage 0 (``frames_text``): every parameter but the audio branch's; stage 1 (``audio``): only those."""
+        audio = {n for n, _ in self.named_parameters() if n.split(".")[0] in self.audio_modules}
+        if stage == 0:
+            return {n for n, _ in self.named_parameters()} - audio
+        return audio
 
     def logit_scale(self) -> Tensor:
         return self.log_scale.exp().clamp(max=MAX_LOGIT_SCALE)

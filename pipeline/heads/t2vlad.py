@@ -1,12 +1,15 @@
 """T2VLAD (Wang, Zhu, Yang, CVPR 2021, ``seeds/001``, §3): global-local alignment with shared VLAD centers.
 
 Video side, N experts with rows ``x_e`` (B, R_e, D_e):
-- local: per-expert ``Linear(D_e, C)``; the rows of all experts are concatenated (B, M, C) with their padding
-  masks (rows of unavailable experts masked too) and go through one ``nn.TransformerEncoderLayer`` (``num_heads``
-  heads, dropout, post-norm, feed-forward ``ff_dim``; no position encoding, §3.2) with ``src_key_padding_mask``;
-  then the VLAD input norm, then VLAD with K + 1 centers (``netvlad.py``) over the real rows → ``g^v`` (B, K, C).
+- local: per-expert ``Linear(D_e, C)`` (L2-normalised per row with ``projection_l2``); the rows of all experts
+  are concatenated (B, M, C) with their padding masks (rows of unavailable experts masked too) and go through one
+  ``nn.TransformerEncoderLayer`` (``num_heads`` heads, dropout, post-norm or pre-norm with ``norm_first``,
+  feed-forward ``ff_dim``; no position encoding, §3.2) with ``src_key_padding_mask``, then a LayerNorm with
+  ``final_norm``; then the VLAD input norm, then VLAD with K + 1 centers (``netvlad.py``) over the real rows →
+  ``g^v`` (B, K, C).
 - global: per expert, max-pool over the real rows of the *raw* features → gated embedding unit (its linear is the
-  paper's projection to C, then context gating, then L2 norm) → ``F^v_e`` (B, C).
+  paper's projection to C, then context gating, then L2 norm; ``gating_norm="batchnorm"`` batch-normalises the
+  gate logits over the videos that have the expert) → ``F^v_e`` (B, C).
 Text side, tokens (B, L, D_t) from the text encoder (BERT in the paper):
 - local: ``Linear(D_t, C)`` on every token (the paper needs none because BERT's size is C = 768; the offline
   encoder has 384, so we always project), then the same VLAD input norm and the *same* VLAD centers, bias and
@@ -20,7 +23,14 @@ them as they are (the earlier behaviour).
   ``F^t_e``; expert weights ``w = softmax(Linear(K·C, N)(G^t))``, renormalised over the experts the video has.
 Scores: ``s_local = (1/K) Σ_j ⟨g^t_j, g^v_j⟩``, ``s_global = Σ_e w_e ⟨F^t_e, F^v_e⟩ / Σ_{e present} w_e`` (all
 unit vectors, so these are cosines), ``s = ½(s_global + s_local)``. An expert is present for a video when
-``available`` says so and it has at least one real row. Loss: ``losses.max_margin_ranking_loss`` (margin 0.02).
+``available`` says so and it has at least one real row. Loss (``loss``): ``losses.max_margin_ranking_loss``
+(``"max_margin"``, margin 0.02, the paper) or ``losses.hardest_negative_loss`` (``"hardest_negative"``, the port).
+Assignment logits (``assignment_norm``): ``"none"`` adds the learned bias b (eq. 1); ``"batchnorm"`` replaces it
+by a batch norm of the logits (§3.4 allows it; the port does it), one per modality (their statistics differ).
+
+Options after the public port (PaddleVideo ``applications/T2VLAD``), each off by default so that the paper's model
+(and its checkpoints) stay as they are: ``loss``, ``assignment_norm``, ``gating_norm``, ``projection_l2``,
+``norm_first``, ``final_norm``; ``configs/msrvtt/t2vlad-port.toml`` turns them all on with ``public_port``.
 
 Variants (``T2VLADConfig.variant``), after the paper's ablations (Tables 4–5) and the public port:
 - ``full``: the above.
@@ -60,7 +70,7 @@ from pipeline.heads.base import (
     masked_max,
 )
 from pipeline.heads.gating import GatedEmbeddingUnit
-from pipeline.heads.losses import max_margin_ranking_loss
+from pipeline.heads.losses import hardest_negative_loss, max_margin_ranking_loss
 from pipeline.heads.netvlad import VLADCenters, vlad, vlad_aggregate, vlad_assign
 from pipeline.heads.registry import register_head
 
@@ -86,6 +96,12 @@ class T2VLADConfig(Config):
     variant: Variant = "full"
     experts: list[str] = Field(default_factory=list)
     vlad_input_norm: Literal["layernorm", "none"] = "layernorm"
+    loss: Literal["max_margin", "hardest_negative"] = "max_margin"
+    assignment_norm: Literal["none", "batchnorm"] = "none"
+    gating_norm: Literal["none", "batchnorm"] = "none"
+    projection_l2: bool = False
+    norm_first: bool = False
+    final_norm: bool = False
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> Self:
@@ -153,25 +169,35 @@ class T2VLADHead(InnerProductHead):
         if self.use_local:
             self.local_proj = nn.ModuleDict({e: nn.Linear(expert_dims[e], c) for e in self.expert_names})
             self.encoder = nn.TransformerEncoderLayer(
-                c, config.num_heads, config.ff_dim, config.dropout, batch_first=True
+                c,
+                config.num_heads,
+                config.ff_dim,
+                config.dropout,
+                batch_first=True,
+                norm_first=config.norm_first,
             )
+            self.encoder_norm = nn.LayerNorm(c) if config.final_norm else nn.Identity()
             self.text_proj = nn.Linear(text_dim, c)
             self.vlad_norm = nn.LayerNorm(c) if config.vlad_input_norm == "layernorm" else nn.Identity()
-            self.text_vlad = VLADCenters(c, k)
+            bias = config.assignment_norm == "none"
+            self.text_vlad = VLADCenters(c, k, bias=bias)
+            self.text_assign_norm = None if bias else nn.BatchNorm1d(k + 1)
+            self.video_assign_norm = None if bias or variant == "text_only_vlad" else nn.BatchNorm1d(k + 1)
             if variant == "separate_vlads":
-                self.video_vlad = VLADCenters(c, k)
+                self.video_vlad = VLADCenters(c, k, bias=bias)
             if variant == "public_port":
-                self.video_bias = nn.Parameter(torch.zeros(k + 1))
+                self.video_bias = nn.Parameter(torch.zeros(k + 1)) if bias else None
                 self.video_residual_centers = nn.Parameter(self.text_vlad.residual_centers.detach().clone())
             if variant == "text_only_vlad":
                 self.video_center_proj = nn.Linear(c, k * c)
         if self.use_global:
             global_text_dim = k * c if self.use_local else text_dim
+            gate_bn = config.gating_norm == "batchnorm"
             self.video_geu = nn.ModuleDict(
-                {e: GatedEmbeddingUnit(expert_dims[e], c) for e in self.expert_names}
+                {e: GatedEmbeddingUnit(expert_dims[e], c, gate_bn) for e in self.expert_names}
             )
             self.text_geu = nn.ModuleDict(
-                {e: GatedEmbeddingUnit(global_text_dim, c) for e in self.expert_names}
+                {e: GatedEmbeddingUnit(global_text_dim, c, gate_bn) for e in self.expert_names}
             )
             self.expert_weights = nn.Linear(global_text_dim, len(self.expert_names))
 
@@ -182,28 +208,47 @@ class T2VLADHead(InnerProductHead):
         centers = self._video_local(feats, masks) if self.use_local else None
         experts = None
         if self.use_global:
-            pooled = [self.video_geu[e](masked_max(feats[e], masks[e], dim=1)) for e in self.expert_names]
+            pooled = [
+                self.video_geu[e](masked_max(feats[e], masks[e], dim=1), masks[e].any(dim=1))
+                for e in self.expert_names
+            ]
             experts = torch.stack(pooled, dim=1) * available.unsqueeze(-1).to(pooled[0].dtype)
         return T2VLADVideoEmbedding(centers=centers, experts=experts, available=available)
 
-    def _video_local(self, feats: dict[str, Tensor], masks: dict[str, Tensor]) -> Tensor:
-        z = torch.cat([self.local_proj[e](feats[e]) for e in self.expert_names], dim=1)
+    def _video_rows(self, feats: dict[str, Tensor], masks: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """(B, M, C) local video rows after the projections, the transformer layer and its final norm; (B, M)
+        row mask."""
+        z = [self.local_proj[e](feats[e]) for e in self.expert_names]
+        if self.config.projection_l2:
+            z = [F.normalize(rows, dim=-1) for rows in z]
         mask = torch.cat([masks[e] for e in self.expert_names], dim=1)
         # A video without any real row would give an all -inf attention row (NaN); let it attend to its
         # (zeroed) padding instead: its rows are masked out of the VLAD below, so nothing of it is kept.
         padding = ~mask & mask.any(dim=1, keepdim=True)
-        z = self.encoder(z, src_key_padding_mask=padding)
+        return self.encoder_norm(self.encoder(torch.cat(z, dim=1), src_key_padding_mask=padding)), mask
+
+    def _video_assign(self, z: Tensor, mask: Tensor) -> Tensor:
+        """(B, M, K + 1) video assignments: shared centres and bias (``full``), the video's own (``separate_vlads``),
+        or the detached shared centres with the video's bias (``public_port``)."""
+        params = self.video_vlad if self.config.variant == "separate_vlads" else self.text_vlad
+        centers, bias = params.centers, params.bias
+        if self.config.variant == "public_port":
+            centers, bias = centers.detach(), self.video_bias
+        return vlad_assign(z, mask, centers, bias, self.video_assign_norm)
+
+    def _video_local(self, feats: dict[str, Tensor], masks: dict[str, Tensor]) -> Tensor:
+        z, mask = self._video_rows(feats, masks)
         variant = self.config.variant
         if variant == "text_only_vlad":
             pooled = self.video_center_proj(masked_max(z, mask, dim=1))
             return F.normalize(pooled.view(z.shape[0], self.config.num_clusters, -1), dim=-1)
         z = self.vlad_norm(z)
+        residual_centers = self.text_vlad.residual_centers
         if variant == "separate_vlads":
-            return vlad(z, mask, self.video_vlad)
-        if variant == "public_port":
-            assignment = vlad_assign(z, mask, self.text_vlad.centers.detach(), self.video_bias)
-            return vlad_aggregate(z, assignment, self.video_residual_centers)
-        return vlad(z, mask, self.text_vlad)
+            residual_centers = self.video_vlad.residual_centers
+        elif variant == "public_port":
+            residual_centers = self.video_residual_centers
+        return vlad_aggregate(z, self._video_assign(z, mask), residual_centers)
 
     # ----- text -----
     def encode_text(self, batch: TextBatch) -> T2VLADTextEmbedding:
@@ -212,7 +257,9 @@ class T2VLADHead(InnerProductHead):
         if self.use_local:
             mask = batch.mask.bool()
             tokens = batch.tokens.masked_fill(~mask.unsqueeze(-1), 0.0)
-            centers = vlad(self.vlad_norm(self.text_proj(tokens)), mask, self.text_vlad)
+            centers = vlad(
+                self.vlad_norm(self.text_proj(tokens)), mask, self.text_vlad, self.text_assign_norm
+            )
         if self.use_global:
             g = centers.flatten(1) if centers is not None else batch.sentence("cls")
             experts = torch.stack([self.text_geu[e](g) for e in self.expert_names], dim=1)
@@ -265,10 +312,11 @@ class T2VLADHead(InnerProductHead):
         return score
 
     def loss(self, text_emb: T2VLADTextEmbedding, video_emb: T2VLADVideoEmbedding) -> Tensor:
-        """Bidirectional max-margin ranking loss on the (B, B) ``similarity`` of B matching pairs."""
-        return max_margin_ranking_loss(
-            self.similarity(text_emb, video_emb), self.config.margin, self.config.fix_norm
-        )
+        """Bidirectional max-margin ranking (or hardest-negative) loss on the (B, B) ``similarity`` of B pairs."""
+        scores = self.similarity(text_emb, video_emb)
+        if self.config.loss == "hardest_negative":
+            return hardest_negative_loss(scores, self.config.margin)
+        return max_margin_ranking_loss(scores, self.config.margin, self.config.fix_norm)
 
     # ----- inner-product decomposition (DESIGN §3.4) -----
     def query_vectors(self, text_emb: T2VLADTextEmbedding, available: Tensor | None = None) -> Tensor:
@@ -349,26 +397,18 @@ class T2VLADHead(InnerProductHead):
     @torch.no_grad()
     def center_assignments(self, text: TextBatch, video: VideoBatch) -> CenterAssignments:
         """The local branch's soft assignments, recomputed as ``encode_text``/``encode_video`` do: caption tokens
-        through ``text_proj`` against the shared centres; video rows through ``local_proj`` and the transformer
-        layer, then the variant's video-side centres (shared for ``full``, ``video_vlad`` for ``separate_vlads``,
-        the detached shared centres + video bias for ``public_port``)."""
+        through ``text_proj`` and the VLAD input norm against the shared centres; video rows through ``_video_rows``
+        and the VLAD input norm, then the variant's video-side centres (``_video_assign``)."""
         if not self.has_center_view:
             raise ConfigError(f"t2vlad: variant {self.config.variant!r} has no centre/assignment view")
         k = self.config.num_clusters
         mask = text.mask.bool()
         tokens = text.tokens.masked_fill(~mask.unsqueeze(-1), 0.0)
-        text_assign = vlad_assign(self.text_proj(tokens), mask, self.text_vlad.centers, self.text_vlad.bias)[
-            0
-        ]
+        text_rows = self.vlad_norm(self.text_proj(tokens))
+        params = self.text_vlad
+        text_assign = vlad_assign(text_rows, mask, params.centers, params.bias, self.text_assign_norm)[0]
         feats, masks = self.prepare_video(video)
-        z = torch.cat([self.local_proj[e](feats[e]) for e in self.expert_names], dim=1)
-        row_mask = torch.cat([masks[e] for e in self.expert_names], dim=1)
-        z = self.encoder(z, src_key_padding_mask=~row_mask & row_mask.any(dim=1, keepdim=True))
-        centers, bias = self.text_vlad.centers, self.text_vlad.bias
-        if self.config.variant == "separate_vlads":
-            centers, bias = self.video_vlad.centers, self.video_vlad.bias
-        elif self.config.variant == "public_port":
-            bias = self.video_bias
-        video_assign = vlad_assign(z, row_mask, centers, bias)[0]
+        z, row_mask = self._video_rows(feats, masks)
+        video_assign = self._video_assign(self.vlad_norm(z), row_mask)[0]
         rows = [(e, r) for e in self.expert_names for r in range(feats[e].shape[1])]
         return CenterAssignments(text_assign[:, :k], video_assign[:, :k], row_mask[0], rows)

@@ -14,6 +14,8 @@ A config file looks like (TOML; the same nesting in JSON)::
     selection = "val"               # val: the val split, else a hold-out of training videos | test: the test split
     holdout_fraction = 0.05         # without a val split: this share of the training videos is held out ...
     holdout_min = 20                # ... but at least this many (at most half of them)
+    stages = [3, 2]                 # epochs of each of the head's training stages (MGFI: frames_text, audio);
+                                    # they add up to epochs; empty (default) = one stage
 
     [head_options]                  # the head's config (checked when the file loads), passed to build_head
 
@@ -40,15 +42,17 @@ The head's own hyper-parameters (T2VLAD: C=768, K=9, 4 heads, dropout 0.1, margi
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left
+from itertools import accumulate
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from pipeline.config import Config
 from pipeline.errors import ConfigError
 from pipeline.features.fingerprint import canonical_json
-from pipeline.heads.registry import head_config_class
+from pipeline.heads.registry import head_class, head_config_class
 
 # Rows kept per expert and video by the public T2VLAD port on MMT's MSR-VTT features ("audio" is MMT's VGGish,
 # "flow" its S3D); every other expert keeps ``max_rows`` (30).
@@ -96,6 +100,7 @@ class TrainConfig(Config):
     selection: Literal["val", "test"] = "val"
     holdout_fraction: float = Field(0.05, gt=0, lt=1)
     holdout_min: int = Field(20, ge=1)
+    stages: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
     head_options: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     text: TextConfig = Field(default_factory=TextConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -123,6 +128,27 @@ class TrainConfig(Config):
         if "head" in info.data:  # an unknown head is reported on its own line
             head_config_class(info.data["head"]).model_validate(options)
         return options
+
+    @model_validator(mode="after")
+    def _stages_fit_head(self) -> TrainConfig:
+        if self.stages:
+            names = list(head_class(self.head).training_stages)
+            if len(self.stages) != len(names):
+                raise ValueError(
+                    f"stages: head {self.head!r} has {len(names)} training stages {names}, got {len(self.stages)}"
+                )
+            if sum(self.stages) != self.epochs:
+                raise ValueError(
+                    f"stages: their epochs add up to {sum(self.stages)}, not epochs = {self.epochs}"
+                )
+        return self
+
+    def stage_of(self, epoch: int) -> int | None:
+        """The training stage (index into ``stages``) that epoch ``epoch`` (1-based) belongs to; None without
+        stages."""
+        if not self.stages:
+            return None
+        return min(bisect_left(list(accumulate(self.stages)), epoch), len(self.stages) - 1)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (what ``config.json`` of a run holds)."""

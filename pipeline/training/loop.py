@@ -21,6 +21,11 @@ Model selection: the geometric mean of text-to-video R@1/5/10 on the validation 
 
 ``config.json`` records which was used (``"selection"``).
 
+Training stages (``config.stages``, e.g. MGFI's frames-and-text then audio schedule): each epoch belongs to one stage
+(``TrainConfig.stage_of``); ``enter_stage`` tells the head (``set_training_stage``) and trains only the head's
+``stage_parameters`` of that stage (the others get no gradient); a fine-tuned text encoder trains in the first stage
+only. ``best.pt`` is chosen among the last stage's epochs, the model every later command uses.
+
 Resume: when ``last.pt`` exists and its run hash (config without ``epochs``/``device``, feature fingerprints,
 text model, the manifest's train/val ids and captions, test ones too when selecting on test) matches, training
 continues after its epoch; with the same seed the result is identical to an uninterrupted run (row / caption
@@ -171,6 +176,22 @@ def selection_sets(ctx: RunContext) -> tuple[RetrievalDataset, RetrievalDataset,
     return subset(False, True), subset(True, False), f"holdout-{len(held)}"
 
 
+def enter_stage(ctx: RunContext, stage: int | None) -> None:
+    """Set the head's training stage and freeze what that stage does not train (see the module docstring)."""
+    ctx.head.set_training_stage(stage)
+    if stage is None:
+        return
+    trained = ctx.head.stage_parameters(stage)
+    if not trained:
+        name = ctx.head.training_stages[stage]
+        raise ConfigError(f"{ctx.head.name}: training stage {name!r} has nothing to train with these experts")
+    for name, param in ctx.head.named_parameters():
+        param.requires_grad_(name in trained)
+    if stage > 0:
+        for param in ctx.text_side.parameters():
+            param.requires_grad_(False)
+
+
 def _train_epoch(ctx: RunContext, dataset: RetrievalDataset, optimizer, epoch: int, progress: bool) -> float:
     """One pass over the training videos (one caption each); returns the mean loss."""
     from tqdm import tqdm
@@ -264,7 +285,7 @@ def _train(
 
     folder = RunFolder(run_dir)
     history: list[dict[str, Any]] = []
-    best = {"epoch": 0, "score": -1.0, "metrics": {}}
+    best = {"epoch": 0, "score": -1.0, "metrics": {}, "stage": None}
     start, elapsed_before = 0, 0.0
     if folder.last.is_file():
         state = folder.load_checkpoint(LAST, device)
@@ -300,6 +321,8 @@ def _train(
     t0 = time.monotonic()
     for epoch in range(start + 1, config.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
+        stage = config.stage_of(epoch)
+        enter_stage(ctx, stage)
         loss = _train_epoch(ctx, train_set, optimizer, epoch, progress)
         scheduler.step()
         metrics = evaluate_dataset(
@@ -312,8 +335,8 @@ def _train(
         )
         text_state = ctx.text_side.state_dict() if ctx.text_side.encoder is not None else None
         state = {"epoch": epoch, "head": ctx.head.state_dict(), "text": text_state}
-        if score > best["score"]:
-            best = {"epoch": epoch, "score": score, "metrics": metrics}
+        if score > best["score"] or (stage is not None and best["stage"] != stage):
+            best = {"epoch": epoch, "score": score, "metrics": metrics, "stage": stage}
             folder.save_checkpoint(state, BEST)
         state.update(
             optimizer=optimizer.state_dict(),

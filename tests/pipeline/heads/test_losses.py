@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pipeline.errors import ConfigError
-from pipeline.heads.losses import max_margin_ranking_loss, symmetric_infonce
+from pipeline.heads.losses import hardest_negative_loss, max_margin_ranking_loss, symmetric_infonce
 
 S = torch.tensor([[0.5, 0.4, 0.1], [0.2, 0.3, 0.6], [0.0, 0.1, 0.9]])
 
@@ -22,6 +22,33 @@ def test_max_margin_ranking_by_hand():
 
 def test_max_margin_single_pair_is_zero():
     assert max_margin_ranking_loss(torch.ones(1, 1, requires_grad=True), 0.2).item() == 0.0
+
+
+def hardest_negative_by_loop(scores, margin):
+    n = len(scores)
+    text_side = video_side = 0.0
+    for i in range(n):
+        text_side += max(max(0.0, margin - scores[i][i] + scores[i][j]) for j in range(n) if j != i)
+        video_side += max(max(0.0, margin - scores[i][i] + scores[j][i]) for j in range(n) if j != i)
+    return text_side / n + video_side / n
+
+
+def test_hardest_negative_by_hand():
+    # per text (rows): max(0, 0) | max(0, .4) | max(0, 0); per video (cols): 0 | max(.2, 0) | 0
+    assert hardest_negative_loss(S, margin=0.1).item() == pytest.approx(0.4 / 3 + 0.2 / 3)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hardest_negative_matches_a_loop(seed):
+    scores = torch.randn(5, 5, generator=torch.Generator().manual_seed(seed)) * 0.3
+    expected = hardest_negative_by_loop(scores.tolist(), 0.2)
+    assert hardest_negative_loss(scores, 0.2).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_hardest_negative_single_pair_is_zero_and_rejects_non_square():
+    assert hardest_negative_loss(torch.ones(1, 1, requires_grad=True), 0.2).item() == 0.0
+    with pytest.raises(ConfigError, match="hardest_negative_loss"):
+        hardest_negative_loss(torch.zeros(2, 3), 0.2)
 
 
 def test_symmetric_infonce_by_hand():

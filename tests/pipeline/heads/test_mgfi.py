@@ -162,3 +162,20 @@ def test_expert_with_zero_rows_is_finite():
     loss = head.loss(*embed(head, video, text))
     loss.backward()
     assert torch.isfinite(loss)
+
+
+def test_training_stages_frames_text_then_audio():
+    head = make_head()
+    video, text = make_batches()
+    assert head.training_stages == ("frames_text", "audio")
+    audio = {n for n, _ in head.named_parameters() if n.startswith(("ln_a.", "audio_proj."))}
+    assert audio and head.stage_parameters(1) == audio
+    assert head.stage_parameters(0) == {n for n, _ in head.named_parameters()} - audio
+    t_emb, v_emb = embed(head, video, text)
+    head.set_training_stage(0)  # stage 1 of the paper: s(v, t) alone
+    torch.testing.assert_close(head.similarity(t_emb, v_emb), head.video_text_similarity(t_emb, v_emb))
+    head.set_training_stage(1)
+    full = head.video_text_similarity(t_emb, v_emb) + head.audio_similarity(t_emb, v_emb)
+    torch.testing.assert_close(head.similarity(t_emb, v_emb), full)
+    with pytest.raises(ConfigError, match="training stage 2"):
+        head.set_training_stage(2)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline.errors import ConfigError
-from pipeline.heads import TextBatch, build_head
+from pipeline.heads import TextBatch, VideoBatch, build_head
 from pipeline.heads.t2vlad import VARIANTS, T2VLADTextEmbedding, T2VLADVideoEmbedding
 from tests.pipeline.heads.conftest import TEXT_DIM, pad_batches, random_batches, scores, seeded_head
 
@@ -194,9 +194,9 @@ def test_both_modalities_reach_the_assignment_at_the_same_scale(variant, monkeyp
     seen = []
     original = netvlad.vlad_assign
 
-    def recording(z, mask, centers, bias):
+    def recording(z, mask, *args):
         seen.append(z[mask.bool()].norm(dim=-1))
-        return original(z, mask, centers, bias)
+        return original(z, mask, *args)
 
     monkeypatch.setattr(netvlad, "vlad_assign", recording)
     monkeypatch.setattr(t2vlad, "vlad_assign", recording)
@@ -287,7 +287,9 @@ def test_embeddings_slice_and_concatenate():
 
 
 def test_config_errors_name_the_problem():
-    with pytest.raises(ConfigError, match=r"head 't2vlad': clusters: unknown key \(known: dim, dropout, "):
+    with pytest.raises(
+        ConfigError, match=r"head 't2vlad': clusters: unknown key \(known: assignment_norm, dim, dropout, "
+    ):
         build_head("t2vlad", {"clusters": 3}, DIMS, TEXT_DIM)
     with pytest.raises(ConfigError, match="num_clusters: Input should be a valid integer, got '3'"):
         build_head("t2vlad", {"num_clusters": "3"}, DIMS, TEXT_DIM)
@@ -312,3 +314,156 @@ def test_expert_with_zero_rows_and_nan_padding():
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in head.parameters() if p.grad is not None)
     assert not head.encode_video(video).available[:, 1].any()
+
+
+# ---------- the public port's options (configs/msrvtt/t2vlad-port.toml) ----------
+PORT_OPTIONS = {
+    "loss": "hardest_negative",
+    "assignment_norm": "batchnorm",
+    "gating_norm": "batchnorm",
+    "projection_l2": True,
+    "norm_first": True,
+    "final_norm": True,
+}
+
+
+def test_port_options_default_to_the_paper():
+    head = make_head()
+    assert (
+        head.text_vlad.bias is not None and head.text_assign_norm is None and head.video_assign_norm is None
+    )
+    assert head.video_geu["rgb"].gating.norm is None and head.text_geu["rgb"].gating.norm is None
+    assert not head.encoder.norm_first and isinstance(head.encoder_norm, torch.nn.Identity)
+    assert head.config.loss == "max_margin" and not head.config.projection_l2
+
+
+def test_hardest_negative_option_is_the_loss():
+    from pipeline.heads.losses import hardest_negative_loss, max_margin_ranking_loss
+
+    video, text = make_batches()
+    for loss, fn in (("hardest_negative", hardest_negative_loss), ("max_margin", max_margin_ranking_loss)):
+        head = make_head(loss=loss, margin=0.2).eval()
+        t_emb, v_emb = head.encode_text(text), head.encode_video(video)
+        torch.testing.assert_close(head.loss(t_emb, v_emb), fn(head.similarity(t_emb, v_emb), 0.2))
+
+
+@pytest.mark.parametrize("variant", ["full", "separate_vlads", "public_port"])
+def test_assignment_batchnorm_replaces_the_bias(variant):
+    head = make_head(variant, assignment_norm="batchnorm").train()
+    assert isinstance(head.text_assign_norm, torch.nn.BatchNorm1d)
+    assert isinstance(head.video_assign_norm, torch.nn.BatchNorm1d)
+    assert head.text_vlad.bias is None
+    if variant == "public_port":
+        assert head.video_bias is None
+    video, text = make_batches()
+    seen = {}
+    for side, norm in (("text", head.text_assign_norm), ("video", head.video_assign_norm)):
+        norm.register_forward_hook(lambda m, i, o, side=side: seen.setdefault(side, o.detach()))
+    head.encode_text(text)
+    head.encode_video(video)
+    real_rows = {"text": int(text.mask.sum()), "video": int(sum(m.sum() for m in video.masks.values()))}
+    for side, out in seen.items():  # batch statistics over the real rows only: zero mean, unit variance
+        assert out.shape == (real_rows[side], SMALL["num_clusters"] + 1)
+        torch.testing.assert_close(out.mean(0), torch.zeros(out.shape[1]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(out.var(0, unbiased=False), torch.ones(out.shape[1]), atol=1e-3, rtol=0)
+
+
+def test_vlad_assign_with_batchnorm_is_softmax_of_the_normalised_logits():
+    from pipeline.heads.netvlad import vlad_assign
+
+    g = torch.Generator().manual_seed(3)
+    z, centers = torch.randn(2, 4, 5, generator=g), torch.randn(3, 5, generator=g)
+    mask = torch.tensor([[True, True, False, True], [True, False, False, True]])
+    norm = torch.nn.BatchNorm1d(3).train()
+    logits = torch.einsum("bmc,kc->bmk", z, centers)[mask]
+    expected = ((logits - logits.mean(0)) / torch.sqrt(logits.var(0, unbiased=False) + norm.eps)).softmax(-1)
+    got = vlad_assign(z, mask, centers, None, norm)
+    torch.testing.assert_close(got[mask], expected)
+    assert (got[~mask] == 0).all()
+
+
+def test_gating_batchnorm_uses_the_present_rows_only():
+    from pipeline.heads.gating import GatedEmbeddingUnit
+
+    torch.manual_seed(0)
+    unit = GatedEmbeddingUnit(4, 3, batch_norm=True).train()
+    x = torch.randn(5, 4)
+    present = torch.tensor([True, False, True, True, False])
+    x_padded = x.clone()
+    x_padded[~present] = 0.0
+    torch.testing.assert_close(unit(x_padded, present)[present], unit(x[present]))
+    assert isinstance(unit.gating.norm, torch.nn.BatchNorm1d)
+    head = make_head(gating_norm="batchnorm")
+    assert isinstance(head.video_geu["audio"].gating.norm, torch.nn.BatchNorm1d)
+    assert isinstance(head.text_geu["audio"].gating.norm, torch.nn.BatchNorm1d)
+
+
+def test_projection_l2_gives_unit_rows_into_the_transformer():
+    video, _ = make_batches()
+    for projection_l2 in (True, False):
+        head = make_head(projection_l2=projection_l2).eval()
+        inputs = []
+        head.encoder.register_forward_pre_hook(lambda m, args, seen=inputs: seen.append(args[0]))
+        head.encode_video(video)
+        norms = inputs[0].norm(dim=-1)
+        unit = torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+        assert unit == projection_l2
+
+
+def test_pre_norm_and_final_layer_norm_structure():
+    head = make_head(norm_first=True, final_norm=True, ff_dim=8, dropout=0.0).eval()
+    assert (
+        head.encoder.norm_first and head.encoder.linear1.out_features == 8 and head.encoder.dropout.p == 0.0
+    )
+    assert isinstance(head.encoder_norm, torch.nn.LayerNorm)
+    video, _ = make_batches()
+    feats, masks = head.prepare_video(video)
+    rows, mask = head._video_rows(feats, masks)
+    z = torch.cat([head.local_proj[e](feats[e]) for e in head.expert_names], dim=1)
+    padding = ~mask & mask.any(dim=1, keepdim=True)
+    # pre-norm: x + SA(LN1(x)), then + FF(LN2(.)); then the final LayerNorm
+    h = z + head.encoder._sa_block(head.encoder.norm1(z), None, padding, False)
+    h = h + head.encoder._ff_block(head.encoder.norm2(h))
+    torch.testing.assert_close(rows, head.encoder_norm(h), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("variant", ["full", "public_port"])
+def test_port_options_together_train_and_score(variant):
+    head = make_head(variant, **PORT_OPTIONS).train()
+    video, text = make_batches()
+    loss = head.loss(head.encode_text(text), head.encode_video(video))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert head.text_assign_norm.weight.grad is not None and head.video_assign_norm.weight.grad is not None
+    head.eval()
+    t_emb, v_emb = head.encode_text(text), head.encode_video(video)
+    torch.testing.assert_close(
+        head.query_vectors(t_emb) @ head.video_vectors(v_emb).t(),
+        head.similarity(t_emb, v_emb),
+        atol=1e-5,
+        rtol=0,
+    )
+    one_video = VideoBatch(
+        {e: x[:1] for e, x in video.features.items()},
+        {e: m[:1] for e, m in video.masks.items()},
+        video.available[:1],
+    )
+    assignments = head.center_assignments(TextBatch(text.tokens[:1], text.mask[:1]), one_video)
+    assert assignments.text.shape[1] == assignments.video.shape[1] == SMALL["num_clusters"]
+
+
+def test_masked_batch_norm_leaves_padding_alone_and_copes_with_one_row():
+    from pipeline.heads.base import masked_batch_norm
+
+    torch.manual_seed(0)
+    norm = torch.nn.BatchNorm1d(3).train()
+    x = torch.randn(2, 4, 3)
+    mask = torch.tensor([[True, False, True, True], [False, False, True, False]])
+    out = masked_batch_norm(norm, x, mask)
+    torch.testing.assert_close(out[~mask], x[~mask])
+    fresh = torch.nn.BatchNorm1d(3).train()
+    torch.testing.assert_close(out[mask], fresh(x[mask]))
+    one = torch.zeros(2, 4, dtype=torch.bool)
+    one[1, 2] = True  # a single row: normalised with the running statistics
+    expected = (x[one] - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
+    torch.testing.assert_close(masked_batch_norm(norm, x, one)[one], expected)

@@ -228,3 +228,63 @@ def test_second_train_into_a_locked_run_folder_fails_at_once(tree, capsys):
         assert err.startswith(f"t2v train: error: {run}: another t2v train") and err.count("\n") == 1
         assert not (run / "last.pt").exists()
     assert train(config, manifest, features, run, progress=False).epochs_done == 1
+
+
+def test_stages_must_fit_the_head_and_the_epochs():
+    with pytest.raises(
+        ConfigError, match=r"stages: head 'mgfi' has 2 training stages \['frames_text', 'audio'\]"
+    ):
+        TrainConfig.parse({"head": "mgfi", "epochs": 3, "stages": [3]}, "test")
+    with pytest.raises(ConfigError, match="stages: their epochs add up to 4, not epochs = 3"):
+        TrainConfig.parse({"head": "mgfi", "epochs": 3, "stages": [2, 2]}, "test")
+    with pytest.raises(ConfigError, match="stages: head 't2vlad' has 0 training stages"):
+        TrainConfig.parse({"head": "t2vlad", "epochs": 3, "stages": [3]}, "test")
+    config = TrainConfig.parse({"head": "mgfi", "epochs": 5, "stages": [3, 2]}, "test")
+    assert [config.stage_of(e) for e in range(1, 6)] == [0, 0, 0, 1, 1]
+    assert TrainConfig.parse({}, "test").stage_of(1) is None
+
+
+def test_mgfi_stage_two_trains_only_the_audio_branch():
+    from types import SimpleNamespace
+
+    from pipeline.heads import TextBatch, VideoBatch, build_head
+    from pipeline.training.loop import enter_stage
+
+    torch.manual_seed(0)
+    head = build_head(
+        "mgfi", {"dim": 8, "ff_dim": 8, "audio_expert": "pann"}, {"clip": 6, "pann": 4}, 5
+    ).train()
+    text_encoder = torch.nn.Linear(5, 5)
+    video = VideoBatch(
+        {"clip": torch.randn(4, 3, 6), "pann": torch.randn(4, 2, 4)},
+        {"clip": torch.ones(4, 3, dtype=torch.bool), "pann": torch.ones(4, 2, dtype=torch.bool)},
+        torch.ones(4, 2, dtype=torch.bool),
+    )
+    text = TextBatch(torch.randn(4, 3, 5), torch.ones(4, 3, dtype=torch.bool))
+    ctx = SimpleNamespace(head=head, text_side=text_encoder)
+    for stage, trained_prefixes in ((0, None), (1, ("ln_a.", "audio_proj."))):
+        enter_stage(ctx, stage)
+        head.zero_grad(set_to_none=True)
+        text_encoder.zero_grad(set_to_none=True)
+        tokens = text_encoder(text.tokens)
+        head.loss(head.encode_text(TextBatch(tokens, text.mask)), head.encode_video(video)).backward()
+        for name, param in head.named_parameters():
+            is_audio = name.startswith(("ln_a.", "audio_proj."))
+            if trained_prefixes is None:  # stage 1: frames and text; the audio branch is not in the score
+                assert (param.grad is None) == is_audio, name
+            else:  # stage 2: everything but the audio branch is fixed
+                assert (param.grad is not None and param.grad.abs().sum() > 0) == is_audio, name
+        assert (text_encoder.weight.grad is None) == (stage == 1)
+
+
+def test_staged_training_run_selects_its_best_epoch_in_the_last_stage(tree):
+    tmp, manifest, features = tree
+    config = small_config(
+        tmp,
+        head="mgfi",
+        epochs=3,
+        stages=[2, 1],
+        head_options={"dim": 16, "ff_dim": 16, "frame_expert": "appearance", "audio_expert": "speech"},
+    )
+    result = train(config, manifest, features, tmp / "run-staged", progress=False)
+    assert result.epochs_done == 3 and result.best_epoch == 3
