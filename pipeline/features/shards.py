@@ -326,6 +326,61 @@ def read_index(f: h5py.File) -> tuple[list[str], np.ndarray]:
     return list(f["video_ids"].asstr()[()]), f["offsets"][()]
 
 
+@dataclass
+class ShardIndex:
+    """A shard without its rows: the per-video index, row count/shape and attributes (cheap to read)."""
+
+    path: Path
+    video_ids: list[str]
+    offsets: np.ndarray
+    status: np.ndarray
+    error: list[str]
+    rows: int
+    dim: int
+    dtype: str
+    compression: str | None
+    timestamp_rows: int
+    token_level: bool
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def read_shard_index(path: str | Path) -> ShardIndex:
+    """Read everything of a shard but its rows. Raises ShardError (naming the file) if it is unreadable."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            ids, offsets = read_index(f)
+            feats = f["features"]
+            return ShardIndex(
+                path=path,
+                video_ids=ids,
+                offsets=offsets,
+                status=f["status"][()],
+                error=list(f["error"].asstr()[()]),
+                rows=int(feats.shape[0]),
+                dim=int(feats.shape[1]),
+                dtype=str(feats.dtype),
+                compression=feats.compression,
+                timestamp_rows=int(f["timestamps"].shape[0]),
+                token_level="tokens" in f,
+                attrs={k: attr_value(v) for k, v in f.attrs.items()},
+            )
+    except (OSError, KeyError) as err:
+        raise ShardError(f"{path}: cannot read shard: {err}") from err
+
+
+def index_problems(
+    path: Path, ids: list[str], offsets: np.ndarray, rows: int, n_status: int, n_error: int, n_times: int
+) -> list[str]:
+    """Ways a shard's index disagrees with its rows (offsets, status/error/timestamps lengths); [] if none."""
+    out = []
+    if len(offsets) != len(ids) + 1 or int(offsets[-1]) != rows or np.any(np.diff(offsets) < 0):
+        out.append(f"{path}: offsets do not match video_ids/features")
+    if not (n_status == n_error == len(ids)) or n_times != rows:
+        out.append(f"{path}: status/error/timestamps lengths do not match")
+    return out
+
+
 def read_shard(path: str | Path) -> ShardData:
     """Read a whole shard. Raises ShardError (naming the file) if it is unreadable or inconsistent."""
     path = Path(path)
@@ -345,6 +400,9 @@ def read_shard(path: str | Path) -> ShardData:
             )
     except (OSError, KeyError) as err:
         raise ShardError(f"{path}: cannot read shard: {err}") from err
-    if len(offsets) != len(ids) + 1 or int(offsets[-1]) != len(data.features):
-        raise ShardError(f"{path}: offsets ({len(offsets)}) do not match video_ids ({len(ids)}) / rows")
+    problems = index_problems(
+        path, ids, offsets, len(data.features), len(data.status), len(data.error), len(data.timestamps)
+    )
+    if problems:
+        raise ShardError(problems[0])
     return data
