@@ -165,15 +165,6 @@ def _parse(path: Path, check_paths: bool) -> tuple[list[VideoRecord], list[str]]
     return records, problems
 
 
-def validate_manifest(path: str | Path, *, check_paths: bool = True) -> list[str]:
-    """All problems of a manifest as ``FILE:LINE: field: problem`` lines (empty list = valid).
-
-    ``check_paths`` also checks that every video file exists (relative paths are resolved against the
-    manifest's folder).
-    """
-    return _parse(Path(path), check_paths)[1]
-
-
 def load_manifest(path: str | Path, *, check_paths: bool = True) -> list[VideoRecord]:
     """Read a manifest into records, in file order; raises :class:`ManifestError` listing every problem."""
     records, problems = _parse(Path(path), check_paths)

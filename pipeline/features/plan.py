@@ -126,13 +126,6 @@ class ShardPlan:
             for i, members in enumerate(self._shards)
         ]
 
-    def shard_of(self, video_id: str) -> int | None:
-        """Index of the shard holding ``video_id`` (None if not planned)."""
-        for i, members in enumerate(self._shards):
-            if any(m[0] == video_id for m in members):
-                return i
-        return None
-
 
 def shard_is_current(path: str | Path, spec: ShardSpec) -> bool:
     """True when the shard file exists, opens, and its ``members_digest`` attribute equals the plan's."""

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from data_manifest.errors import ManifestError
-from data_manifest.validate import load_manifest, validate_manifest
+from data_manifest.validate import load_manifest
+from tests.manifests import manifest_problems
 from workflows.cli import main
 
 
@@ -72,7 +73,7 @@ CASES = {
 def test_each_problem_kind(mdir: Path, case: str) -> None:
     line, expected = CASES[case]
     path = _write(mdir, [_good("v0"), line])
-    problems = validate_manifest(path)
+    problems = manifest_problems(path)
     assert len(problems) == 1, problems
     assert problems[0].startswith(f"{path}:2: ")
     assert expected in problems[0]
@@ -80,7 +81,7 @@ def test_each_problem_kind(mdir: Path, case: str) -> None:
 
 def test_duplicate_id_names_first_line(mdir: Path) -> None:
     path = _write(mdir, [_good("v0"), _good("v1"), _good("v0")])
-    assert validate_manifest(path) == [f"{path}:3: video_id: duplicate 'v0' (first on line 1)"]
+    assert manifest_problems(path) == [f"{path}:3: video_id: duplicate 'v0' (first on line 1)"]
 
 
 def test_all_problems_in_one_run(mdir: Path) -> None:
@@ -93,7 +94,7 @@ def test_all_problems_in_one_run(mdir: Path) -> None:
         _good("x y", captions=[""]),
     ]
     path = _write(mdir, lines)
-    problems = validate_manifest(path)
+    problems = manifest_problems(path)
     assert [p.split(": ")[0].rsplit(":", 1)[1] for p in problems] == ["2", "3", "3", "4", "5", "6", "6"]
     with pytest.raises(ManifestError) as err:
         load_manifest(path)
@@ -102,8 +103,8 @@ def test_all_problems_in_one_run(mdir: Path) -> None:
 
 
 def test_empty_manifest_and_unreadable_file(mdir: Path) -> None:
-    assert validate_manifest(_write(mdir, [])) == [f"{mdir / 'm.jsonl'}:1: file: empty manifest (no videos)"]
-    assert "cannot read manifest" in validate_manifest(mdir / "absent.jsonl")[0]
+    assert manifest_problems(_write(mdir, [])) == [f"{mdir / 'm.jsonl'}:1: file: empty manifest (no videos)"]
+    assert "cannot read manifest" in manifest_problems(mdir / "absent.jsonl")[0]
 
 
 def test_load_valid_manifest(mdir: Path) -> None:
@@ -118,7 +119,7 @@ def test_load_valid_manifest(mdir: Path) -> None:
 
 def test_check_paths_off(mdir: Path) -> None:
     path = _write(mdir, [_good(path="videos/nope.mp4")])
-    assert validate_manifest(path, check_paths=False) == []
+    assert manifest_problems(path, check_paths=False) == []
 
 
 def test_load_is_fast(mdir: Path) -> None:
