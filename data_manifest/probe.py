@@ -279,8 +279,7 @@ def probe_records(
     """Probe the records' files and update the records in place; files unchanged since their probe are skipped.
 
     ``workers`` > 1 probes in a process pool (forked where the platform allows, so scripts need no
-    ``__main__`` guard): demuxing loops over packets in Python, and threads were measured 1.7x slower than
-    processes on 2 cores.
+    ``__main__`` guard): demuxing loops over packets in Python, so threads would hold the GIL.
     """
     start = time.perf_counter()
     summary = ProbeSummary()

@@ -6,8 +6,7 @@ Two readers, each the other's fallback when it fails to open or errors mid-strea
   frame times and keyframes), seeks to the keyframe before a needed frame when that skips work, decodes
   forward, and lets the decoder skip non-reference frames that no row needs (``skip_frame=NONREF``, which
   cannot change the frames that are kept). Bit-identical frames to decord, and faster on 2 cores
-  (tests/benchmarks/bench_decode.py, 60 s 640x360 clip: dense 11.4 vs 15.9 s, 1 fps 3.9 vs 8.8 s,
-  16 uniform frames 2.3 vs 5.6 s).
+  (tests/benchmarks/bench_decode.py; numbers in the README).
 - decord (``backend="decord"`` tries it first): ``get_batch`` of the needed indices; its VP9 threading bug is
   retried with one thread before PyAV takes over. decord ignores rotation metadata (and returns wrongly shaped
   frames for rotated files), so rotated videos are always read with PyAV.

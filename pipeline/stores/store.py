@@ -144,8 +144,8 @@ class EmbeddingStore:
 
 
 def _read_rows(ds: h5py.Dataset, rows: np.ndarray | slice, block: int = 8192) -> np.ndarray:
-    """``ds[rows]`` for a slice or sorted unique rows. h5py's point selection costs ~1.5 ms per row, so a few
-    rows are read one by one (~25 µs each) and many rows as contiguous blocks."""
+    """``ds[rows]`` for a slice or sorted unique rows. h5py's point selection is far slower than slicing, so a
+    few rows are read one by one and many rows as contiguous blocks."""
     if isinstance(rows, slice):
         return ds[rows]
     if len(rows) <= 64:
