@@ -24,7 +24,8 @@ from typing import Any
 import luigi
 
 from pipeline.features.fingerprint import canonical_json
-from pipeline.runs.ablation import ABLATIONS, ablation_markdown
+from pipeline.runs.ablation import ABLATION_JSON, ABLATIONS, ablation_markdown
+from pipeline.runs.evaluate import write_json_atomic
 from pipeline.training.config import TrainConfig, load_config
 from workflows.luigi_runner import apply_thread_budget
 
@@ -183,7 +184,8 @@ class EvaluateHead(_RunParams):
 
 
 class AblationTable(luigi.Task):
-    """Train + evaluate the T2VLAD variants of ``pipeline.runs.ablation.ABLATIONS``; write ``<out_dir>/ablation.md``."""
+    """Train + evaluate the T2VLAD variants of ``pipeline.runs.ablation.ABLATIONS``; write ``<out_dir>/ablation.json``
+    (the results, for the report) and ``<out_dir>/ablation.md`` (the table; written last, it marks completion)."""
 
     manifest = luigi.PathParameter()
     features_root = luigi.PathParameter()
@@ -218,8 +220,8 @@ class AblationTable(luigi.Task):
 
     def run(self) -> None:
         results = {v: json.loads(Path(t.path).read_text())["metrics"] for v, t in self.input().items()}
-        text = ablation_markdown(
-            results, title=f"T2VLAD ablations, split {self.split} of {Path(self.manifest).name}"
-        )
+        title = f"T2VLAD ablations, split {self.split} of {Path(self.manifest).name}"
+        write_json_atomic(Path(self.out_dir) / ABLATION_JSON, {"title": title, "results": results})
+        text = ablation_markdown(results, title=title)
         with self.output().temporary_path() as tmp:
             Path(tmp).write_text(text, encoding="utf-8")

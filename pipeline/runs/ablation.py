@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+from pipeline.errors import ConfigError
 
 # variant name -> head_options merged into the T2VLAD config (pipeline.heads.t2vlad.T2VLADConfig.variant)
 ABLATIONS: dict[str, dict[str, Any]] = {
@@ -13,22 +17,39 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "separate_vlads": {"variant": "separate_vlads"},
 }
 
+ABLATION_JSON = "ablation.json"
 _COLUMNS = (("R1", "R@1"), ("R5", "R@5"), ("R10", "R@10"), ("MdR", "MdR"))
 
 
-def ablation_markdown(results: dict[str, dict[str, dict[str, float]]], title: str = "") -> str:
-    """Markdown table, one row per variant: text-to-video and video-to-text R@1, R@5, R@10 (%) and median rank.
+def ablation_table(results: dict[str, dict[str, dict[str, float]]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows, one per variant: text-to-video and video-to-text R@1, R@5, R@10 (%) and median rank.
 
     ``results`` maps variant -> ``retrieval_metrics`` output (``{"t2v": {...}, "v2t": {...}}``)."""
     head = ["variant"] + [f"t2v {label}" for _, label in _COLUMNS] + [f"v2t {label}" for _, label in _COLUMNS]
+    rows = [
+        [variant] + [f"{float(metrics[d][key]):.1f}" for d in ("t2v", "v2t") for key, _ in _COLUMNS]
+        for variant, metrics in results.items()
+    ]
+    return head, rows
+
+
+def ablation_markdown(results: dict[str, dict[str, dict[str, float]]], title: str = "") -> str:
+    """``ablation_table`` as Markdown (``### title`` and one pipe table), the file ``t2v ablation`` prints."""
+    head, rows = ablation_table(results)
     lines = [f"### {title}", ""] if title else []
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
-    for variant, metrics in results.items():
-        cells = [variant]
-        for direction in ("t2v", "v2t"):
-            for key, _ in _COLUMNS:
-                value = float(metrics[direction][key])
-                cells.append(f"{value:.1f}")
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     return "\n".join(lines) + "\n"
+
+
+def load_ablation(path: Path) -> tuple[str, dict[str, dict[str, dict[str, float]]]]:
+    """Title and results of an ``ablation.json`` (written next to ``ablation.md``). ConfigError if unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        title, results = str(data["title"]), data["results"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path}: not an ablation results file: {err}") from err
+    if not isinstance(results, dict):
+        raise ConfigError(f"{path}: not an ablation results file: 'results' is not an object")
+    return title, results

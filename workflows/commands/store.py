@@ -161,6 +161,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="report folder (index.html + images)")
     p.add_argument("--query", action="append", help="a query to show (repeatable; default: test captions)")
     p.add_argument("--num-queries", type=int, default=8, help="test captions shown when no --query is given")
-    p.add_argument("--ablation", default=None, help="ablation.md (default: looked up next to the run)")
+    p.add_argument(
+        "--ablation",
+        default=None,
+        help="ablation.json of t2v ablation / t2v run (default: looked up next to the run)",
+    )
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_report)

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 import pipeline  # noqa: F401
+from pipeline.errors import ConfigError
 from pipeline.metrics import retrieval_metrics
+from pipeline.report.html import ablation_html
 from pipeline.runs.ablation import ablation_markdown
 from pipeline.training.curves import write_curves
 from tests.media import make_video
@@ -57,13 +59,26 @@ def _fill_run_dir(run: Path) -> None:
     (run / "metrics-test.json").write_text(
         json.dumps({"num_texts": 12, "num_videos": 6, "metrics": _metrics(0)})
     )
-    (run.parent / "ablation.md").write_text(
-        ablation_markdown({"full": _metrics(1), "no_local": _metrics(2)}, "T2VLAD")
-    )
+    results = {"full": _metrics(1), "no_local": _metrics(2)}
+    (run.parent / "ablation.json").write_text(json.dumps({"title": "T2VLAD", "results": results}))
     history = [
         {"epoch": e, "train_loss": 1.0 / e, "lr": 1e-3, "elapsed_s": e, "val": _metrics(e)} for e in (1, 2)
     ]
     write_curves(history, run)
+
+
+def test_ablation_html_shows_the_rows_of_the_markdown_table(tmp_path: Path) -> None:
+    results = {"full": _metrics(1), "no_local": _metrics(2)}
+    path = tmp_path / "ablation.json"
+    path.write_text(json.dumps({"title": "T2VLAD <x>", "results": results}))
+    page = ablation_html(path)
+    assert "<h3>T2VLAD &lt;x&gt;</h3>" in page
+    for line in ablation_markdown(results).splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>" in page
+    path.write_text("{}")
+    with pytest.raises(ConfigError, match="not an ablation results file"):
+        ablation_html(path)
 
 
 def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ import pytest
 import pipeline  # noqa: F401
 from data_manifest.errors import T2VError
 from pipeline.metrics import retrieval_metrics
-from pipeline.runs.ablation import ABLATIONS, ablation_markdown
+from pipeline.runs.ablation import ABLATIONS, ablation_markdown, load_ablation
 from pipeline.runs.evaluate import evaluate_run, format_metrics_table, similarity_matrix
 from pipeline.runs.folder import load_run
 from tests.train_fixtures import make_dataset_tree
@@ -182,6 +182,8 @@ def test_ablation_table(trained, capsys):
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| variant")]
     assert [r.split("|")[1].strip() for r in rows] == list(ABLATIONS)
     assert "t2v R@1" in text and text in capsys.readouterr().out
+    title, results = load_ablation(out / "ablation.json")
+    assert list(results) == list(ABLATIONS) and title in text
 
 
 def test_ablation_markdown_format():
