@@ -128,13 +128,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = fsub.add_parser("import", help="import MMT per-video HDF5 files or a Collaborative-Experts pickle")
     p.add_argument("source", help="MMT data folder (or one .h5), or a CE pickle (video_id -> array)")
-    p.add_argument("--format", choices=("mmt", "ce"), required=True)
+    p.add_argument("--format", choices=("mmt", "ce"), required=True, help="MMT HDF5 files or a CE pickle")
     p.add_argument(
         "--expert", required=True, help="expert name (MMT dataset features.<expert>; output folder)"
     )
     p.add_argument("--out", required=True, help="features root: writes <out>/<expert>/<fingerprint>/")
     p.add_argument("--manifest", help="shard by the plan of this manifest (missing videos: status empty)")
-    p.add_argument("--shard-size", type=int, default=256)
-    p.add_argument("--dtype", choices=("float16", "float32"), default="float32")
+    p.add_argument("--shard-size", type=int, default=256, help="videos per shard (default 256)")
+    p.add_argument("--dtype", choices=("float16", "float32"), default="float32", help="stored precision")
     p.add_argument("--trust-pickle", action="store_true", help="allow unpickling (runs code from the file)")
     p.set_defaults(func=_import)
