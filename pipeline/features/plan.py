@@ -83,7 +83,7 @@ class ShardPlan:
             "version": PLAN_VERSION,
             "shard_size": self.shard_size,
             "shards": [
-                {"index": i, "members": members, "members_digest": members_digest(map(tuple, members))}
+                {"index": i, "members": members, "members_digest": members_digest((m[0], m[1]) for m in members)}
                 for i, members in enumerate(self._shards)
             ],
         }
@@ -122,7 +122,7 @@ class ShardPlan:
     def specs(self) -> list[ShardSpec]:
         """Every shard of the plan, in index order."""
         return [
-            ShardSpec(i, tuple(m[0] for m in members), members_digest(map(tuple, members)))
+            ShardSpec(i, tuple(m[0] for m in members), members_digest((m[0], m[1]) for m in members))
             for i, members in enumerate(self._shards)
         ]
 

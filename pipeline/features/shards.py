@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -108,7 +109,7 @@ class ShardWriter:
         token_level: bool = False,
         members_digest: str = "",
         compression: str | None = "gzip",
-        extra_attrs: dict[str, str | int | float | bool] | None = None,
+        extra_attrs: Mapping[str, str | int | float | bool] | None = None,
     ):
         if dtype not in ("float16", "float32"):
             raise ShardError(f"{path}: dtype must be float16 or float32, got {dtype!r}")
@@ -131,7 +132,7 @@ class ShardWriter:
         self._status: list[int] = []
         self._errors: list[str] = []
         self._offsets: list[int] = [0]
-        self._buf: list[tuple[np.ndarray, np.ndarray, list[str] | None]] = []
+        self._buf: list[tuple[np.ndarray, np.ndarray, list[str]]] = []
         self._buf_rows = 0
         self._written = 0
         self._done = False
@@ -230,7 +231,7 @@ class ShardWriter:
         self._errors.append(" ".join(str(error).split()))
         self._offsets.append(self._offsets[-1] + features.shape[0])
         if features.shape[0]:
-            toks = [str(t) for t in tokens] if self.token_level else None
+            toks = [str(t) for t in tokens] if tokens is not None and self.token_level else []
             self._buf.append((features.astype(self._h5["features"].dtype), timestamps, toks))
             self._buf_rows += features.shape[0]
             if self._buf_rows * self.dim * features.itemsize >= _FLUSH_BYTES or self._buf_rows >= _FLUSH_ROWS:

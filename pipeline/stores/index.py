@@ -79,6 +79,7 @@ def build_index(
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     dim = int(vectors.shape[1])
     spec.validate(dim)
+    index: faiss.Index
     if spec.kind == "flat" or len(vectors) == 0:
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         used = IndexSpec("flat", spec.nlist, spec.nprobe, spec.m)
@@ -86,18 +87,20 @@ def build_index(
         nlist = max(1, min(spec.nlist, len(vectors) // MIN_POINTS_PER_LIST))
         kind = "ivf" if len(vectors) < PQ_MIN_POINTS else spec.kind
         quantizer = faiss.IndexFlatIP(dim)
+        ivf: faiss.IndexIVF
         if kind == "ivf":
-            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         else:
-            index = faiss.IndexIVFPQ(quantizer, dim, nlist, spec.m, 8, faiss.METRIC_INNER_PRODUCT)
+            ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, spec.m, 8, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
         limit = max(MIN_POINTS_PER_LIST * nlist, min(256 * nlist, TRAIN_SAMPLE_CAP))
         sample = (
             vectors if len(vectors) <= limit else vectors[np.sort(rng.choice(len(vectors), limit, False))]
         )
-        index.train(sample)
-        index.nprobe = min(spec.nprobe, nlist)
-        used = IndexSpec(kind, nlist, index.nprobe, spec.m)
+        ivf.train(sample)
+        ivf.nprobe = min(spec.nprobe, nlist)
+        index = ivf
+        used = IndexSpec(kind, nlist, ivf.nprobe, spec.m)
     if len(vectors):
         index.add_with_ids(vectors, ids)
     return index, used

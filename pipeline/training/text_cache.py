@@ -136,12 +136,11 @@ class TextSide(torch.nn.Module):
         self.encoder: TextEncoder | None = None
         if self.mode == "frozen":
             self.cache = FrozenTextCache(cache_dir, config.model or None, config.max_length)
+            self.model_digest = self.cache.digest
         else:
             self.encoder = TextEncoder(config.model or None, max_length=config.max_length)
             self.encoder.model.train()
-        self.model_digest = (
-            self.cache.digest if self.cache is not None else model_dir_digest(self.encoder.model_dir)
-        )
+            self.model_digest = model_dir_digest(self.encoder.model_dir)
 
     def prepare(self, texts: Iterable[str], device: str = "cpu", progress: bool = False) -> None:
         """Frozen mode: make sure every caption is cached. Finetune mode: nothing to do."""
