@@ -83,7 +83,11 @@ class ShardPlan:
             "version": PLAN_VERSION,
             "shard_size": self.shard_size,
             "shards": [
-                {"index": i, "members": members, "members_digest": members_digest((m[0], m[1]) for m in members)}
+                {
+                    "index": i,
+                    "members": members,
+                    "members_digest": members_digest((m[0], m[1]) for m in members),
+                }
                 for i, members in enumerate(self._shards)
             ],
         }

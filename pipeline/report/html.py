@@ -208,7 +208,8 @@ def build_report(
     if not pairs:
         raise StoreError(f"{store.path}: no captioned video to take example queries from (give --query)")
 
-    searches, assignments = [], []
+    searches: list[str] = []
+    assignments: list[str] = []
     readers = {e: FeatureReader(d) for e, d in json.loads(store.attrs["feature_dirs"]).items()}
     for q, gt in pairs:
         text_emb = searcher.encode_queries([q])

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from data_manifest.errors import T2VError
+from pipeline.heads.base import RetrievalHead
 from pipeline.metrics import retrieval_metrics
 from pipeline.runs.folder import load_run
 from pipeline.training.dataset import RetrievalDataset, make_loader
@@ -27,7 +28,7 @@ METRIC_KEYS = ("R1", "R5", "R10", "R50", "MdR", "MnR", "geometric_mean")
 
 @torch.no_grad()
 def similarity_matrix(
-    head: torch.nn.Module,
+    head: RetrievalHead,
     text_side: TextSide,
     dataset: RetrievalDataset,
     texts: list[str],
@@ -56,7 +57,7 @@ def similarity_matrix(
 
 
 def evaluate_dataset(
-    head: torch.nn.Module,
+    head: RetrievalHead,
     text_side: TextSide,
     dataset: RetrievalDataset,
     *,

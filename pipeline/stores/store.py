@@ -121,7 +121,7 @@ class EmbeddingStore:
             rows = np.asarray(rows, np.int64)
             uniq, order = np.unique(rows, return_inverse=True)
             rows = uniq
-        values = {}
+        values: dict[str, torch.Tensor | None] = {}
         with h5py.File(self.h5_path, "r") as f:
             for fld in fields(self.embedding_class):
                 name = f"emb/{fld.name}"
