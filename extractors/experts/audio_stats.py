@@ -45,7 +45,7 @@ class AudioStatsConfig(ExpertConfig):
             raise ConfigError("need frame_s > 0, hop_s > 0 and window_s >= hop_s")
 
 
-def hz_to_mel(hz: np.ndarray) -> np.ndarray:
+def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     """HTK mel scale."""
     return 1127.0 * np.log1p(np.asarray(hz, dtype=np.float64) / 700.0)
 
