@@ -22,6 +22,7 @@ from pipeline.features.shards import (
     STATUS_OK,
     ShardWriter,
     read_shard,
+    read_shard_index,
     shard_attrs,
     shard_name,
 )
@@ -171,6 +172,21 @@ def test_unreadable_shard(tmp_path: Path) -> None:
         read_shard(bad)
     with pytest.raises(ShardError, match="shard-00000.h5"):
         shard_attrs(bad)
+
+
+def test_inconsistent_index_is_refused_by_the_reader_and_reported_by_the_index(tmp_path: Path) -> None:
+    path = tmp_path / "shard-00000.h5"
+    with _writer(path) as w:
+        w.add("a", np.ones((2, 4)), np.zeros((2, 2)))
+        w.add("b", np.ones((1, 4)), np.zeros((1, 2)), status=STATUS_FAILED, error="bad")
+    index = read_shard_index(path)
+    assert (index.video_ids, index.rows, index.dim, index.timestamp_rows) == (["a", "b"], 3, 4, 3)
+    assert index.status.tolist() == [STATUS_OK, STATUS_FAILED] and index.error == ["", "bad"]
+    with h5py.File(path, "a") as f:
+        del f["status"]
+        f.create_dataset("status", data=np.zeros(3, np.int8))
+    with pytest.raises(ShardError, match="shard-00000.h5: status/error/timestamps lengths do not match"):
+        read_shard(path)
 
 
 def test_many_rows_stream_in_blocks(tmp_path: Path) -> None:
