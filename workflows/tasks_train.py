@@ -24,7 +24,7 @@ from typing import Any
 import luigi
 
 from pipeline.features.fingerprint import canonical_json
-from pipeline.runs.ablation import ABLATION_JSON, ABLATIONS, ablation_markdown
+from pipeline.runs.ablation import ABLATION_JSON, ABLATIONS, ablation_json, ablation_markdown
 from pipeline.runs.evaluate import write_json_atomic
 from pipeline.training.config import TrainConfig, load_config
 from workflows.luigi_runner import apply_thread_budget
@@ -221,7 +221,7 @@ class AblationTable(luigi.Task):
     def run(self) -> None:
         results = {v: json.loads(Path(t.path).read_text())["metrics"] for v, t in self.input().items()}
         title = f"T2VLAD ablations, split {self.split} of {Path(self.manifest).name}"
-        write_json_atomic(Path(self.out_dir) / ABLATION_JSON, {"title": title, "results": results})
+        write_json_atomic(Path(self.out_dir) / ABLATION_JSON, ablation_json(results, title))
         text = ablation_markdown(results, title=title)
         with self.output().temporary_path() as tmp:
             Path(tmp).write_text(text, encoding="utf-8")

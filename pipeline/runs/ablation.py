@@ -43,13 +43,15 @@ def ablation_markdown(results: dict[str, dict[str, dict[str, float]]], title: st
     return "\n".join(lines) + "\n"
 
 
+def ablation_json(results: dict[str, dict[str, dict[str, float]]], title: str) -> dict[str, Any]:
+    """The content of ``ablation.json``: the title and, in table order, each variant with its metrics."""
+    return {"title": title, "variants": [{"variant": v, "metrics": m} for v, m in results.items()]}
+
+
 def load_ablation(path: Path) -> tuple[str, dict[str, dict[str, dict[str, float]]]]:
-    """Title and results of an ``ablation.json`` (written next to ``ablation.md``). ConfigError if unreadable."""
+    """Title and results (in table order) of an ``ablation.json``. ConfigError naming the file if unreadable."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        title, results = str(data["title"]), data["results"]
+        return str(data["title"]), {str(v["variant"]): v["metrics"] for v in data["variants"]}
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ConfigError(f"{path}: not an ablation results file: {err}") from err
-    if not isinstance(results, dict):
-        raise ConfigError(f"{path}: not an ablation results file: 'results' is not an object")
-    return title, results
+        raise ConfigError(f"{path}: not an ablation results file: {err!r}") from err
