@@ -233,8 +233,10 @@ def unchanged_since_probe(rec: VideoRecord, full: Path) -> bool:
 
 
 def _mp_context() -> BaseContext:
-    """Fork where available: workers then need no importable ``__main__`` (scripts, notebooks, stdin)."""
-    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    """A fork server where available: a plain fork of a process that already runs threads (torch's OpenMP pool,
+    Luigi's, a DataLoader's) can deadlock in the child on a lock held by a thread that was not copied."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else None)
 
 
 def _probe_isolated(path: str) -> dict[str, Any]:
@@ -278,8 +280,8 @@ def probe_records(
 ) -> ProbeSummary:
     """Probe the records' files and update the records in place; files unchanged since their probe are skipped.
 
-    ``workers`` > 1 probes in a process pool (forked where the platform allows, so scripts need no
-    ``__main__`` guard): demuxing loops over packets in Python, so threads would hold the GIL.
+    ``workers`` > 1 probes in a process pool (started from a fork server, see :func:`_mp_context`): demuxing
+    loops over packets in Python, so threads would hold the GIL.
     """
     start = time.perf_counter()
     summary = ProbeSummary()

@@ -2,6 +2,12 @@
 
 Required: ``video_id`` (letters, digits, ``._-``), ``path`` (relative to the manifest's folder or absolute),
 ``captions`` (list of non-empty strings, may be empty), ``split``. Probing fills the optional media fields.
+
+Input limits, so that whatever validates can be stored and processed later with bounded memory: a line holds
+at most ``MAX_LINE_BYTES`` bytes (longer lines are reported without being read whole), a caption at most
+``MAX_CAPTION_CHARS`` characters, and no string anywhere in a record (keys included) holds NUL (U+0000, which
+HDF5 strings cannot hold) or a lone surrogate (U+D800..U+DFFF from a JSON ``\\u`` escape, which UTF-8 cannot
+encode).
 """
 
 from __future__ import annotations
@@ -12,7 +18,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+from data_manifest.atomic import atomic_path
+
+VIDEO_ID_RE = re.compile(r"\A[A-Za-z0-9._-]+\Z")  # \Z: "$" would also accept a trailing newline
+MAX_LINE_BYTES = 1 << 20
+MAX_CAPTION_CHARS = 16384
 REQUIRED_FIELDS = ("video_id", "path", "captions", "split")
 PROBED_FIELDS = ("duration", "fps", "num_frames", "width", "height", "has_audio", "codec", "content_hash")
 
@@ -62,10 +72,6 @@ class VideoRecord:
 
 def write_manifest(path: str | Path, records: list[VideoRecord]) -> None:
     """Write records as JSONL atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for rec in records:
             fh.write(rec.to_json() + "\n")
-    tmp.replace(path)

@@ -6,11 +6,11 @@ An expert is a class with these class attributes:
 - ``input_kind``: "frames", "clips", "audio" or "speech",
 - ``dim``: features per row, ``token_level``: rows are tokens (OCR / speech words, patches) with ``tokens`` text,
 - ``weights``: the ``WeightsFile`` entries it needs (empty for weight-free experts),
-- ``Config``: a frozen dataclass subclass of ``ExpertConfig`` with its options. The sampling spec (fps, clip length,
-  sample rate) and the preprocessing that travels with the weights (input size, mean, std) live there, like timm's
-  ``PretrainedCfg``. Fields declared with ``infra(...)`` (batch size) do not change features and stay out of the
-  fingerprint. ``smoke_config``: overrides for a cheap run of the same architecture (smaller input), used by the
-  registry-wide contract test.
+- ``Config``: a frozen ``ExpertConfig`` subclass (a ``pipeline.config.Config``) with its options. The sampling spec
+  (fps, clip length, sample rate) and the preprocessing that travels with the weights (input size, mean, std) live
+  there, like timm's ``PretrainedCfg``. Fields declared with ``infra(...)`` (batch size) do not change features and
+  stay out of the fingerprint. ``smoke_config``: overrides for a cheap run of the same architecture (smaller input),
+  used by the registry-wide contract test.
 
 Life cycle: ``load(device, weights_dir)`` once (``random_init=True`` for tests: same architecture, no files; the
 base class sets ``self.loaded`` after any subclass's ``load`` returns), then
@@ -22,23 +22,22 @@ outputs with ``merge``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
-import types
-import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import numpy as np
 import torch
+from pydantic import ConfigDict, Field, model_validator
 
 from data_manifest.schema import VideoRecord
 from extractors.weights import WeightsFile, weights_sha256
-from pipeline.errors import ConfigError, MediaError, NoAudioError
+from pipeline.config import Config, FloatTriple
+from pipeline.errors import MediaError, NoAudioError
 from pipeline.features.fingerprint import fingerprint as _fingerprint
 from pipeline.features.shards import STATUS_EMPTY, STATUS_FAILED, STATUS_OK
 from pipeline.media.decode import FrameSpec, iter_frames
@@ -54,12 +53,13 @@ NO_AUDIO = "no audio track"
 
 def infra(default: Any) -> Any:
     """A config field that does not change the features (e.g. batch size): left out of ``config_dict()``."""
-    return field(default=default, metadata={"significant": False})
+    return Field(default, exclude=True)
 
 
-@dataclass(frozen=True)
-class ExpertConfig:
-    """Options shared by all experts. ``batch_size``: rows (frames, clips, windows) per model call."""
+class ExpertConfig(Config):
+    """Options shared by all experts (frozen). ``batch_size``: rows (frames, clips, windows) per model call."""
+
+    model_config = ConfigDict(frozen=True)
 
     batch_size: int = infra(16)
 
@@ -132,50 +132,6 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _field_ok(value: Any, annotation: Any) -> bool:
-    """Loose runtime check of a config value against its dataclass annotation (str form under __future__)."""
-    hint = annotation if not isinstance(annotation, str) else None
-    origin = typing.get_origin(hint)
-    if hint is None:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_field_ok(value, arg) for arg in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is tuple:
-        return isinstance(value, tuple)
-    return isinstance(value, origin or hint)
-
-
-def build_config(config_cls: type, overrides: Mapping[str, Any] | Any | None, expert: str) -> Any:
-    """``config_cls`` instance from a dict of overrides (lists become tuples); ConfigError for unknown keys or types."""
-    if overrides is None:
-        return config_cls()
-    if isinstance(overrides, config_cls):
-        return overrides
-    if not isinstance(overrides, Mapping):
-        raise ConfigError(f"expert {expert}: config must be a mapping, got {type(overrides).__name__}")
-    known = {f.name: f for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(overrides) - set(known))
-    if unknown:
-        raise ConfigError(f"expert {expert}: unknown config key(s) {unknown}; known: {sorted(known)}")
-    hints = typing.get_type_hints(config_cls)
-    values = {}
-    for key, value in overrides.items():
-        value = tuple(value) if isinstance(value, list) else value
-        if not _field_ok(value, hints.get(key)):
-            raise ConfigError(f"expert {expert}: config {key}={value!r} does not fit type {hints.get(key)}")
-        values[key] = value
-    try:
-        return config_cls(**values)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"expert {expert}: bad config: {err}") from err
-
-
 class Expert(ABC):
     """Base class of all experts (see the module docstring for the contract)."""
 
@@ -188,9 +144,10 @@ class Expert(ABC):
     Config: ClassVar[type[ExpertConfig]] = ExpertConfig
     # cheaper options, same architecture (smaller input): contract tests, quick checks
     smoke_config: ClassVar[dict[str, Any]] = {}
+    config: ExpertConfig  # an instance of ``Config``; subclasses narrow the type to their own config class
 
     def __init__(self, config: Mapping[str, Any] | ExpertConfig | None = None) -> None:
-        self.config = build_config(type(self).Config, config, self.name)
+        self.config = type(self).Config.parse(config or {}, f"expert {self.name}")
         self.device = "cpu"
         self.loaded = False
 
@@ -202,11 +159,7 @@ class Expert(ABC):
 
     def config_dict(self) -> dict[str, Any]:
         """The options that determine the features (canonical-JSON-able), without ``infra`` fields."""
-        return {
-            f.name: getattr(self.config, f.name)
-            for f in dataclasses.fields(self.config)
-            if f.metadata.get("significant", True)
-        }
+        return self.config.model_dump()
 
     def weights_sha256(self, weights_dir: str | Path | None = None) -> str:
         """sha256 of the weights files ('+'-joined; '' without weights); WeightsError if missing or wrong."""
@@ -301,7 +254,6 @@ def resize_crop(
     return x[:, :, top : top + crop, left : left + crop].contiguous().numpy()
 
 
-@dataclass(frozen=True)
 class FrameConfig(ExpertConfig):
     """Per-frame image experts. Sampling: ``fps`` frames per second, or ``num_frames`` uniform frames when set.
     Preprocessing: resize the short side (or both sides when ``squash``) to ``resize`` px, centre crop
@@ -313,15 +265,17 @@ class FrameConfig(ExpertConfig):
     image_size: int = 224
     resize: int = 256
     squash: bool = False
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: FloatTriple = IMAGENET_MEAN
+    std: FloatTriple = IMAGENET_STD
     part_rows: int = infra(16)
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check_frames(self) -> Self:
         if self.resize < self.image_size:
-            raise ConfigError(f"resize ({self.resize}) must be >= image_size ({self.image_size})")
+            raise ValueError(f"resize ({self.resize}) must be >= image_size ({self.image_size})")
         if self.fps <= 0 or (self.num_frames is not None and self.num_frames < 1):
-            raise ConfigError(f"need fps > 0 and num_frames >= 1 or None, got {self.fps}, {self.num_frames}")
+            raise ValueError(f"need fps > 0 and num_frames >= 1 or None, got {self.fps}, {self.num_frames}")
+        return self
 
 
 class FrameExpert(Expert):
@@ -330,6 +284,7 @@ class FrameExpert(Expert):
 
     input_kind: ClassVar[str] = "frames"
     Config: ClassVar[type[ExpertConfig]] = FrameConfig
+    config: FrameConfig
 
     def frame_spec(self) -> FrameSpec:
         """The decode spec: 1 row per sampled frame, decoded with the short side already near ``resize``."""

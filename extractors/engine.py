@@ -17,7 +17,6 @@ or all but the failed ones with ``retry_failed``.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -34,6 +33,7 @@ from data_manifest.schema import VideoRecord
 from extractors.base import Expert, ExpertOutput, Prepared, one_line
 from pipeline.errors import MediaError, ShardError
 from pipeline.features.shards import STATUS_EMPTY, STATUS_FAILED, STATUS_OK, ShardWriter, read_shard
+from pipeline.threads import threads_per_process
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +70,20 @@ class ShardSummary:
         self.rows += rows
 
 
-def default_workers(device: str = "cpu") -> int:
-    """Decode threads: on CPU 1 per 2 cores up to 2 (the model keeps the rest; decoders thread internally too),
-    for a GPU model up to 8, since decoding is then the bottleneck."""
-    cores = os.cpu_count() or 1
+def default_workers(device: str = "cpu", budget: int | None = None) -> int:
+    """Decode threads within the process's thread ``budget`` (default: the whole machine): on CPU 1 per 2 threads
+    up to 2 (the model keeps the rest; decoders thread internally too), for a GPU model up to 8, since decoding is
+    then the bottleneck."""
+    cores = budget or threads_per_process(1)
     if device.startswith("cuda"):
         return max(1, min(8, cores - 1))
     return max(1, min(2, cores // 2))
 
 
-def model_threads() -> int:
-    """Torch intra-op threads on CPU: all cores but one, which is left to decoding."""
-    return max(1, (os.cpu_count() or 1) - 1)
+def model_threads(budget: int | None = None) -> int:
+    """Torch intra-op threads on CPU within the process's thread ``budget`` (default: the whole machine): all but
+    one, which is left to decoding."""
+    return max(1, (budget or threads_per_process(1)) - 1)
 
 
 def _previous_outputs(
@@ -233,8 +235,8 @@ def extract_shard(
 
     ``expert`` is loaded on ``device`` ("auto": cuda if available) from ``weights_dir`` unless already loaded — before
     any video is decoded, so missing weights fail fast. ``workers``: decode threads (``default_workers``);
-    ``threads``: torch threads for a CPU model (default ``model_threads()``: all cores but one; pass fewer when
-    several shards run in parallel processes). ``dtype``: how features are stored (float16 or float32).
+    ``threads``: this process's CPU thread budget (``pipeline.threads``; default the whole machine), of which a
+    CPU model takes all but one (``model_threads``). ``dtype``: how features are stored (float16 or float32).
     """
     start = time.perf_counter()
     out_path = Path(out_path)
@@ -247,10 +249,10 @@ def extract_shard(
     todo = [r for r in records if r.video_id not in reused]
     if todo and not expert.loaded:
         expert.load(device, weights_dir)
-    workers = workers or default_workers(expert.device)
+    workers = workers or default_workers(expert.device, threads)
     threads_before = torch.get_num_threads()
     if expert.device == "cpu":
-        torch.set_num_threads(threads or model_threads())
+        torch.set_num_threads(model_threads(threads))
     stop = threading.Event()
     bar = tqdm(total=len(order), desc=f"{expert.name} {out_path.name}", unit="video", disable=not progress)
     writer = ShardWriter(

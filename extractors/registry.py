@@ -7,18 +7,23 @@ Importing this module imports no model library: the built-in experts are known b
 from __future__ import annotations
 
 import importlib
-import importlib.util
-from collections.abc import Mapping
+import pkgutil
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
+from pydantic import create_model
+
+from extractors import experts as experts_package
 from extractors.base import INPUT_KINDS, Expert
+from pipeline.config import Config
 from pipeline.errors import ConfigError
 
 E = TypeVar("E", bound=type[Expert])
 
+# the built-in experts: one module per expert in extractors/experts/, named like the expert (found without
+# importing them, so adding an expert is adding its module)
 BUILTIN_EXPERTS: dict[str, str] = {
-    name: f"extractors.experts.{name}"
-    for name in ("rgb", "audio_stats", "s3d", "scene", "vggish", "pann", "clip", "cait", "ocr", "speech")
+    m.name: f"{experts_package.__name__}.{m.name}" for m in pkgutil.iter_modules(experts_package.__path__)
 }
 _REGISTRY: dict[str, type[Expert]] = {}
 
@@ -39,19 +44,17 @@ def register_expert(cls: E) -> E:
     return cls
 
 
-def _module_exists(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
-
-
 def expert_names() -> list[str]:
-    """Sorted names of all experts: the built-in ones whose module is installed, plus any registered."""
-    return sorted({n for n, m in BUILTIN_EXPERTS.items() if _module_exists(m)} | set(_REGISTRY))
+    """Sorted names of all experts: the built-in ones plus any registered elsewhere."""
+    return sorted(set(BUILTIN_EXPERTS) | set(_REGISTRY))
 
 
 def expert_class(name: str) -> type[Expert]:
     """The Expert class registered as ``name`` (importing its module on first use); ConfigError if unknown."""
-    if name not in _REGISTRY and name in BUILTIN_EXPERTS and _module_exists(BUILTIN_EXPERTS[name]):
+    if name not in _REGISTRY and name in BUILTIN_EXPERTS:
         importlib.import_module(BUILTIN_EXPERTS[name])
+        if name not in _REGISTRY:
+            raise ConfigError(f"{BUILTIN_EXPERTS[name]}: registers no expert named {name!r}")
     if name not in _REGISTRY:
         raise ConfigError(f"unknown expert {name!r}; known experts: {', '.join(expert_names())}")
     return _REGISTRY[name]
@@ -60,3 +63,10 @@ def expert_class(name: str) -> type[Expert]:
 def get_expert(name: str, config: Mapping[str, Any] | None = None) -> Expert:
     """A new (not yet loaded) expert ``name`` with ``config`` overrides; ConfigError for unknown names or keys."""
     return expert_class(name)(config)
+
+
+def expert_options_model(names: Iterable[str]) -> type[Config]:
+    """A config with one optional table per expert of ``names``, each checked against that expert's ``Config``
+    (so a file of per-expert options is validated, every problem named by ``expert.option``, before any run)."""
+    fields: dict[str, Any] = {name: (expert_class(name).Config, None) for name in names}
+    return create_model("ExpertOptions", __base__=Config, **fields)

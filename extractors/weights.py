@@ -14,6 +14,7 @@ Digests are cached by (size, mtime) in ``<weights_dir>/.sha256-cache.json`` so g
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -23,6 +24,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from data_manifest.atomic import write_text
 from data_manifest.hashing import sha256_file
 from pipeline.errors import WeightsError
 
@@ -130,12 +132,8 @@ def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
         with _cache_lock:
             cache = _load_cache(cache_path)
             cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": hexdigest}
-            tmp = cache_path.with_name(f"{CACHE_NAME}.{os.getpid()}.tmp")
-            try:
-                tmp.write_text(json.dumps(cache, indent=1, sort_keys=True), encoding="utf-8")
-                tmp.replace(cache_path)
-            except OSError:
-                tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a read-only weights folder just stays uncached
+                write_text(cache_path, json.dumps(cache, indent=1, sort_keys=True))
     return hexdigest
 
 

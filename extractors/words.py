@@ -16,11 +16,11 @@ import json
 import unicodedata
 from abc import abstractmethod
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
+from pydantic import model_validator
 
 from extractors.base import Expert, ExpertConfig, ExpertOutput
 from extractors.weights import WeightsFile, default_weights_dir, resolve_file
@@ -86,7 +86,6 @@ def text_model_dim(folder: Path) -> int | None:
         return None
 
 
-@dataclass(frozen=True)
 class WordConfig(ExpertConfig):
     """Options shared by word experts: ``text_model`` that embeds the words; words shorter than ``min_chars``
     characters and (with ``latin_only``) words in other scripts are dropped."""
@@ -95,11 +94,13 @@ class WordConfig(ExpertConfig):
     min_chars: int = 1
     latin_only: bool = True
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check_word(self) -> Self:
         if not self.text_model:
-            raise ConfigError("text_model must name a model (e.g. all-MiniLM-L6-v2) or a folder")
+            raise ValueError("text_model must name a model (e.g. all-MiniLM-L6-v2) or a folder")
         if self.min_chars < 1:
-            raise ConfigError(f"min_chars must be >= 1, got {self.min_chars}")
+            raise ValueError(f"min_chars must be >= 1, got {self.min_chars}")
+        return self
 
 
 class WordEmbedder:

@@ -25,8 +25,21 @@ class ConfigError(T2VError):
     """A configuration file or option is invalid."""
 
 
+class RunError(ConfigError):
+    """A training run folder is missing, or its ``config.json`` or a checkpoint is missing or unreadable."""
+
+
 class StoreError(T2VError):
     """An embedding store is missing or incompatible with the query side."""
 
 
-__all__ = ["T2VError", "MediaError", "NoAudioError", "WeightsError", "ShardError", "ConfigError", "StoreError"]
+__all__ = [
+    "T2VError",
+    "MediaError",
+    "NoAudioError",
+    "WeightsError",
+    "ShardError",
+    "ConfigError",
+    "RunError",
+    "StoreError",
+]

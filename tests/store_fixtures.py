@@ -1,9 +1,8 @@
-"""Tiny fake runs for the store / search / report tests: a random-init head saved the way ``pipeline.training.loop`` saves
-runs (``config.json`` + ``best.pt``), on the synthetic features of ``tests.train_fixtures``."""
+"""Tiny fake runs for the store / search / report tests: a random-init head saved through ``pipeline.runs.record``
+as training saves runs (``config.json`` + ``best.pt``), on the synthetic features of ``tests.train_fixtures``."""
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch
 import pipeline  # noqa: F401
 from data_manifest.schema import VideoRecord
 from pipeline.heads import build_head
+from pipeline.runs.record import BEST, RunFolder, SavedRun
 from pipeline.text_encoder import model_dir_digest, resolve_text_model_dir
 from pipeline.training.config import TextConfig, TrainConfig
 from tests.train_fixtures import DIMS, make_dataset_tree
@@ -48,21 +48,21 @@ def save_run(run_dir: Path, head_name: str, manifest: Path, features: Path, seed
         head_options=HEAD_OPTIONS[head_name],
         text=TextConfig(cache_dir=str(run_dir.parent / "text-cache")),
     )
-    feature_dirs = {e: str(next((features / e).iterdir())) for e in experts}
-    saved = {
-        "config": config.to_dict(),
-        "manifest": str(manifest),
-        "features_root": str(features),
-        "feature_dirs": feature_dirs,
-        "expert_dims": DIMS,
-        "text_dim": TEXT_DIM,
-        "text_model_digest": text_digest(),
-        "selection": "val",
-        "run_hash": "test",
-    }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(saved), encoding="utf-8")
-    torch.save({"epoch": 0, "head": head.state_dict(), "text": None}, run_dir / "best.pt")
+    folder = RunFolder(run_dir)
+    folder.write(
+        SavedRun(
+            config=config,
+            manifest=manifest,
+            features_root=features,
+            feature_dirs={e: next((features / e).iterdir()) for e in experts},
+            expert_dims=DIMS,
+            text_dim=TEXT_DIM,
+            text_model_digest=text_digest(),
+            selection="val",
+            run_hash="test",
+        )
+    )
+    folder.save_checkpoint({"epoch": 0, "head": head.state_dict(), "text": None}, BEST)
     return run_dir
 
 

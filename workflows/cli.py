@@ -7,6 +7,7 @@ import importlib
 import logging
 import sys
 
+from data_manifest.display import printable
 from data_manifest.errors import T2VError
 
 DESCRIPTION = (
@@ -37,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except T2VError as err:
-        print(f"t2v {args.command}: error: {err}", file=sys.stderr)
+        # one line per problem (a config error lists all of them), each made safe for the terminal
+        lines = [printable(line) for line in str(err).splitlines()] or [""]
+        print(f"t2v {args.command}: error: " + "\n".join(lines), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"t2v {args.command}: interrupted", file=sys.stderr)

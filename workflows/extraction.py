@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import time
-import tomllib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,27 +12,28 @@ from typing import Any
 from data_manifest.errors import T2VError
 from data_manifest.validate import load_manifest
 from extractors.base import resolve_device
-from extractors.registry import expert_names, get_expert
+from extractors.registry import expert_names, expert_options_model, get_expert
 from extractors.weights import require_weights
+from pipeline.config import read_config_file
 from pipeline.errors import ConfigError
 from pipeline.features.reader import FeatureReader
 from pipeline.features.shards import SHARD_GLOB, shard_attrs
+from pipeline.runs.record import RunFolder
 from workflows.luigi_runner import run_tasks
 from workflows.tasks_extract import FeatureSet
 
 
 def load_expert_configs(path: str | Path | None) -> dict[str, dict[str, Any]]:
-    """``{expert: {option: value}}`` from a TOML or JSON file (``[rgb] fps = 2``); empty without a file."""
+    """``{expert: {option: value}}`` from a TOML or JSON file (``[rgb] fps = 2``), every table checked against its
+    expert's config; empty without a file."""
     if path is None:
         return {}
-    path = Path(path)
+    data = read_config_file(path)
     try:
-        text = path.read_text(encoding="utf-8")
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{path}: cannot read expert config: {err}") from err
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise ConfigError(f"{path}: expected a table per expert, e.g. [rgb] fps = 2")
+        model = expert_options_model(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    model.parse(data, str(path))
     return data
 
 
@@ -70,7 +69,6 @@ def feature_sets(
     weights_dir: str | Path | None = None,
     expert_configs: dict[str, dict[str, Any]] | None = None,
     retry_token: str = "",
-    workers: int = 1,
 ) -> list[FeatureSet]:
     """The FeatureSet tasks for ``experts``, after checking names, configs and weights (before any decoding)."""
     expert_configs = expert_configs or {}
@@ -93,7 +91,6 @@ def feature_sets(
                 weights_dir=Path(weights_dir).absolute() if weights_dir else None,
                 device=resolve_device(device),
                 retry_token=retry_token,
-                threads=max(1, (os.cpu_count() or 1) // max(1, workers)) if workers > 1 else 0,
             )
         )
     return tasks
@@ -128,7 +125,6 @@ def run_extraction(
         weights_dir=weights_dir,
         expert_configs=expert_configs,
         retry_token=uuid.uuid4().hex[:12] if retry_failed else "",
-        workers=workers,
     )
     run_tasks(list(tasks), workers=workers, scheduler_url=scheduler_url)
     report = ExtractionReport(Path(features_root), time.perf_counter() - start)
@@ -161,17 +157,17 @@ def extract_for_run(
     fingerprint folders the run was trained on. Nothing runs when every video of ``split`` (all videos for None)
     already has rows there.
     """
-    saved = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
-    root = Path(features_root) if features_root else Path(saved["features_root"])
+    saved = RunFolder(run_dir).read()
+    root = Path(features_root) if features_root else saved.features_root
     ids = [
         r.video_id for r in load_manifest(manifest, check_paths=False) if split is None or r.split == split
     ]
-    folders = [root / e / Path(d).name for e, d in saved["feature_dirs"].items()]
+    folders = [root / e / d.name for e, d in saved.feature_dirs.items()]
     if all(_has_videos(f, ids) for f in folders):
         return root
     configs = {}
-    for expert, folder in saved["feature_dirs"].items():
-        shard = next(Path(folder).glob(SHARD_GLOB), None)
+    for expert, folder in saved.feature_dirs.items():
+        shard = next(folder.glob(SHARD_GLOB), None)
         if shard is None:
             raise T2VError(f"{folder}: no shard to read expert {expert!r}'s options from")
         configs[expert] = json.loads(shard_attrs(shard)["config"])
@@ -182,7 +178,6 @@ def extract_for_run(
         device=device,
         weights_dir=weights_dir,
         expert_configs=configs,
-        workers=workers,
     )
     run_tasks(list(tasks), workers=workers)
     return root

@@ -8,12 +8,12 @@ For a central scheduler these must be in its own config (see README, "Running ag
 from __future__ import annotations
 
 import logging
-import os
 
 import luigi
 import luigi.configuration
 
 from data_manifest.errors import T2VError
+from pipeline.threads import apply_threads, threads_per_process
 
 
 class PipelineFailed(T2VError):
@@ -21,23 +21,17 @@ class PipelineFailed(T2VError):
 
 
 class t2v_runtime(luigi.Config):  # noqa: N801  (Luigi reads the [t2v_runtime] config section by class name)
-    """Per-process settings of t2v's tasks. ``threads``: torch threads per task process (0 = torch's default).
-
-    With ``--workers N`` Luigi runs N task processes at once; each must then use about cores/N threads, since
-    OpenMP pools that together ask for more threads than cores spin-wait each other to a crawl (measured: a training
-    epoch 30× slower with two 2-thread processes on 2 cores).
-    """
+    """Per-process settings of t2v's tasks. ``threads``: CPU threads per task process, set by ``run_tasks`` from
+    its worker count (``pipeline.threads.threads_per_process``); 0 = one process on the whole machine."""
 
     threads = luigi.IntParameter(default=0)
 
 
-def apply_thread_budget() -> None:
-    """Call at the start of a heavy task's ``run``: applies ``[t2v_runtime] threads`` to torch."""
-    threads = t2v_runtime().threads
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+def apply_thread_budget() -> int:
+    """Call at the start of every heavy task's ``run``: applies ``[t2v_runtime] threads``; returns the count."""
+    threads = t2v_runtime().threads or threads_per_process(1)
+    apply_threads(threads)
+    return threads
 
 
 def configure_luigi(gpus: int = 1, threads: int = 0) -> None:
@@ -57,7 +51,7 @@ def configure_luigi(gpus: int = 1, threads: int = 0) -> None:
 
 def run_tasks(tasks: list[luigi.Task], *, workers: int = 1, scheduler_url: str | None = None) -> None:
     """Build ``tasks``; raise PipelineFailed with Luigi's one-line status when anything failed."""
-    configure_luigi(threads=max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0)
+    configure_luigi(threads=threads_per_process(workers))
     kwargs: dict = {"workers": workers, "detailed_summary": True, "log_level": "WARNING"}
     if scheduler_url:
         kwargs["scheduler_url"] = scheduler_url

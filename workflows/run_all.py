@@ -8,24 +8,46 @@ from pathlib import Path
 
 import luigi
 
+from pipeline.errors import ConfigError
 from workflows.extraction import feature_sets
 from workflows.luigi_runner import run_tasks
 from workflows.run_config import RunConfig
 
 
+def ablation_head(cfg: RunConfig) -> str | None:
+    """The head whose ablation variants ``ablation = true`` trains: the one of ``[train] heads`` whose class offers
+    variants (T2VLAD); None when the ablation is off or no head offers any; ConfigError when several do."""
+    if not cfg.train.ablation:
+        return None
+    from pipeline.heads import head_class
+
+    offering = [h for h in cfg.train.heads if head_class(h).ablation_variants]
+    if len(offering) > 1:
+        raise ConfigError(
+            f"[train] ablation: heads {offering} all offer ablation variants; keep one of them in this run "
+            "and use `t2v ablation --head` for the others"
+        )
+    return offering[0] if offering else None
+
+
 def _head_task_params(cfg: RunConfig, head: str) -> dict:
-    """Parameters of a head's Luigi tasks. With the ablation on, T2VLAD's main run *is* the ablation's "full" run,
-    so it is trained once."""
+    """Parameters of a head's Luigi tasks. With the ablation on, the ablation head's main run *is* the
+    ablation's first variant's run (e.g. T2VLAD's "full"), so it is trained once."""
+    variant = ""
+    if head == ablation_head(cfg):
+        from pipeline.heads import head_class
+
+        variant = next(iter(head_class(head).ablation_variants))
     return {
         "head": head,
-        "variant": "full" if head == "t2vlad" and cfg.ablation else "",
-        "manifest": cfg.manifest.absolute(),
+        "variant": variant,
+        "manifest": cfg.manifest_path.absolute(),
         "features_root": cfg.features.absolute(),
         "out_root": cfg.runs.absolute(),
-        "config_path": cfg.heads[head].absolute() if cfg.heads[head] else None,
-        "expert_configs": cfg.expert_options,
-        "shard_size": cfg.shard_size,
-        "device": cfg.device,
+        "config_path": cfg.head_config_path(head).absolute() if cfg.head_config_path(head) else None,
+        "expert_configs": cfg.extract.options,
+        "shard_size": cfg.extract.shard_size,
+        "device": cfg.extract.device,
         "weights_dir": cfg.weights_dir.absolute() if cfg.weights_dir else None,
     }
 
@@ -37,37 +59,40 @@ def pipeline_tasks(cfg: RunConfig) -> dict[str, luigi.Task]:
 
     tasks: dict[str, luigi.Task] = {}
     for fs in feature_sets(
-        cfg.manifest,
-        cfg.experts,
+        cfg.manifest_path,
+        cfg.extract.experts,
         cfg.features,
-        shard_size=cfg.shard_size,
-        device=cfg.device,
+        shard_size=cfg.extract.shard_size,
+        device=cfg.extract.device,
         weights_dir=cfg.weights_dir,
-        expert_configs=cfg.expert_options,
+        expert_configs=cfg.extract.options,
     ):
         tasks[f"features:{fs.expert}"] = fs
-    for head in cfg.heads:
-        tasks[f"evaluate:{head}"] = EvaluateHead(**_head_task_params(cfg, head), split=cfg.split)
-    if cfg.ablation and "t2vlad" in cfg.heads:
-        p = _head_task_params(cfg, "t2vlad")
+    for head in cfg.train.heads:
+        tasks[f"evaluate:{head}"] = EvaluateHead(**_head_task_params(cfg, head), split=cfg.train.split)
+    ablated = ablation_head(cfg)
+    if ablated is not None:
+        p = _head_task_params(cfg, ablated)
         tasks["ablation"] = AblationTable(
+            head=ablated,
             manifest=p["manifest"],
             features_root=p["features_root"],
-            out_dir=cfg.out.absolute(),
+            out_dir=cfg.out_dir.absolute(),
             config_path=p["config_path"],
-            split=cfg.split,
+            split=cfg.train.split,
             expert_configs=p["expert_configs"],
-            shard_size=cfg.shard_size,
-            device=cfg.device,
+            shard_size=cfg.extract.shard_size,
+            device=cfg.extract.device,
         )
-    if cfg.store_head:
+    if cfg.store.head:
         params = {
-            **_head_task_params(cfg, cfg.store_head),
-            "split": cfg.split,
+            **_head_task_params(cfg, cfg.store.head),
+            "split": cfg.store_split,
             "store_root": cfg.stores.absolute(),
         }
         tasks["store"] = EncodeStore(**params)
-        ablation_dir = cfg.out.absolute() if "ablation" in tasks else None  # the report waits for the table
+        # the report of the ablated head waits for its table
+        ablation_dir = cfg.out_dir.absolute() if ablated == cfg.store.head else None
         tasks["report"] = Report(**params, report_dir=cfg.report.absolute(), ablation_dir=ablation_dir)
     return tasks
 
@@ -79,14 +104,11 @@ def run_pipeline(cfg: RunConfig, *, scheduler_url: str | None = None) -> dict[st
         from data_manifest.sample.generate import generate_sample_dataset
 
         generate_sample_dataset(
-            cfg.out / "sample",
-            n=int(cfg.sample.get("n", 300)),
-            seed=int(cfg.sample.get("seed", 0)),
-            workers=int(cfg.sample.get("workers", 2)),
+            cfg.out_dir / "sample", n=cfg.sample.n, seed=cfg.sample.seed, workers=cfg.sample.workers
         )
     tasks = pipeline_tasks(cfg)
-    run_tasks(list(tasks.values()), workers=cfg.workers, scheduler_url=scheduler_url)
-    print(f"pipeline complete in {time.perf_counter() - start:.0f} s; outputs under {cfg.out}/")
+    run_tasks(list(tasks.values()), workers=cfg.extract.workers, scheduler_url=scheduler_url)
+    print(f"pipeline complete in {time.perf_counter() - start:.0f} s; outputs under {cfg.out_dir}/")
     return tasks
 
 
@@ -105,17 +127,17 @@ def print_results(cfg: RunConfig, tasks: dict[str, luigi.Task]) -> None:
             result = json.loads(Path(task.output().path).read_text())
             print(
                 format_metrics_table(
-                    result["metrics"], title=f"{task.head} on {cfg.split} ({task.run_dir()})"
+                    result["metrics"], title=f"{task.head} on {cfg.train.split} ({task.run_dir()})"
                 )
             )
     if "ablation" in tasks:
         print(Path(tasks["ablation"].output().path).read_text())
-    if "store" in tasks and cfg.queries:
+    if "store" in tasks and cfg.search.queries:
         from pipeline.stores.search import Searcher
 
         searcher = Searcher.open(tasks["store"].store_dir(), device="cpu")
-        for query in cfg.queries:
-            result = searcher.search(query, k=cfg.k)
+        for query in cfg.search.queries:
+            result = searcher.search(query, k=cfg.search.k)
             top = result.hits[0]
             print(
                 f"search {query!r}: top {top.video_id} score {top.score:.3f}"

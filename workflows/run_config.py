@@ -1,6 +1,7 @@
 """The ``t2v run`` configuration: one TOML file naming the dataset, experts, heads, store and searches.
 
-Paths are relative to the folder ``t2v run`` is started in. Example (``configs/demo.toml``)::
+Paths are relative to the folder ``t2v run`` is started in. The whole file, each expert's options and each head's
+training config are checked when the file loads, before any data is generated or read. Example (``configs/demo.toml``)::
 
     out = "demo-output"                 # everything is written under here
     [sample]                            # optional: generate the embedded sample dataset into <out>/sample
@@ -15,113 +16,170 @@ Paths are relative to the folder ``t2v run`` is started in. Example (``configs/d
     fps = 1.0
     [train]
     heads = { t2vlad = "configs/sample/t2vlad.toml", cret = "configs/sample/cret.toml" }
-    ablation = true                     # train the T2VLAD variants and write the ablation table
-    split = "test"
+    ablation = true                     # train the ablation variants of the head offering them (T2VLAD); write the table
+    split = "test"                      # the split every head is evaluated on
     [store]
-    head = "t2vlad"
+    head = "t2vlad"                     # encode this head's run into an embedding store (and the report)
+    split = "test"                      # the videos the store holds (default: [train] split)
     [search]
     queries = ["the word WHALE appears on the screen", "a person says lobster"]
 """
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
+from pydantic import Field, field_validator, model_validator
+
+from extractors.registry import expert_options_model
+from pipeline.config import Config
 from pipeline.errors import ConfigError
-
-_SECTIONS = {
-    "sample": {"n", "seed", "workers"},
-    "extract": {"experts", "shard_size", "workers", "device", "options", "weights_dir"},
-    "train": {"heads", "ablation", "split"},
-    "store": {"head", "split"},
-    "search": {"queries", "k"},
-}
+from pipeline.heads import head_config_class
+from pipeline.training.config import TrainConfig
 
 
-@dataclass
-class RunConfig:
-    """Typed view of the run file; see the module docstring for the meaning of each key."""
+class SampleSection(Config):
+    """``[sample]``: generate the embedded sample dataset (``n`` clips, ``seed``, ``workers`` processes)."""
 
-    out: Path
-    manifest: Path
-    sample: dict[str, int] | None
-    experts: list[str]
-    expert_options: dict[str, dict[str, Any]]
-    shard_size: int = 64
-    workers: int = 1
+    n: int = Field(300, ge=1)
+    seed: int = 0
+    workers: int = Field(2, ge=1)
+
+
+class ExtractSection(Config):
+    """``[extract]``: the experts, their per-expert ``options`` tables and how the extraction DAG runs."""
+
+    experts: list[str] = Field(min_length=1)
+    shard_size: int = Field(64, ge=1)
+    workers: int = Field(1, ge=1)
     device: str = "auto"
-    weights_dir: Path | None = None
-    heads: dict[str, Path | None] = field(default_factory=dict)
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    weights_dir: str = ""
+
+    @field_validator("options")
+    @classmethod
+    def _options_fit_experts(cls, options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        try:
+            model = expert_options_model(options)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        model.model_validate(options)
+        return options
+
+    @model_validator(mode="after")
+    def _options_for_listed_experts(self) -> Self:
+        unlisted = sorted(set(self.options) - set(self.experts))
+        if unlisted:
+            raise ValueError(f"options given for experts not in experts: {unlisted}")
+        return self
+
+
+class TrainSection(Config):
+    """``[train]``: head name -> training config file ("" = the head's defaults), ablation, evaluated split."""
+
+    heads: dict[str, str] = Field(default_factory=dict)
     ablation: bool = False
     split: str = "test"
-    store_head: str | None = None
-    queries: list[str] = field(default_factory=list)
-    k: int = 5
+
+    @field_validator("heads")
+    @classmethod
+    def _known_heads(cls, heads: dict[str, str]) -> dict[str, str]:
+        for head in heads:
+            try:
+                head_config_class(head)
+            except ConfigError as err:
+                raise ValueError(str(err)) from None
+        return heads
+
+
+class StoreSection(Config):
+    """``[store]``: the head whose run is encoded into a store, and the split the store holds."""
+
+    head: str | None = None
+    split: str | None = None
+
+
+class SearchSection(Config):
+    """``[search]``: queries run against the store, ``k`` results each."""
+
+    queries: list[str] = Field(default_factory=list)
+    k: int = Field(5, ge=1)
+
+
+class RunConfig(Config):
+    """The run file; see the module docstring for the meaning of each key."""
+
+    out: str = "t2v-output"
+    manifest: str = ""
+    sample: SampleSection | None = None
+    extract: ExtractSection
+    train: TrainSection = Field(default_factory=TrainSection)
+    store: StoreSection = Field(default_factory=StoreSection)
+    search: SearchSection = Field(default_factory=SearchSection)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if not self.manifest and self.sample is None:
+            raise ValueError("give `manifest = ...` or a [sample] section")
+        if self.store.head is not None and self.store.head not in self.train.heads:
+            raise ValueError(
+                f"[store] head {self.store.head!r} is not one of [train] heads {sorted(self.train.heads)}"
+            )
+        return self
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out)
+
+    @property
+    def manifest_path(self) -> Path:
+        """``manifest``, or the manifest of the generated sample under ``<out>/sample``."""
+        return Path(self.manifest) if self.manifest else self.out_dir / "sample" / "manifest.jsonl"
+
+    @property
+    def weights_dir(self) -> Path | None:
+        return Path(self.extract.weights_dir) if self.extract.weights_dir else None
+
+    @property
+    def store_split(self) -> str:
+        """The split the store encodes: ``[store] split``, else ``[train] split``."""
+        return self.store.split or self.train.split
+
+    def head_config_path(self, head: str) -> Path | None:
+        """The training config file of ``head`` (None: the head's defaults)."""
+        file = self.train.heads[head]
+        return Path(file) if file else None
 
     @property
     def features(self) -> Path:
-        return self.out / "features"
+        return self.out_dir / "features"
 
     @property
     def runs(self) -> Path:
-        return self.out / "runs"
+        return self.out_dir / "runs"
 
     @property
     def stores(self) -> Path:
-        return self.out / "stores"
+        return self.out_dir / "stores"
 
     @property
     def report(self) -> Path:
-        return self.out / "report"
+        return self.out_dir / "report"
 
 
 def load_run_config(path: str | Path) -> RunConfig:
-    """Parse and check a run file; ConfigError names the file and the key."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read run config: {err}") from err
-    unknown = sorted(set(data) - {"out", "manifest", *_SECTIONS})
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {unknown}")
-    for section, keys in _SECTIONS.items():
-        extra = sorted(set(data.get(section, {})) - keys)
-        if extra:
-            raise ConfigError(f"{path}: [{section}]: unknown key(s) {extra} (known: {sorted(keys)})")
-    out = Path(data.get("out", "t2v-output"))
-    sample = data.get("sample")
-    if "manifest" in data:
-        manifest = Path(data["manifest"])
-    elif sample is not None:
-        manifest = out / "sample" / "manifest.jsonl"
-    else:
-        raise ConfigError(f"{path}: give `manifest = ...` or a [sample] section")
-    ex, tr = data.get("extract", {}), data.get("train", {})
-    experts = list(ex.get("experts", []))
-    if not experts:
-        raise ConfigError(f"{path}: [extract]: experts must list at least one expert")
-    heads = {name: (Path(cfg) if cfg else None) for name, cfg in tr.get("heads", {}).items()}
-    store_head = data.get("store", {}).get("head")
-    if store_head is not None and store_head not in heads:
-        raise ConfigError(f"{path}: [store]: head {store_head!r} is not one of [train] heads {sorted(heads)}")
-    return RunConfig(
-        out=out,
-        manifest=manifest,
-        sample=dict(sample) if sample is not None else None,
-        experts=experts,
-        expert_options={k: dict(v) for k, v in ex.get("options", {}).items()},
-        shard_size=int(ex.get("shard_size", 64)),
-        workers=int(ex.get("workers", 1)),
-        device=str(ex.get("device", "auto")),
-        weights_dir=Path(ex["weights_dir"]) if ex.get("weights_dir") else None,
-        heads=heads,
-        ablation=bool(tr.get("ablation", False)),
-        split=str(tr.get("split", "test")),
-        store_head=store_head,
-        queries=list(data.get("search", {}).get("queries", [])),
-        k=int(data.get("search", {}).get("k", 5)),
-    )
+    """Read and check a run file and the training config file of each of its heads; every problem of every file
+    is one ``FILE: key: problem`` line of the ConfigError."""
+    cfg = RunConfig.load(path)
+    problems = []
+    for head in cfg.train.heads:
+        file = cfg.head_config_path(head)
+        if file is not None:
+            try:
+                TrainConfig.load(file, head=head)
+            except ConfigError as err:
+                problems.append(str(err))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return cfg

@@ -22,12 +22,15 @@ from typing import Any
 
 import luigi
 
+from data_manifest.atomic import write_text
 from data_manifest.hashing import sha256_file
 from data_manifest.probe import probe_records, unchanged_since_probe
 from data_manifest.schema import PROBED_FIELDS, VideoRecord, write_manifest
 from data_manifest.validate import load_manifest
 from pipeline.features.plan import ShardPlan, default_plan_path, shard_is_current
 from pipeline.features.shards import STATUS_FAILED, read_shard, shard_attrs, shard_name
+from workflows.luigi_runner import apply_thread_budget
+from workflows.targets import AtomicTarget
 
 _CARRIED = (*PROBED_FIELDS, "probe_error", "file_size", "file_mtime")
 
@@ -56,8 +59,8 @@ class ProbedManifest(luigi.Task):
     features_root = luigi.PathParameter()
     workers = luigi.IntParameter(default=2, significant=False)
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(probed_manifest_path(self.manifest, self.features_root)))
+    def output(self) -> AtomicTarget:
+        return AtomicTarget(str(probed_manifest_path(self.manifest, self.features_root)))
 
     def _source_path(self) -> Path:
         return Path(self.output().path + ".source.json")
@@ -87,9 +90,10 @@ class ProbedManifest(luigi.Task):
         probe_records(records, manifest.parent, workers=self.workers, progress=True)
         for rec in records:
             rec.path = str(rec.resolve(manifest.parent.absolute()))
-        write_manifest(out, records)
-        self._source_path().write_text(
-            json.dumps({"manifest": str(manifest.absolute()), "sha256": sha256_file(manifest)})
+        write_manifest(out, records)  # atomic itself
+        write_text(
+            self._source_path(),
+            json.dumps({"manifest": str(manifest.absolute()), "sha256": sha256_file(manifest)}),
         )
 
 
@@ -105,9 +109,6 @@ class _ExpertTask(luigi.Task):
     device = luigi.Parameter(default="cpu", significant=False)
     retry_token = luigi.Parameter(default="", significant=False)
     probe_workers = luigi.IntParameter(default=2, significant=False)
-    threads = luigi.IntParameter(
-        default=0, significant=False
-    )  # model threads per shard process; 0 = engine default
 
     def build_expert(self) -> Any:
         from extractors.registry import get_expert  # lazy: `luigi --module workflows` should not load torch
@@ -141,8 +142,8 @@ class ExtractShard(_ExpertTask):
             manifest=self.manifest, features_root=self.features_root, workers=self.probe_workers
         )
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(self.feature_dir() / shard_name(self.shard_index)))
+    def output(self) -> AtomicTarget:
+        return AtomicTarget(str(self.feature_dir() / shard_name(self.shard_index)))
 
     def _spec(self) -> Any:
         specs = load_plan_specs(self.probed(), self.features_root, self.shard_size, save=False)
@@ -157,6 +158,7 @@ class ExtractShard(_ExpertTask):
         return True
 
     def run(self) -> None:
+        threads = apply_thread_budget()
         spec = self._spec()
         by_id = {r.video_id: r for r in load_manifest(self.probed(), check_paths=False)}
         records: list[VideoRecord] = [by_id[v] for v in spec.video_ids if v in by_id]
@@ -177,7 +179,7 @@ class ExtractShard(_ExpertTask):
             device=self.device,
             previous=previous,
             retry_failed=previous is not None,
-            threads=self.threads or None,
+            threads=threads,
             extra_attrs={"retry_token": self.retry_token} if self.retry_token else None,
         )
 
@@ -190,8 +192,8 @@ class FeatureSet(_ExpertTask):
             manifest=self.manifest, features_root=self.features_root, workers=self.probe_workers
         )
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(self.feature_dir() / f"summary-s{self.shard_size}.json"))
+    def output(self) -> AtomicTarget:
+        return AtomicTarget(str(self.feature_dir() / f"summary-s{self.shard_size}.json"))
 
     def _shards(self, *, save: bool) -> list[ExtractShard]:
         specs = load_plan_specs(self.probed(), self.features_root, self.shard_size, save=save)
@@ -212,10 +214,8 @@ class FeatureSet(_ExpertTask):
             fingerprint=self.feature_dir().name,
             seconds_last_run=time.perf_counter() - start,
         )
-        out = Path(self.output().path)
-        tmp = out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(summary, indent=2))
-        tmp.replace(out)
+        with self.output().temporary_path() as tmp:
+            Path(tmp).write_text(json.dumps(summary, indent=2), encoding="utf-8")
 
 
 def summarize_shards(paths: list[Path]) -> dict[str, int]:

@@ -5,7 +5,7 @@ HTML report), DESIGN.md §2 / §3.4.
 to ``<out_root>/../stores``) and, last, ``store.json`` with a digest of the split's (video id, content hash)
 rows. It is complete while that digest matches the manifest: adding videos to the manifest makes it run again, and
 ``pipeline.stores.store.encode_store`` then appends only the new videos. ``Report`` writes
-``<report_dir or <out_root>/../report>/index.html``; with ``ablation_dir`` it also requires the T2VLAD
+``<report_dir or <out_root>/../report>/index.html``; with ``ablation_dir`` it also requires the head's
 ``AblationTable`` written there and shows it.
 """
 
@@ -19,6 +19,7 @@ import luigi
 
 from pipeline.features.fingerprint import canonical_json
 from workflows.luigi_runner import apply_thread_budget
+from workflows.targets import AtomicTarget
 from workflows.tasks_train import AblationTable, EvaluateHead, TrainHead, _RunParams
 
 
@@ -59,8 +60,8 @@ class EncodeStore(_StoreParams):
     def requires(self) -> TrainHead:
         return TrainHead(**self.run_params())
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(self.store_dir() / "store.json"))
+    def output(self) -> AtomicTarget:
+        return AtomicTarget(str(self.store_dir() / "store.json"))
 
     def complete(self) -> bool:
         path = Path(self.output().path)
@@ -91,10 +92,8 @@ class EncodeStore(_StoreParams):
             "skipped": summary.skipped,
             "index": summary.index,
         }
-        target = Path(self.output().path)
-        tmp = target.with_name(f".{target.name}.tmp")  # replaced atomically: the store grows in place
-        tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        tmp.replace(target)
+        with self.output().temporary_path() as tmp:  # replaced: the store grows in place
+            Path(tmp).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 class Report(_StoreParams):
@@ -112,6 +111,7 @@ class Report(_StoreParams):
         }
         if self.ablation_dir is not None:
             deps["ablation"] = AblationTable(
+                head=self.head,
                 manifest=self.manifest,
                 features_root=self.features_root,
                 out_dir=self.ablation_dir,
@@ -127,8 +127,8 @@ class Report(_StoreParams):
     def out_dir(self) -> Path:
         return Path(self.report_dir) if self.report_dir else Path(self.out_root).parent / "report"
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(self.out_dir() / "index.html"))
+    def output(self) -> AtomicTarget:
+        return AtomicTarget(str(self.out_dir() / "index.html"))
 
     def run(self) -> None:
         apply_thread_budget()

@@ -2,9 +2,9 @@
 
 Run folders are ``<out_root>/<head>/<variant or 'default'>-<run id>/`` where the run id hashes what determines the
 result (gokart style): the training config (after ablation options are merged, without ``device``), the feature
-folders' fingerprints and the manifest's train/val ids and captions. Editing the config, an expert's options or a
-training caption gives a new run folder; editing test captions or infrastructure parameters (device, paths of the
-output root) retrains nothing.
+folders' fingerprints and the manifest's train/val ids and captions (and test ones for ``selection = "test"``).
+Editing the config, an expert's options or a training caption gives a new run folder; editing test captions (unless
+the config selects on test) or infrastructure parameters (device, paths of the output root) retrains nothing.
 
 ``TrainHead`` requires ``FeatureSet(manifest, features_root, expert, expert_config, shard_size)`` of
 ``workflows.tasks_extract`` for every expert the config lists; a config without ``experts`` uses every feature
@@ -17,17 +17,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import luigi
 
+from pipeline.errors import ConfigError
 from pipeline.features.fingerprint import canonical_json
-from pipeline.runs.ablation import ABLATION_JSON, ABLATIONS, ablation_json, ablation_markdown
-from pipeline.runs.evaluate import write_json_atomic
+from pipeline.runs.ablation import ABLATION_JSON, ablation_json, ablation_markdown, ablation_rows
+from pipeline.runs.record import RunFolder, metrics_name, write_json
 from pipeline.training.config import TrainConfig, load_config
 from workflows.luigi_runner import apply_thread_budget
+from workflows.targets import AtomicTarget
+
+
+def ablation_variants(head: str) -> dict[str, dict[str, Any]]:
+    """The head class's ablation variants (name -> head options); ConfigError when it offers none."""
+    from pipeline.heads import head_class
+
+    variants = head_class(head).ablation_variants
+    if not variants:
+        raise ConfigError(f"head {head!r} offers no ablation variants")
+    return variants
 
 
 def _manifest_digest(manifest: Path, splits: tuple[str, ...]) -> str:
@@ -63,13 +74,13 @@ class _RunParams(luigi.Task):
         """The config file (or defaults) with ``head``, ``epochs``, the variant's head options applied."""
         config = load_config(self.config_path, head=self.head, epochs=self.epochs)
         if self.variant:
-            if self.variant not in ABLATIONS:
-                from pipeline.errors import ConfigError
-
+            variants = ablation_variants(self.head)
+            if self.variant not in variants:
                 raise ConfigError(
-                    f"unknown ablation variant {self.variant!r} (choose from {', '.join(ABLATIONS)})"
+                    f"unknown ablation variant {self.variant!r} of head {self.head!r} "
+                    f"(choose from {', '.join(variants)})"
                 )
-            config = replace(config, head_options={**config.head_options, **ABLATIONS[self.variant]})
+            config = config.replace(head_options={**config.head_options, **variants[self.variant]})
         return config
 
     def feature_sets(self, manifest: Path | None = None) -> list[luigi.Task]:
@@ -93,9 +104,11 @@ class _RunParams(luigi.Task):
         """``train_config`` with the FeatureSets' fingerprint folders pinned."""
         config = self.train_config()
         dirs = {t.expert: str(t.feature_dir()) for t in self.feature_sets()}
-        return replace(config, features={**dirs, **config.features})
+        return config.replace(features={**dirs, **config.features})
 
     def run_id(self) -> str:
+        from pipeline.training.loop import data_splits
+
         config = self.pinned_config()
         if config.features:
             features = {e: Path(d).name for e, d in config.features.items()}
@@ -107,7 +120,7 @@ class _RunParams(luigi.Task):
         significant = {
             "config": {k: v for k, v in config.to_dict().items() if k not in ("device", "features")},
             "features": features,
-            "data": _manifest_digest(Path(self.manifest), ("train", "val")),
+            "data": _manifest_digest(Path(self.manifest), data_splits(config)),
         }
         return hashlib.sha256(canonical_json(significant).encode()).hexdigest()[:12]
 
@@ -130,25 +143,27 @@ class TrainHead(_RunParams):
     def requires(self) -> list[luigi.Task]:
         return self.feature_sets()
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(self.run_dir() / "result.json"))
+    def output(self) -> AtomicTarget:
+        return AtomicTarget(str(RunFolder(self.run_dir()).result))
 
     def best_checkpoint(self) -> Path:
-        return self.run_dir() / "best.pt"
+        return RunFolder(self.run_dir()).best
 
     def run(self) -> None:
         apply_thread_budget()
         from pipeline.training.loop import train
 
-        config = replace(self.pinned_config(), device=self.device)
+        config = self.pinned_config().replace(device=self.device)
         train(config, self.manifest, self.features_root, self.run_dir())
 
 
 class EvaluateHead(_RunParams):
-    """Metrics of a trained run on ``split`` of ``eval_manifest`` (default: the training manifest)."""
+    """Metrics of a trained run on ``split`` of ``eval_manifest`` (default: the training manifest), scored with
+    ``branches`` (T2VLAD's test-time ablation; ``both`` for every head)."""
 
     split = luigi.Parameter(default="test")
     eval_manifest = luigi.OptionalPathParameter(default=None)
+    branches = luigi.ChoiceParameter(choices=("both", "local", "global"), default="both")
 
     def requires(self) -> list[luigi.Task]:
         deps: list[luigi.Task] = [TrainHead(**self.run_params())]
@@ -156,14 +171,14 @@ class EvaluateHead(_RunParams):
             deps += self.feature_sets(Path(self.eval_manifest))
         return deps
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(self.run_dir() / self.metrics_name()))
+    def output(self) -> AtomicTarget:
+        return AtomicTarget(str(RunFolder(self.run_dir()).metrics(self.metrics_name())))
 
     def metrics_name(self) -> str:
         if self.eval_manifest is None:
-            return f"metrics-{self.split}.json"
-        tag = _manifest_digest(Path(self.eval_manifest), (self.split,))[:8]
-        return f"metrics-{self.split}-{Path(self.eval_manifest).stem}-{tag}.json"
+            return metrics_name(self.split, branches=self.branches)
+        digest = _manifest_digest(Path(self.eval_manifest), (self.split,))[:8]
+        return metrics_name(self.split, f"{Path(self.eval_manifest).stem}-{digest}", self.branches)
 
     def run(self) -> None:
         apply_thread_budget()
@@ -175,18 +190,21 @@ class EvaluateHead(_RunParams):
             split=self.split,
             device=self.device,
             out_name=self.metrics_name(),
+            branches=self.branches,
         )
-        print(
-            format_metrics_table(
-                result["metrics"], title=f"{self.head} {self.variant or 'default'} {self.split}"
-            )
-        )
+        title = f"{self.head} {self.variant or 'default'} {self.split} (selection: {result['selection']})"
+        if self.branches != "both":
+            title += f" ({self.branches} branch only)"
+        print(format_metrics_table(result["metrics"], title=title))
 
 
 class AblationTable(luigi.Task):
-    """Train + evaluate the T2VLAD variants of ``pipeline.runs.ablation.ABLATIONS``; write ``<out_dir>/ablation.json``
-    (the results, for the report) and ``<out_dir>/ablation.md`` (the table; written last, it marks completion)."""
+    """Train the ablation variants of ``head`` (its class's ``ablation_variants``) and evaluate each row of its
+    ``ablation_rows`` (T2VLAD's test-time rows score the ``full`` run with one branch); write
+    ``<out_dir>/ablation.json`` (the results, for the report) and ``<out_dir>/ablation.md`` (the table; written
+    last, it marks completion)."""
 
+    head = luigi.Parameter()
     manifest = luigi.PathParameter()
     features_root = luigi.PathParameter()
     out_dir = luigi.PathParameter()
@@ -198,30 +216,34 @@ class AblationTable(luigi.Task):
     device = luigi.Parameter(default="auto", significant=False)
 
     def requires(self) -> dict[str, EvaluateHead]:
+        from pipeline.heads import head_class
+
+        ablation_variants(self.head)  # a head without an ablation table is a one-line ConfigError
         return {
-            v: EvaluateHead(
-                head="t2vlad",
+            row: EvaluateHead(
+                head=self.head,
                 manifest=self.manifest,
                 features_root=self.features_root,
                 out_root=Path(self.out_dir) / "runs",
                 config_path=self.config_path,
-                variant=v,
+                variant=variant,
                 epochs=self.epochs,
                 expert_configs=self.expert_configs,
                 shard_size=self.shard_size,
                 device=self.device,
                 split=self.split,
+                branches=branches,
             )
-            for v in ABLATIONS
+            for row, (variant, branches) in ablation_rows(head_class(self.head)).items()
         }
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(Path(self.out_dir) / "ablation.md"))
+    def output(self) -> AtomicTarget:
+        return AtomicTarget(str(Path(self.out_dir) / "ablation.md"))
 
     def run(self) -> None:
         results = {v: json.loads(Path(t.path).read_text())["metrics"] for v, t in self.input().items()}
-        title = f"T2VLAD ablations, split {self.split} of {Path(self.manifest).name}"
-        write_json_atomic(Path(self.out_dir) / ABLATION_JSON, ablation_json(results, title))
+        title = f"{self.head} ablations, split {self.split} of {Path(self.manifest).name}"
+        write_json(Path(self.out_dir) / ABLATION_JSON, ablation_json(results, title))
         text = ablation_markdown(results, title=title)
         with self.output().temporary_path() as tmp:
             Path(tmp).write_text(text, encoding="utf-8")

@@ -12,36 +12,33 @@ that split. Malformed annotations raise :class:`~data_manifest.errors.ManifestEr
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from pathlib import Path
 
 from data_manifest.errors import ManifestError
-from data_manifest.recipes.activitynet import prepare_activitynet
-from data_manifest.recipes.didemo import prepare_didemo
-from data_manifest.recipes.generic import prepare_generic
-from data_manifest.recipes.lsmdc import prepare_lsmdc
-from data_manifest.recipes.msrvtt import prepare_msrvtt
-from data_manifest.recipes.msvd import prepare_msvd
 from data_manifest.schema import VideoRecord
 
 Recipe = Callable[[Path, Path | None, str | None, bool], list[VideoRecord]]
 
-RECIPES: dict[str, Recipe] = {
-    "msrvtt": prepare_msrvtt,
-    "msvd": prepare_msvd,
-    "didemo": prepare_didemo,
-    "activitynet": prepare_activitynet,
-    "lsmdc": prepare_lsmdc,
-    "generic": prepare_generic,
-}
+
+def recipe_names() -> list[str]:
+    """Datasets with an importer: the modules of this package (``<name>.py`` defining ``prepare_<name>``), found
+    without importing them, so a new importer is one new module."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
 def get_recipe(name: str) -> Recipe:
     """The prepare function of a dataset; unknown names raise ManifestError listing the known ones."""
-    try:
-        return RECIPES[name]
-    except KeyError:
-        raise ManifestError([f"unknown dataset {name!r} (known: {', '.join(RECIPES)})"]) from None
+    known = recipe_names()
+    if name not in known:
+        raise ManifestError([f"unknown dataset {name!r} (known: {', '.join(known)})"])
+    module = importlib.import_module(f"{__name__}.{name}")
+    prepare: Recipe | None = getattr(module, f"prepare_{name}", None)
+    if prepare is None:
+        raise ManifestError([f"{module.__file__}: defines no prepare_{name}()"])
+    return prepare
 
 
-__all__ = ["RECIPES", "Recipe", "get_recipe"]
+__all__ = ["Recipe", "get_recipe", "recipe_names"]

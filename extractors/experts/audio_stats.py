@@ -9,23 +9,22 @@ is numpy on the decode threads; ``forward`` only hands the rows over. Videos wit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import numpy as np
+from pydantic import model_validator
 
 from data_manifest.schema import VideoRecord
 from extractors.base import Expert, ExpertConfig, ExpertOutput, Prepared, resolve_device
 from extractors.registry import register_expert
-from pipeline.errors import ConfigError, NoAudioError
+from pipeline.errors import NoAudioError
 from pipeline.media.decode import load_audio
 
 N_MELS = 64
 BLOCK_WINDOWS = 64  # windows per STFT block: bounds the temporary spectrogram memory
 
 
-@dataclass(frozen=True)
 class AudioStatsConfig(ExpertConfig):
     """``sample_rate`` Hz, ``window_s`` seconds per row, STFT ``frame_s``/``hop_s`` in seconds, 64 mel bands
     between ``fmin`` and ``fmax`` Hz, ``log_offset`` added before the log."""
@@ -38,11 +37,13 @@ class AudioStatsConfig(ExpertConfig):
     fmax: float = 7500.0
     log_offset: float = 0.01
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check_audiostats(self) -> Self:
         if not 0 < self.fmin < self.fmax <= self.sample_rate / 2:
-            raise ConfigError(f"need 0 < fmin < fmax <= sample_rate/2, got {self.fmin}, {self.fmax}")
+            raise ValueError(f"need 0 < fmin < fmax <= sample_rate/2, got {self.fmin}, {self.fmax}")
         if self.window_s < self.hop_s or self.frame_s <= 0 or self.hop_s <= 0:
-            raise ConfigError("need frame_s > 0, hop_s > 0 and window_s >= hop_s")
+            raise ValueError("need frame_s > 0, hop_s > 0 and window_s >= hop_s")
+        return self
 
 
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
@@ -100,6 +101,7 @@ class AudioStatsExpert(Expert):
     input_kind: ClassVar[str] = "audio"
     dim: ClassVar[int] = 128
     Config: ClassVar[type[ExpertConfig]] = AudioStatsConfig
+    config: AudioStatsConfig
 
     def load(
         self, device: str = "cpu", weights_dir: str | Path | None = None, *, random_init: bool = False

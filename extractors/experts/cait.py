@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import logging
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
+from pydantic import model_validator
 
 from extractors.base import (
     ExpertConfig,
@@ -46,7 +46,7 @@ from extractors.weights import (
     one_line_error,
     require_weights,
 )
-from pipeline.errors import ConfigError, WeightsError
+from pipeline.errors import WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,6 @@ PATCH_GRID = 14  # 224 / 16
 PREFIX_TOKENS = 1  # the class token forward_features prepends
 
 
-@dataclass(frozen=True)
 class CaitConfig(FrameConfig):
     """``num_frames`` uniform frames (``None``: ``fps`` frames per second), short side ``resize`` px, centre crop
     224, ImageNet mean/std; ``arch``: a key of ``CAIT_ARCHS``; ``grid``: pooled token grid side (1..14)."""
@@ -76,14 +75,15 @@ class CaitConfig(FrameConfig):
     grid: int = 7
     batch_size: int = infra(4)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    @model_validator(mode="after")
+    def _check_cait(self) -> Self:
         if self.arch not in CAIT_ARCHS:
-            raise ConfigError(f"cait: arch must be one of {sorted(CAIT_ARCHS)}, got {self.arch!r}")
+            raise ValueError(f"arch must be one of {sorted(CAIT_ARCHS)}, got {self.arch!r}")
         if not 1 <= self.grid <= PATCH_GRID:
-            raise ConfigError(f"cait: grid must be between 1 and {PATCH_GRID}, got {self.grid}")
+            raise ValueError(f"grid must be between 1 and {PATCH_GRID}, got {self.grid}")
         if self.image_size != 224:
-            raise ConfigError(f"cait: the 224 models need image_size 224, got {self.image_size}")
+            raise ValueError(f"the 224 models need image_size 224, got {self.image_size}")
+        return self
 
 
 def pool_patch_tokens(tokens: torch.Tensor, grid: int) -> torch.Tensor:

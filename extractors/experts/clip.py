@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,6 +25,7 @@ import torch
 from extractors.base import ExpertConfig, FrameConfig, FrameExpert, build_seeded, resolve_device
 from extractors.registry import register_expert
 from extractors.weights import WeightsFile, default_weights_dir, one_line_error, require_weights
+from pipeline.config import FloatTriple
 from pipeline.errors import WeightsError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -96,14 +96,13 @@ def _check_processor(model_dir: Path, config: FrameConfig) -> None:
             log.warning("%s: %s is %s, the clip expert uses %s", path, key, got, used)
 
 
-@dataclass(frozen=True)
 class ClipConfig(FrameConfig):
     """Frames at ``fps`` (or ``num_frames`` uniform), short side ``resize`` px, centre crop ``image_size`` px, CLIP
     mean/std; ``normalize``: L2-normalise the embeddings."""
 
     resize: int = 224
-    mean: tuple[float, float, float] = CLIP_MEAN
-    std: tuple[float, float, float] = CLIP_STD
+    mean: FloatTriple = CLIP_MEAN
+    std: FloatTriple = CLIP_STD
     normalize: bool = True
 
 

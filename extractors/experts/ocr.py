@@ -15,11 +15,11 @@ reuses that frame's reading instead of running OCR again (static titles, still s
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import numpy as np
+from pydantic import model_validator
 
 from data_manifest.schema import VideoRecord
 from extractors.base import ExpertConfig, ExpertOutput, Prepared, infra, resolve_device
@@ -27,14 +27,12 @@ from extractors.ocr_engine import OCR_DET, OCR_REC, OcrEngine, merge_repeats
 from extractors.registry import register_expert
 from extractors.weights import WeightsFile, require_weights
 from extractors.words import MINILM, WordConfig, WordExpert, split_words
-from pipeline.errors import ConfigError
 from pipeline.features.shards import STATUS_FAILED, STATUS_OK
 from pipeline.media.decode import FrameSpec, iter_frames
 
 NO_TEXT = "no text on screen"
 
 
-@dataclass(frozen=True)
 class OCRConfig(WordConfig):
     """``fps`` sampled frames per second; ``max_side`` px cap on the decoded long side; frames with a short side
     below ``min_side`` px are upscaled for OCR; ``det_limit_side_len`` px cap on the detector input; ``box_thresh``
@@ -55,16 +53,17 @@ class OCRConfig(WordConfig):
     threads: int = infra(1)
     part_rows: int = infra(16)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    @model_validator(mode="after")
+    def _check_ocr(self) -> Self:
         if self.fps <= 0:
-            raise ConfigError(f"ocr: fps must be > 0, got {self.fps}")
+            raise ValueError(f"fps must be > 0, got {self.fps}")
         if min(self.max_side, self.min_side, self.det_limit_side_len) < 32:
-            raise ConfigError("ocr: max_side, min_side and det_limit_side_len must be >= 32 px")
+            raise ValueError("max_side, min_side and det_limit_side_len must be >= 32 px")
         if not (0 <= self.min_score <= 1 and 0 <= self.box_thresh <= 1):
-            raise ConfigError("ocr: min_score and box_thresh must be in [0, 1]")
+            raise ValueError("min_score and box_thresh must be in [0, 1]")
         if self.merge_gap_frames < 0 or self.reuse_diff < 0 or self.part_rows < 1:
-            raise ConfigError("ocr: merge_gap_frames and reuse_diff must be >= 0, part_rows >= 1")
+            raise ValueError("merge_gap_frames and reuse_diff must be >= 0, part_rows >= 1")
+        return self
 
     @property
     def merge_gap_s(self) -> float:
@@ -80,6 +79,7 @@ class OCRExpert(WordExpert):
     version: ClassVar[str] = "1"
     input_kind: ClassVar[str] = "frames"
     Config: ClassVar[type[ExpertConfig]] = OCRConfig
+    config: OCRConfig
     # the files of the default config, as ``t2v weights list`` shows them
     weights: ClassVar[tuple[WeightsFile, ...]] = (OCR_DET, OCR_REC, MINILM)
 

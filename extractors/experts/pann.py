@@ -21,12 +21,12 @@ import sys
 import threading
 import types
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import numpy as np
 import torch
+from pydantic import model_validator
 
 from data_manifest.schema import VideoRecord
 from extractors.audio_frontend import iter_audio_blocks, load_checkpoint
@@ -105,7 +105,6 @@ def cnn14_state_dict(checkpoint: dict, path: Path) -> dict:
     return state
 
 
-@dataclass(frozen=True)
 class PANNConfig(ExpertConfig):
     """Windows of ``window_s`` seconds every ``hop_s`` seconds (``hop_s <= window_s``) at 32 kHz. ``batch_size``:
     windows per model call; ``part_windows``: hops per prepared part (bounds memory on long tracks)."""
@@ -115,15 +114,15 @@ class PANNConfig(ExpertConfig):
     batch_size: int = infra(32)
     part_windows: int = infra(300)
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check_pann(self) -> Self:
         if not 0 < self.hop_s <= self.window_s:
-            raise ConfigError(
-                f"pann: need 0 < hop_s <= window_s, got hop_s={self.hop_s}, window_s={self.window_s}"
-            )
+            raise ValueError(f"need 0 < hop_s <= window_s, got hop_s={self.hop_s}, window_s={self.window_s}")
         if self.window_s < 0.32:
-            raise ConfigError(f"pann: window_s must be >= 0.32 s (CNN14's pooling), got {self.window_s}")
+            raise ValueError(f"window_s must be >= 0.32 s (CNN14's pooling), got {self.window_s}")
         if self.batch_size < 1 or self.part_windows < 1:
-            raise ConfigError("pann: batch_size and part_windows must be >= 1")
+            raise ValueError("batch_size and part_windows must be >= 1")
+        return self
 
 
 @register_expert
@@ -136,6 +135,7 @@ class PANNExpert(Expert):
     dim: ClassVar[int] = EMBEDDING_SIZE
     weights: ClassVar[tuple[WeightsFile, ...]] = (CNN14_WEIGHTS,)
     Config: ClassVar[type[ExpertConfig]] = PANNConfig
+    config: PANNConfig
 
     def load(
         self, device: str = "cpu", weights_dir: str | Path | None = None, *, random_init: bool = False

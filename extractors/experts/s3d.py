@@ -11,12 +11,12 @@ Weights: torchvision's official ``s3d-d76dad2f.pth`` (torchvision publishes only
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
+from pydantic import model_validator
 
 from data_manifest.schema import VideoRecord
 from extractors.base import (
@@ -31,7 +31,7 @@ from extractors.base import (
 )
 from extractors.registry import register_expert
 from extractors.weights import WeightsFile, load_state_dict_checked, load_torch_file, require_weights
-from pipeline.errors import ConfigError
+from pipeline.config import FloatTriple
 from pipeline.media.decode import FrameSpec, iter_clips
 
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
@@ -45,7 +45,6 @@ S3D_KINETICS400 = WeightsFile(
 )
 
 
-@dataclass(frozen=True)
 class S3DConfig(ExpertConfig):
     """``clip_len`` frames per clip sampled at ``fps``, a clip every ``stride_s`` seconds; frames resized to
     ``resize``x``resize`` then centre-cropped to ``image_size``; Kinetics ``mean``/``std``. ``batch_size``: clips
@@ -56,14 +55,16 @@ class S3DConfig(ExpertConfig):
     stride_s: float = 1.0
     image_size: int = 224
     resize: int = 256
-    mean: tuple[float, float, float] = KINETICS_MEAN
-    std: tuple[float, float, float] = KINETICS_STD
+    mean: FloatTriple = KINETICS_MEAN
+    std: FloatTriple = KINETICS_STD
     batch_size: int = infra(4)
     part_rows: int = infra(4)
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check_s3d(self) -> Self:
         if self.resize < self.image_size or self.clip_len < 1 or self.fps <= 0 or self.stride_s <= 0:
-            raise ConfigError("s3d: need resize >= image_size, clip_len >= 1, fps > 0, stride_s > 0")
+            raise ValueError("need resize >= image_size, clip_len >= 1, fps > 0, stride_s > 0")
+        return self
 
 
 @register_expert
@@ -77,6 +78,7 @@ class S3DExpert(Expert):
     weights: ClassVar[tuple[WeightsFile, ...]] = (S3D_KINETICS400,)
     smoke_config: ClassVar[dict[str, Any]] = {"clip_len": 8, "fps": 8.0, "image_size": 32, "resize": 36}
     Config: ClassVar[type[ExpertConfig]] = S3DConfig
+    config: S3DConfig
 
     def load(
         self, device: str = "cpu", weights_dir: str | Path | None = None, *, random_init: bool = False

@@ -13,7 +13,6 @@ ImageNet mean/std. Row = ReLU + global average pool of the last feature map (tor
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -54,7 +53,6 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor]) -> dict[str, torch
     return out
 
 
-@dataclass(frozen=True)
 class SceneConfig(FrameConfig):
     """FrameConfig with the Places365 preprocessing: squash to 256x256, centre crop 224."""
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
+from pydantic import model_validator
 
 from data_manifest.schema import VideoRecord
 from extractors.asr_engine import (
@@ -38,7 +38,7 @@ from extractors.base import ExpertConfig, ExpertOutput, Prepared, infra, resolve
 from extractors.registry import register_expert
 from extractors.weights import WeightsFile, default_weights_dir, require_weights, resolve_file
 from extractors.words import MINILM, WordConfig, WordExpert, split_words
-from pipeline.errors import ConfigError, NoAudioError
+from pipeline.errors import NoAudioError
 from pipeline.features.shards import STATUS_FAILED
 from pipeline.media.audio import iter_audio
 
@@ -56,7 +56,6 @@ WHISPER_ONLY = (
 )
 
 
-@dataclass(frozen=True)
 class SpeechConfig(WordConfig):
     """``engine`` whisper | pocketsphinx; ``whisper_model`` CTranslate2 folder (name in the weights folder or
     absolute path); ``language``; ``beam_size``; ``vad`` silero VAD before whisper and as the speech check;
@@ -79,12 +78,13 @@ class SpeechConfig(WordConfig):
     part_s: float = 600.0
     threads: int = infra(2)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    @model_validator(mode="after")
+    def _check_speech(self) -> Self:
         if self.engine not in ENGINES:
-            raise ConfigError(f"speech: engine must be one of {ENGINES}, got {self.engine!r}")
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         if self.beam_size < 1 or self.part_s < 30:
-            raise ConfigError("speech: beam_size must be >= 1 and part_s >= 30 seconds")
+            raise ValueError("beam_size must be >= 1 and part_s >= 30 seconds")
+        return self
 
 
 def whisper_available(model: str, weights_dir: str | Path | None = None) -> bool:
@@ -103,6 +103,7 @@ class SpeechExpert(WordExpert):
     version: ClassVar[str] = "1"
     input_kind: ClassVar[str] = "speech"
     Config: ClassVar[type[ExpertConfig]] = SpeechConfig
+    config: SpeechConfig
     # the files of the default config, as ``t2v weights list`` shows them
     weights: ClassVar[tuple[WeightsFile, ...]] = (WHISPER_TINY_EN, MINILM)
 

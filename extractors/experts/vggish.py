@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import numpy as np
 import torch
+from pydantic import model_validator
 from torch import nn
 
 from data_manifest.schema import VideoRecord
@@ -39,7 +39,7 @@ from extractors.audio_frontend import (
 from extractors.base import Expert, ExpertConfig, ExpertOutput, Prepared, build_seeded, infra, resolve_device
 from extractors.registry import register_expert
 from extractors.weights import WeightsFile, load_state_dict_checked, require_weights
-from pipeline.errors import ConfigError, NoAudioError, WeightsError
+from pipeline.errors import NoAudioError, WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,6 @@ def load_pca_params(path: Path) -> dict[str, torch.Tensor]:
     return {PCA_EIGEN_VECTORS: vectors, PCA_MEANS: means}
 
 
-@dataclass(frozen=True)
 class VGGishConfig(ExpertConfig):
     """``postprocess``: official PCA + 8-bit quantisation. ``batch_size``: examples per model call;
     ``part_examples``: examples per prepared part (bounds memory on long tracks: 3.6 min by default)."""
@@ -128,9 +127,11 @@ class VGGishConfig(ExpertConfig):
     batch_size: int = infra(64)
     part_examples: int = infra(225)
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check_vggish(self) -> Self:
         if self.batch_size < 1 or self.part_examples < 1:
-            raise ConfigError(f"vggish: batch_size and part_examples must be >= 1, got {self}")
+            raise ValueError(f"batch_size and part_examples must be >= 1, got {self}")
+        return self
 
 
 @register_expert

@@ -1,11 +1,13 @@
 """Inspect feature folders without loading rows: summaries, consistency checks and failed videos.
 
-Behind ``t2v features info | check | failures``; everything is read through ``read_shard_index`` and checked
-with ``index_problems`` (pipeline/features/shards.py), the same code the readers use.
+Behind ``t2v features info | check | failures``; summaries and failures read ``read_shard_index``, the check
+reads every shard in full with ``verify_shard`` (pipeline/features/shards.py: the same offsets, status and
+length checks the readers use).
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,13 +18,7 @@ from data_manifest.schema import VideoRecord
 from pipeline.errors import ShardError
 from pipeline.features.plan import ShardPlan, ShardSpec
 from pipeline.features.reader import shard_files
-from pipeline.features.shards import (
-    SCHEMA_VERSION,
-    STATUS_NAMES,
-    ShardIndex,
-    index_problems,
-    read_shard_index,
-)
+from pipeline.features.shards import SCHEMA_VERSION, STATUS_NAMES, read_shard_index, verify_shard
 
 
 def fingerprint_dirs(path: Path) -> list[Path]:
@@ -86,7 +82,7 @@ def folder_summary(folder: Path) -> dict[str, Any]:
         "dtype": sorted({s["dtype"] for s in shards}),
         "status": dict(status),
         "bytes": sum(s["bytes"] for s in shards),
-        "temp_files": len(list(folder.glob("shard-*.h5.tmp-*"))),
+        "temp_files": len(list(folder.glob(".shard-*.h5.*.tmp"))),
         "attrs": attrs,
     }
 
@@ -98,8 +94,11 @@ def summaries(path: Path) -> list[dict[str, Any]]:
     return [folder_summary(d) for d in fingerprint_dirs(path)]
 
 
-def check_features(records: list[VideoRecord], features: Path) -> tuple[list[str], list[str]]:
-    """Problems and notes: shards open and agree, ids ⊆ manifest, fingerprint = folder, plan digests."""
+def check_features(
+    records: list[VideoRecord], features: Path, repair: bool = False
+) -> tuple[list[str], list[str]]:
+    """Problems and notes: shard data reads back intact (checksums, offsets, status codes), ids ⊆ manifest,
+    fingerprint = folder, plan digests. ``repair`` moves shards with damaged data aside (extract rebuilds them)."""
     known = {r.video_id for r in records}
     problems: list[str] = []
     notes: list[str] = []
@@ -112,7 +111,7 @@ def check_features(records: list[VideoRecord], features: Path) -> tuple[list[str
                 plans[plan_path.name] = {s.index: s for s in plan.update(records, plan.shard_size)}
         seen: set[str] = set()
         for path in shard_files(folder):
-            problems += check_shard(path, folder, known, plans, seen)
+            problems += check_shard(path, folder, known, plans, seen, repair)
         missing = known - seen
         if missing:
             notes.append(
@@ -121,17 +120,33 @@ def check_features(records: list[VideoRecord], features: Path) -> tuple[list[str
     return problems, notes
 
 
+def _move_aside(path: Path) -> Path:
+    """Rename a damaged shard to ``<name>.corrupt`` (kept for inspection, no longer a shard: extract rebuilds it)."""
+    aside = path.with_name(path.name + ".corrupt")
+    os.replace(path, aside)
+    return aside
+
+
 def check_shard(
-    path: Path, folder: Path, known: set[str], plans: dict[str, dict[int, ShardSpec]], seen: set[str]
+    path: Path,
+    folder: Path,
+    known: set[str],
+    plans: dict[str, dict[int, ShardSpec]],
+    seen: set[str],
+    repair: bool = False,
 ) -> list[str]:
-    """Problems of one shard of ``folder``: index, attributes, ids outside ``known`` or in ``seen`` (updated),
-    and a ``members_digest`` that differs from a plan's entry (stale)."""
-    try:
-        index = read_shard_index(path)
-    except ShardError as err:
-        return [str(err)]
+    """Problems of one shard of ``folder``: its data read in full (``verify_shard``), then attributes, ids outside
+    ``known`` or in ``seen`` (updated), and a ``members_digest`` that differs from a plan's entry (stale).
+
+    With ``repair`` a shard whose data fails verification is moved aside, and the problem says so."""
+    damaged = verify_shard(path)
+    if damaged:
+        if repair:
+            damaged.append(f"{path}: moved aside to {_move_aside(path).name}; t2v extract rebuilds it")
+        return damaged
+    index = read_shard_index(path)
     ids, attrs = index.video_ids, index.attrs
-    out = _index_problems(index)
+    out: list[str] = []
     if attrs.get("fingerprint") != folder.name:
         out.append(
             f"{path}: fingerprint attribute {attrs.get('fingerprint')!r} is not the folder's {folder.name!r}"
@@ -159,18 +174,6 @@ def check_shard(
                     f"{path}: members_digest differs from {plan_name} (a member's content changed: stale)"
                 )
     return out
-
-
-def _index_problems(index: ShardIndex) -> list[str]:
-    return index_problems(
-        index.path,
-        index.video_ids,
-        index.offsets,
-        index.rows,
-        len(index.status),
-        len(index.error),
-        index.timestamp_rows,
-    )
 
 
 def failures(path: Path) -> list[dict[str, str]]:

@@ -2,20 +2,32 @@
 
 MMT layout (gabeur/mmt): one HDF5 file per video, ``<v[0]>/<v[1]>/<v[2]>/<video_id>.h5`` under the data folder
 (or flat ``<video_id>.h5``), holding for each expert ``features.<expert>`` (R, D) and ``features_t.<expert>``
-(R, 2) start/end seconds; a missing expert is a single NaN row. Captions, when exported, are
-``raw_captions.<i>`` word arrays.
+(R, 2) start/end seconds; a missing expert is a single NaN row. Captions are ``raw_captions.<i>`` word arrays.
 
-Collaborative Experts: one pickle per expert mapping ``video_id -> array`` ((D,) or (R, D)); NaN arrays mean
-"missing". Pickles can run arbitrary code when loaded, so they are only read with ``trust_pickle=True``.
+Export writes what MMT's reader accepts: every file has the video's captions (MMT asserts at least one, so videos
+without captions in the manifest are skipped, and a re-export drops captions the manifest no longer has), and
+every time is finite (MMT's temporal embedding cannot take NaN): a missing expert's NaN row gets times (0, 0), and
+rows whose times are unknown (imported from a CE pickle) get the video's duration split evenly over its rows.
+
+Collaborative Experts: one pickle per expert mapping ``video_id -> array`` ((D,) or (R, D)); NaN arrays and a bare
+NaN float mean "missing". Pickles can run arbitrary code when loaded, so they are only read with
+``trust_pickle=True``.
+
+Import keeps ``features_t`` aligned with the rows it keeps: NaN feature rows are dropped from both, extra time rows
+beyond the features are ignored, and a NaN time row stays NaN for its row only; without ``features_t`` times are NaN.
+
+An MMT dataset's declared size is checked against the bytes the file holds for it before it is read: a few-KB
+file declaring gigabytes (unwritten chunks read back as fill values, external or virtual storage) is an error,
+not an allocation. Deflate expands data at most ~1032-fold, so ``MAX_EXPANSION`` times the stored bytes bounds
+what a real file can hold.
 
 Imported features get their own fingerprint: expert name, version ``import-1``, config ``{"imported_from":
-fmt}`` and the sha256 of the source bytes in place of the weights hash. Unknown row times are stored as NaN.
+fmt}`` and the sha256 of the source bytes in place of the weights hash.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -24,6 +36,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from data_manifest.atomic import atomic_path
 from data_manifest.hashing import update_from_file
 from data_manifest.schema import VideoRecord
 from pipeline.errors import ConfigError, ShardError
@@ -33,6 +46,8 @@ from pipeline.features.reader import FeatureReader
 from pipeline.features.shards import STATUS_EMPTY, STATUS_OK, ShardWriter, shard_name
 
 IMPORT_VERSION = "import-1"
+MAX_EXPANSION = 1100
+_PLAIN_LAYOUTS = (h5py.h5d.COMPACT, h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED)
 _STR = h5py.string_dtype("utf-8")
 
 
@@ -44,54 +59,62 @@ def mmt_path(root: str | Path, video_id: str, flat: bool = False) -> Path:
 
 
 def _replace_datasets(path: Path, data: dict[str, np.ndarray]) -> None:
-    """Write ``data`` into ``path`` keeping its other datasets; atomic (temp copy, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    """Write ``data`` into ``path`` keeping its other datasets except captions (``raw_captions.*``, which ``data``
+    replaces as a whole); atomic (temp copy, then rename)."""
     try:
-        with h5py.File(tmp, "w") as out:
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as out:
             if path.exists():
                 with h5py.File(path, "r") as old:
                     for name in old:
-                        if name not in data:
+                        if name not in data and not name.startswith("raw_captions."):
                             old.copy(old[name], out, name)
             for name, value in data.items():
                 out.create_dataset(name, data=value)
-        os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise ShardError(f"{path}: cannot write MMT file: {err}") from err
+
+
+def _row_times(times: np.ndarray, record: VideoRecord, source: Path) -> np.ndarray:
+    """(R, 2) finite start/end seconds: ``times`` when all known, else the duration split evenly over the rows."""
+    if np.isfinite(times).all():
+        return times
+    if not record.duration:
+        raise ShardError(
+            f"{source}: {record.video_id}: row times unknown and the manifest has no duration "
+            "(run t2v manifest probe first)"
+        )
+    edges = np.linspace(0.0, float(record.duration), len(times) + 1)
+    return np.stack([edges[:-1], edges[1:]], axis=1)
 
 
 def export_mmt(
     feature_dir: str | Path,
     out_dir: str | Path,
     *,
+    records: list[VideoRecord],
     expert: str | None = None,
-    records: list[VideoRecord] | None = None,
     flat: bool = False,
-) -> int:
-    """Write every video of a fingerprint folder into MMT per-video files (other experts' datasets are kept).
-
-    Videos without usable rows (status empty/failed) get one NaN row, MMT's "missing" marker. With
-    ``records``, their captions are written as ``raw_captions.<i>`` word arrays. Returns the number of videos
-    written.
-    """
+) -> tuple[int, int]:
+    """Write the captioned videos of a fingerprint folder into MMT per-video files (see the module docstring;
+    other experts' datasets are kept). Returns (videos written, videos skipped for want of a caption)."""
     reader = FeatureReader(feature_dir)
     name = expert or str(reader.attrs.get("expert") or Path(feature_dir).parent.name)
-    captions = {r.video_id: r.captions for r in records or []}
-    ids = reader.video_ids
+    by_id = {r.video_id: r for r in records if r.captions}
+    ids = [v for v in reader.video_ids if v in by_id]
     for start in range(0, len(ids), 256):
         batch = reader.get_many(ids[start : start + 256])
         for vid, vf in batch.items():
             feats, times = vf.features, vf.timestamps.astype(np.float64)
             if vf.status != STATUS_OK or len(feats) == 0:
                 feats = np.full((1, reader.dim), np.nan, np.float32)
-                times = np.full((1, 2), np.nan)
+                times = np.zeros((1, 2))
+            else:
+                times = _row_times(times, by_id[vid], Path(feature_dir))
             data = {f"features.{name}": feats, f"features_t.{name}": times}
-            for i, cap in enumerate(captions.get(vid, [])):
+            for i, cap in enumerate(by_id[vid].captions):
                 data[f"raw_captions.{i}"] = np.asarray(cap.split(), dtype=_STR)
             _replace_datasets(mmt_path(out_dir, vid, flat), data)
-    return len(ids)
+    return len(ids), len(reader.video_ids) - len(ids)
 
 
 @dataclass
@@ -105,19 +128,42 @@ class ImportedVideo:
     error: str = ""
 
 
-def _as_rows(video_id: str, value: object, source: str) -> ImportedVideo:
+def _as_rows(video_id: str, value: object, source: str, times: object = None) -> ImportedVideo:
+    """Rows of one foreign video: NaN rows dropped (with their times); no row left, or a bare NaN: missing."""
     arr = np.asarray(value, dtype=np.float32)
-    if arr.ndim == 1:
+    if arr.ndim == 0 and not np.isfinite(arr):
+        arr = np.zeros((0, 0), np.float32)
+    elif arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2:
         raise ShardError(f"{source}: {video_id}: expected a (D,) or (R, D) array, got shape {arr.shape}")
     keep = np.isfinite(arr).all(axis=1)
-    arr = arr[keep]
+    stamps = np.full((len(arr), 2), np.nan, np.float32)
+    if times is not None:
+        t = np.asarray(times, np.float32)
+        if t.ndim == 2 and t.shape[1] == 2 and len(t) >= len(arr):
+            stamps = t[: len(arr)]
+    arr, stamps = arr[keep], stamps[keep]
     if len(arr) == 0:
-        return ImportedVideo(
-            video_id, arr, np.zeros((0, 2), np.float32), STATUS_EMPTY, f"missing in {source}"
+        return ImportedVideo(video_id, arr, stamps, STATUS_EMPTY, f"missing in {source}")
+    return ImportedVideo(video_id, arr, stamps, STATUS_OK)
+
+
+def _read_bounded(dset: h5py.Dataset, path: Path, file_size: int) -> np.ndarray:
+    """A numeric dataset's values, after checking that the file holds enough bytes for its declared size."""
+    name = dset.name.lstrip("/")
+    if dset.dtype.kind not in "fiu":
+        raise ShardError(f"{path}: {name}: expected numbers, got dtype {dset.dtype}")
+    plist = dset.id.get_create_plist()
+    if plist.get_layout() not in _PLAIN_LAYOUTS or plist.get_external_count():
+        raise ShardError(f"{path}: {name}: data stored outside the file (external or virtual) is not read")
+    stored = min(dset.id.get_storage_size(), file_size)
+    if dset.nbytes > stored * MAX_EXPANSION:
+        raise ShardError(
+            f"{path}: {name}: declares shape {dset.shape} ({dset.nbytes} bytes) but the file holds "
+            f"{stored} bytes of it; corrupt or hostile file"
         )
-    return ImportedVideo(video_id, arr, np.full((len(arr), 2), np.nan, np.float32), STATUS_OK)
+    return dset[()]
 
 
 def read_mmt(root: str | Path, expert: str) -> Iterator[ImportedVideo]:
@@ -126,14 +172,18 @@ def read_mmt(root: str | Path, expert: str) -> Iterator[ImportedVideo]:
     files = [root] if root.is_file() else sorted(root.rglob("*.h5"), key=lambda p: p.stem)
     for path in files:
         try:
+            size = path.stat().st_size
             with h5py.File(path, "r") as f:
                 if f"features.{expert}" not in f:
                     continue
-                item = _as_rows(path.stem, f[f"features.{expert}"][()], str(path))
-                if item.status == STATUS_OK and f"features_t.{expert}" in f:
-                    times = np.asarray(f[f"features_t.{expert}"][()], np.float32)
-                    if times.shape == (len(item.features), 2):
-                        item.timestamps = times
+                times = (
+                    _read_bounded(f[f"features_t.{expert}"], path, size)
+                    if f"features_t.{expert}" in f
+                    else None
+                )
+                item = _as_rows(
+                    path.stem, _read_bounded(f[f"features.{expert}"], path, size), str(path), times
+                )
         except OSError as err:
             raise ShardError(f"{path}: cannot read MMT file: {err}") from err
         yield item
@@ -245,5 +295,6 @@ def import_features(
                         vid, empty, np.zeros((0, 2)), STATUS_EMPTY, f"not in the imported {fmt} features"
                     )
                 else:
-                    writer.add(vid, item.features, item.timestamps, item.status, item.error)
+                    feats = item.features if item.features.size else np.zeros((0, dim), np.float32)
+                    writer.add(vid, feats, item.timestamps, item.status, item.error)
     return folder

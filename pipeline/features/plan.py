@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from data_manifest.atomic import write_text
 from data_manifest.schema import VideoRecord
 from pipeline.errors import ConfigError, ShardError
 from pipeline.features.fingerprint import canonical_json
@@ -77,8 +77,6 @@ class ShardPlan:
 
     def save(self, path: str | Path) -> None:
         """Write atomically (temp file in the same folder, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "version": PLAN_VERSION,
             "shard_size": self.shard_size,
@@ -91,9 +89,7 @@ class ShardPlan:
                 for i, members in enumerate(self._shards)
             ],
         }
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
     def update(self, records: Iterable[VideoRecord], shard_size: int) -> list[ShardSpec]:
         """Record new videos (in new shards) and changed content hashes; return every shard's spec.

@@ -2,7 +2,11 @@
 
 The reader builds its id → (shard, row range) index from the small ``video_ids`` / ``offsets`` datasets of
 each shard only (no feature data is read for that). Temp files of writers
-(``*.h5.tmp-<pid>``) are never read. Features are returned as float32 whatever the stored dtype.
+(``.shard-*.h5.<pid>.<random>.tmp``) are never read. Features are returned as float32 whatever the stored dtype.
+
+Corruption is an error, never different features: each shard's ``offsets`` are checked when the index is built,
+the ``status`` codes of the videos read are checked when they are read, and a chunk that fails its HDF5
+checksum is a ShardError naming the shard and how to rebuild it.
 """
 
 from __future__ import annotations
@@ -12,11 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from pipeline.errors import ShardError
-from pipeline.features.shards import SHARD_GLOB, attr_value, read_index
+from pipeline.features.shards import (
+    CORRUPT_HINT,
+    SHARD_GLOB,
+    attr_value,
+    corrupt,
+    index_problems,
+    open_shard,
+    read_index,
+    status_problems,
+)
 
 
 @dataclass
@@ -60,13 +72,18 @@ class FeatureReader:
         self.attrs: dict[str, Any] = {}
         self.dim = 0
         for s, path in enumerate(self.shards):
-            try:
-                with h5py.File(path, "r") as f:
+            with open_shard(path) as f:
+                try:
                     ids, offsets = read_index(f)
                     attrs = {k: attr_value(v) for k, v in f.attrs.items()}
-                    dim = int(f["features"].shape[1])
-            except (OSError, KeyError) as err:
-                raise ShardError(f"{path}: cannot read shard index: {err}") from err
+                    rows, dim = (int(n) for n in f["features"].shape)
+                except (KeyError, ValueError) as err:
+                    raise ShardError(f"{path}: cannot read shard index: {err}; {CORRUPT_HINT}") from err
+                except OSError as err:
+                    raise corrupt(path, "index", err) from err
+            problems = index_problems(path, len(ids), offsets, rows)
+            if problems:
+                raise ShardError(f"{problems[0]}; {CORRUPT_HINT}")
             if s == 0:
                 self.attrs, self.dim = attrs, dim
             elif attrs.get("fingerprint") != self.attrs.get("fingerprint") or dim != self.dim:
@@ -116,7 +133,7 @@ class FeatureReader:
                 runs.append([loc])
         out = {}
         try:
-            with h5py.File(path, "r") as f:
+            with open_shard(path) as f:
                 ids = f["video_ids"].asstr()
                 status, error = f["status"], f["error"].asstr()
                 tokens_ds = f["tokens"].asstr() if "tokens" in f else None
@@ -127,6 +144,9 @@ class FeatureReader:
                     toks = list(tokens_ds[lo:hi]) if tokens_ds is not None and hi > lo else []
                     i0, i1 = run[0].index, run[-1].index + 1
                     run_ids, run_status, run_err = ids[i0:i1], status[i0:i1], error[i0:i1]
+                    problems = status_problems(path, run_status, first=i0)
+                    if problems:
+                        raise ShardError(f"{problems[0]}; {CORRUPT_HINT}")
                     for k, loc in enumerate(run):
                         a, b = loc.start - lo, loc.stop - lo
                         out[str(run_ids[k])] = VideoFeatures(
@@ -136,8 +156,10 @@ class FeatureReader:
                             error=str(run_err[k]),
                             tokens=toks[a:b] if tokens_ds is not None else None,
                         )
-        except (OSError, KeyError) as err:
-            raise ShardError(f"{path}: cannot read features: {err}") from err
+        except (KeyError, ValueError) as err:
+            raise ShardError(f"{path}: cannot read features: {err}; {CORRUPT_HINT}") from err
+        except OSError as err:
+            raise corrupt(path, "features", err) from err
         return out
 
 

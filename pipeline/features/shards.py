@@ -11,16 +11,24 @@ Attributes: ``expert``, ``fingerprint``, ``schema_version``, ``config`` (canonic
 ``members_digest`` (from the shard plan, "" if none), ``package_versions`` (JSON), ``created_at`` (UTC ISO
 8601).
 
-The writer streams rows (in blocks of a few MB) into resizable datasets of ``<name>.tmp-<pid>`` in the same
-folder and ``os.replace``-s it onto the final name on commit, so readers never see half a shard. Temp files
-left by dead writers are removed when that shard is written again.
+The writer streams rows (in blocks of a few MB) into resizable datasets of a temp file in the same folder
+(``data_manifest.atomic``: ``.<name>.<pid>.<random>.tmp``) and publishes it onto the final name on commit, so
+readers never see half a shard. Temp files left by dead writers are removed when that shard is written again.
+
+Integrity: the numeric datasets (``features``, ``timestamps``, ``offsets``, ``status``) carry HDF5's fletcher32
+checksum filter (after shuffle + gzip, so a flipped byte in compressed data fails before decompression); a
+failing chunk is an OSError from HDF5, which readers turn into a ShardError naming the shard. HDF5 allows no
+filters on variable-length strings, so ``video_ids``, ``error`` and ``tokens`` have none. Readers also check
+``offsets`` (start 0, non-decreasing, end = rows), ``status`` codes and dataset lengths (:func:`index_problems`,
+:func:`status_problems`, :func:`length_problems`); :func:`verify_shard` reads every byte of a shard, and
+:func:`read_shard_index` everything but the rows. Shards written before the checksum was added read as before
+(no checksum to verify).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +40,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from data_manifest.atomic import publish, remove_stale_temps, temp_path
 from pipeline.errors import ShardError
 from pipeline.features.fingerprint import canonical_json
 
@@ -47,6 +56,9 @@ _STR = h5py.string_dtype("utf-8")
 _CHUNK_ROWS = 256
 _FLUSH_ROWS = 4 * _CHUNK_ROWS
 _FLUSH_BYTES = 8 * 1024 * 1024
+_VERIFY_ROWS = 16 * _CHUNK_ROWS
+_REQUIRED = ("video_ids", "offsets", "features", "timestamps", "status", "error")
+CORRUPT_HINT = "t2v features check --repair moves it aside, t2v extract rebuilds it"
 
 
 def shard_name(index: int) -> str:
@@ -63,28 +75,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def clean_stale_tmp(path: Path) -> list[Path]:
-    """Remove ``<path>.tmp-<pid>`` files whose writer process is gone (or is this process). Returns them."""
-    removed = []
-    for tmp in path.parent.glob(path.name + ".tmp-*"):
-        pid_text = tmp.name.rsplit(".tmp-", 1)[1]
-        pid = int(pid_text) if pid_text.isdigit() else -1
-        if pid == os.getpid() or not _pid_alive(pid):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
 
 
 class ShardWriter:
@@ -125,8 +115,8 @@ class ShardWriter:
         self.dim = dim
         self.token_level = token_level
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        clean_stale_tmp(self.path)
-        self.tmp_path = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        remove_stale_temps(self.path)
+        self.tmp_path = temp_path(self.path)
         self._ids: list[str] = []
         self._id_set: set[str] = set()
         self._status: list[int] = []
@@ -145,10 +135,21 @@ class ShardWriter:
         try:
             f = self._h5
             f.create_dataset(
-                "features", (0, dim), dtype=dtype, maxshape=(None, dim), chunks=(_CHUNK_ROWS, dim), **comp
+                "features",
+                (0, dim),
+                dtype=dtype,
+                maxshape=(None, dim),
+                chunks=(_CHUNK_ROWS, dim),
+                fletcher32=True,
+                **comp,
             )
             f.create_dataset(
-                "timestamps", (0, 2), dtype=np.float32, maxshape=(None, 2), chunks=(_CHUNK_ROWS, 2)
+                "timestamps",
+                (0, 2),
+                dtype=np.float32,
+                maxshape=(None, 2),
+                chunks=(_CHUNK_ROWS, 2),
+                fletcher32=True,
             )
             if token_level:
                 f.create_dataset("tokens", (0,), dtype=_STR, maxshape=(None,), chunks=(_CHUNK_ROWS,))
@@ -255,8 +256,8 @@ class ShardWriter:
     def _write_index(self) -> None:
         f = self._h5
         f.create_dataset("video_ids", data=np.asarray(self._ids, dtype=object), dtype=_STR)
-        f.create_dataset("offsets", data=np.asarray(self._offsets, dtype=np.int64))
-        f.create_dataset("status", data=np.asarray(self._status, dtype=np.int8))
+        f.create_dataset("offsets", data=np.asarray(self._offsets, dtype=np.int64), fletcher32=True)
+        f.create_dataset("status", data=np.asarray(self._status, dtype=np.int8), fletcher32=True)
         f.create_dataset("error", data=np.asarray(self._errors, dtype=object), dtype=_STR)
 
     def commit(self) -> Path:
@@ -268,12 +269,10 @@ class ShardWriter:
             self._flush()
             self._write_index()
             self._h5.close()
-            with open(self.tmp_path, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(self.tmp_path, self.path)
         except BaseException:
             self.tmp_path.unlink(missing_ok=True)
             raise
+        publish(self.tmp_path, self.path)
         return self.path
 
     def abort(self) -> None:
@@ -340,7 +339,6 @@ class ShardIndex:
     dim: int
     dtype: str
     compression: str | None
-    timestamp_rows: int
     token_level: bool
     attrs: dict[str, Any] = field(default_factory=dict)
 
@@ -348,8 +346,8 @@ class ShardIndex:
 def read_shard_index(path: str | Path) -> ShardIndex:
     """Read everything of a shard but its rows. Raises ShardError (naming the file) if it is unreadable."""
     path = Path(path)
-    try:
-        with h5py.File(path, "r") as f:
+    with open_shard(path) as f:
+        try:
             ids, offsets = read_index(f)
             feats = f["features"]
             return ShardIndex(
@@ -362,31 +360,115 @@ def read_shard_index(path: str | Path) -> ShardIndex:
                 dim=int(feats.shape[1]),
                 dtype=str(feats.dtype),
                 compression=feats.compression,
-                timestamp_rows=int(f["timestamps"].shape[0]),
                 token_level="tokens" in f,
                 attrs={k: attr_value(v) for k, v in f.attrs.items()},
             )
-    except (OSError, KeyError) as err:
-        raise ShardError(f"{path}: cannot read shard: {err}") from err
+        except KeyError as err:
+            raise ShardError(f"{path}: cannot read shard: missing dataset {err}") from err
+        except (OSError, ValueError) as err:
+            raise corrupt(path, "index", err) from err
 
 
-def index_problems(
-    path: Path, ids: list[str], offsets: np.ndarray, rows: int, n_status: int, n_error: int, n_times: int
-) -> list[str]:
-    """Ways a shard's index disagrees with its rows (offsets, status/error/timestamps lengths); [] if none."""
+def index_problems(path: Path, num_ids: int, offsets: np.ndarray, rows: int) -> list[str]:
+    """Problems of a shard's ``offsets`` for ``num_ids`` videos and ``rows`` feature rows (empty = sound)."""
+    if len(offsets) != num_ids + 1:
+        return [f"{path}: offsets: {len(offsets)} entries for {num_ids} videos (expected {num_ids + 1})"]
     out = []
-    if len(offsets) != len(ids) + 1 or int(offsets[-1]) != rows or np.any(np.diff(offsets) < 0):
-        out.append(f"{path}: offsets do not match video_ids/features")
-    if not (n_status == n_error == len(ids)) or n_times != rows:
-        out.append(f"{path}: status/error/timestamps lengths do not match")
+    if int(offsets[0]) != 0:
+        out.append(f"{path}: offsets: start at {int(offsets[0])}, not 0")
+    down = np.flatnonzero(np.diff(offsets) < 0)
+    if len(down):
+        i = int(down[0])
+        out.append(f"{path}: offsets: decrease at video {i + 1} ({int(offsets[i])} -> {int(offsets[i + 1])})")
+    if int(offsets[-1]) != rows:
+        out.append(f"{path}: offsets: end at {int(offsets[-1])}, but features has {rows} rows")
     return out
 
 
-def read_shard(path: str | Path) -> ShardData:
-    """Read a whole shard. Raises ShardError (naming the file) if it is unreadable or inconsistent."""
+def status_problems(path: Path, status: np.ndarray, first: int = 0) -> list[str]:
+    """Problems of a shard's ``status`` codes (each must be 0, 1 or 2); ``status[0]`` is video ``first``."""
+    bad = np.flatnonzero(~np.isin(status, list(STATUS_NAMES)))
+    if not len(bad):
+        return []
+    i = int(bad[0])
+    return [
+        f"{path}: status: invalid code {int(status[i])} at video {first + i} ({len(bad)} invalid; allowed 0, 1, 2)"
+    ]
+
+
+def length_problems(path: Path, num_ids: int, rows: int, lengths: Mapping[str, int]) -> list[str]:
+    """Problems of dataset lengths (``lengths``: name -> length of those present): ``status`` and ``error`` need
+    one entry per video, ``timestamps`` and ``tokens`` one per feature row."""
+    out = []
+    for name, n in lengths.items():
+        if name in ("status", "error") and n != num_ids:
+            out.append(f"{path}: {name}: {n} entries for {num_ids} videos")
+        elif name in ("timestamps", "tokens") and n != rows:
+            out.append(f"{path}: {name}: {n} rows, but features has {rows}")
+    return out
+
+
+def corrupt(path: Path, name: str, err: Exception) -> ShardError:
+    """The one-line ShardError for data HDF5 cannot read back (checksum failure, damaged chunk)."""
+    reason = " ".join(str(err).split())
+    return ShardError(f"{path}: {name}: corrupt data ({reason}); {CORRUPT_HINT}")
+
+
+def _read_through(path: Path, dset: h5py.Dataset) -> None:
+    """Read every element of ``dset`` in blocks (bounded memory), so that HDF5 verifies each chunk; strings are
+    decoded, so that damaged UTF-8 is found too."""
+    view = dset.asstr() if h5py.check_string_dtype(dset.dtype) else dset
+    for start in range(0, max(len(dset), 1), _VERIFY_ROWS):
+        try:
+            view[start : start + _VERIFY_ROWS]
+        except (OSError, ValueError) as err:
+            raise corrupt(path, dset.name.lstrip("/"), err) from err
+
+
+def verify_shard(path: str | Path) -> list[str]:
+    """Every problem found by reading all of a shard: checksum or read failures, offsets, status codes and
+    dataset lengths, each as one ``PATH: ...`` line (empty list = sound). Costs a full read of the shard."""
     path = Path(path)
     try:
-        with h5py.File(path, "r") as f:
+        f = open_shard(path)
+    except ShardError as err:
+        return [str(err)]
+    with f:
+        missing = [
+            name for name in _REQUIRED if not isinstance(f.get(name), h5py.Dataset) or not f[name].ndim
+        ]
+        if missing:
+            return [f"{path}: missing or scalar dataset(s) {', '.join(missing)}"]
+        problems = []
+        for name in (*_REQUIRED, "tokens"):
+            if isinstance(f.get(name), h5py.Dataset) and f[name].ndim:
+                try:
+                    _read_through(path, f[name])
+                except ShardError as err:
+                    problems.append(str(err))
+        if problems:
+            return problems
+        num_ids, rows = len(f["video_ids"]), len(f["features"])
+        problems += index_problems(path, num_ids, f["offsets"][()], rows)
+        problems += status_problems(path, f["status"][()])
+        lengths = {n: len(f[n]) for n in ("status", "error", "timestamps", "tokens") if n in f and f[n].ndim}
+        problems += length_problems(path, num_ids, rows, lengths)
+        return problems
+
+
+def open_shard(path: Path) -> h5py.File:
+    """Open a shard read-only; ShardError naming it when HDF5 cannot open it (not HDF5, truncated header)."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise ShardError(f"{path}: cannot read shard: {' '.join(str(err).split())}") from err
+
+
+def read_shard(path: str | Path) -> ShardData:
+    """Read a whole shard. Raises ShardError (naming the file) if it is unreadable, corrupt or inconsistent."""
+    path = Path(path)
+    with open_shard(path) as f:
+        try:
             ids, offsets = read_index(f)
             data = ShardData(
                 path=path,
@@ -399,11 +481,16 @@ def read_shard(path: str | Path) -> ShardData:
                 tokens=list(f["tokens"].asstr()[()]) if "tokens" in f else None,
                 attrs={k: attr_value(v) for k, v in f.attrs.items()},
             )
-    except (OSError, KeyError) as err:
-        raise ShardError(f"{path}: cannot read shard: {err}") from err
-    problems = index_problems(
-        path, ids, offsets, len(data.features), len(data.status), len(data.error), len(data.timestamps)
-    )
+        except KeyError as err:
+            raise ShardError(f"{path}: cannot read shard: missing dataset {err}") from err
+        except OSError as err:
+            raise corrupt(path, "data", err) from err
+    problems = index_problems(path, len(ids), offsets, len(data.features))
+    lengths = {"status": len(data.status), "error": len(data.error), "timestamps": len(data.timestamps)}
+    if data.tokens is not None:
+        lengths["tokens"] = len(data.tokens)
+    problems += length_problems(path, len(ids), len(data.features), lengths)
+    problems += status_problems(path, data.status)
     if problems:
         raise ShardError(problems[0])
     return data

@@ -1,6 +1,9 @@
-"""Alignment heads on cached expert features: T2VLAD, CRET, MGFI/CMFI (``build_head`` picks one by name).
+"""Alignment heads on cached expert features: T2VLAD, CRET, MGFI/CMFI, one module each, found through the registry
+(``pipeline.heads.registry``: ``head_names``, ``head_class``, ``build_head``).
 
-Every head follows ``pipeline.heads.base.RetrievalHead``; see that module for the batch and embedding contract.
+Every head follows ``pipeline.heads.base.RetrievalHead``; see that module for the batch and embedding contract and
+the capabilities a head declares. The names below are imported on first use, so that ``head_names()`` (the command
+line's choices, the training config's check) does not import torch.
 """
 
 from __future__ import annotations
@@ -8,58 +11,26 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from pipeline.errors import ConfigError
-from pipeline.heads.base import (
-    Embedding,
-    HeadInputError,
-    InnerProductHead,
-    RetrievalHead,
-    TextBatch,
-    VideoBatch,
-    config_from_dict,
-)
-
-# name -> (module, head class, config class)
-_HEADS: dict[str, tuple[str, str, str]] = {
-    "t2vlad": ("pipeline.heads.t2vlad", "T2VLADHead", "T2VLADConfig"),
-    "cret": ("pipeline.heads.cret", "CRETHead", "CRETConfig"),
-    "mgfi": ("pipeline.heads.mgfi", "MGFIHead", "MGFIConfig"),
+_EXPORTS = {
+    "Embedding": "pipeline.heads.base",
+    "HeadInputError": "pipeline.heads.base",
+    "InnerProductHead": "pipeline.heads.base",
+    "RetrievalHead": "pipeline.heads.base",
+    "TextBatch": "pipeline.heads.base",
+    "VideoBatch": "pipeline.heads.base",
+    "build_head": "pipeline.heads.registry",
+    "head_class": "pipeline.heads.registry",
+    "head_config_class": "pipeline.heads.registry",
+    "head_names": "pipeline.heads.registry",
+    "register_head": "pipeline.heads.registry",
 }
 
 
-def head_names() -> list[str]:
-    """Names accepted by ``build_head``."""
-    return sorted(_HEADS)
+def __getattr__(name: str) -> Any:
+    """Import an exported name from its module on first access (PEP 562)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)
 
 
-def head_config_class(name: str) -> type:
-    """The typed config dataclass of a head (its defaults are the paper's settings)."""
-    if name not in _HEADS:
-        raise ConfigError(f"unknown head {name!r}; known heads: {head_names()}")
-    module, _, config_cls = _HEADS[name]
-    return getattr(import_module(module), config_cls)
-
-
-def build_head(
-    name: str, config: dict[str, Any] | None, expert_dims: dict[str, int], text_dim: int
-) -> RetrievalHead:
-    """Build head ``name`` from a plain config dict (unknown keys → ConfigError), the feature size of each expert
-    the data offers (``{"rgb": 1280, ...}``) and the text encoder's token size."""
-    if name not in _HEADS:
-        raise ConfigError(f"unknown head {name!r}; known heads: {head_names()}")
-    module, head_cls, _ = _HEADS[name]
-    typed = config_from_dict(head_config_class(name), config, name)
-    return getattr(import_module(module), head_cls)(typed, dict(expert_dims), int(text_dim))
-
-
-__all__ = [
-    "Embedding",
-    "HeadInputError",
-    "InnerProductHead",
-    "RetrievalHead",
-    "TextBatch",
-    "VideoBatch",
-    "build_head",
-    "head_config_class",
-    "head_names",
-]
+__all__ = sorted(_EXPORTS)

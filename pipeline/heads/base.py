@@ -9,7 +9,8 @@ L = text tokens, D_t = text feature size.
   for a video only when ``available`` is True *and* it has at least one real row; padded rows may hold anything
   (finite or not: they are zeroed before use).
 - ``TextBatch.tokens`` (B, L, D_t), ``TextBatch.mask`` (B, L) bool (True = real token, including [CLS]/[SEP]),
-  ``TextBatch.cls`` optional (B, D_t) sentence-level feature (the [CLS] output or a pooled sentence embedding).
+  ``TextBatch.cls`` optional (B, D_t) sentence vector supplied by the text side: a frozen encoder's own pooling
+  (all-MiniLM-L6-v2: mean over real tokens, ``pipeline.training.text_cache``); None when fine-tuned.
 
 A head encodes each side independently (``encode_video``, ``encode_text``) into an ``Embedding`` (a dataclass of
 tensors whose first dimension is the batch), and scores every text against every video with ``similarity``. The
@@ -20,13 +21,14 @@ dimensions with zeros/False) and move (``emb.to(device)``), so callers encode in
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, Self
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.config import Config
 from pipeline.errors import ConfigError
 
 
@@ -152,19 +154,52 @@ def masked_max(x: Tensor, mask: Tensor, dim: int) -> Tensor:
     return torch.where(mask.any(dim).unsqueeze(-1), filled, torch.zeros_like(filled))
 
 
+@dataclass
+class CenterAssignments:
+    """Soft assignments of one caption and one video to K shared centres (background centre left out): ``text``
+    (L, K) per token, ``video`` (M, K) per video row, ``row_mask`` (M,) True for real rows, ``rows`` the (expert,
+    row number) of each of the M rows."""
+
+    text: Tensor
+    video: Tensor
+    row_mask: Tensor
+    rows: list[tuple[str, int]]
+
+
 class RetrievalHead(nn.Module, metaclass=ABCMeta):
-    """Interface of an alignment head.
+    """Interface of an alignment head, and the capabilities every consumer asks it for.
 
     ``loss(text_emb, video_emb)`` takes the embeddings of B matching pairs (text i describes video i) and returns
-    a scalar training loss over the B × B batch. ``text_conditioned`` heads (the video representation depends on
-    the query) cannot be searched through ``query_vectors``/``video_vectors``; inner-product heads provide them.
+    a scalar training loss over the B × B batch.
+
+    Class attributes a head declares (``pipeline.heads.registry.register_head`` checks them):
+
+    - ``name``: its registry name (= its module's name); ``config_class``: its typed config; ``video_embedding``:
+      the ``Embedding`` class ``encode_video`` returns (what an embedding store rebuilds from its HDF5 rows).
+    - ``text_conditioned``: True (the default) when the video side depends on the query: the index vectors are then
+      a query-independent proxy and search re-ranks candidates with ``similarity``; False (``InnerProductHead``)
+      when ``similarity`` is the inner product of ``index_query_vectors`` and ``index_video_vectors`` (exact).
+    - ``ablation_variants``: variant name -> ``head_options`` merged into the config; what ``t2v ablation`` and a
+      run's ``ablation = true`` train (empty: the head has no ablation table).
+    - ``ablation_rows``: table row -> (variant of ``ablation_variants``, branches scored at test time), in table
+      order (empty: one row per variant, scored with ``"both"``).
+    - ``scoring_branches``: the choices of ``set_scoring_branches`` (``t2v evaluate --branches``); ``("both",)``
+      for a head without a test-time branch ablation.
+
+    Optional capabilities, off by default: ``explain`` (per-hit explanations of a search), ``has_center_view`` /
+    ``center_assignments`` (the report's centre/assignment view).
     """
 
     name: ClassVar[str]
-    text_conditioned: ClassVar[bool]
+    config_class: ClassVar[type[Config]]
+    video_embedding: ClassVar[type[Embedding]]
+    text_conditioned: ClassVar[bool] = True
+    ablation_variants: ClassVar[dict[str, dict[str, Any]]] = {}
+    ablation_rows: ClassVar[dict[str, tuple[str, str]]] = {}
+    scoring_branches: ClassVar[tuple[str, ...]] = ("both",)
     expert_names: list[str]
 
-    def __init__(self, config: Any, expert_dims: dict[str, int], text_dim: int) -> None:
+    def __init__(self, config: Config, expert_dims: dict[str, int], text_dim: int) -> None:
         super().__init__()
         self.config = config
         self.expert_dims = dict(expert_dims)
@@ -174,7 +209,7 @@ class RetrievalHead(nn.Module, metaclass=ABCMeta):
         """Keyword arguments of ``build_head`` that rebuild this head (for checkpoints)."""
         return {
             "name": self.name,
-            "config": asdict(self.config),
+            "config": self.config.model_dump(),
             "expert_dims": dict(self.expert_dims),
             "text_dim": self.text_dim,
         }
@@ -194,6 +229,41 @@ class RetrievalHead(nn.Module, metaclass=ABCMeta):
     @abstractmethod
     def loss(self, text_emb: Embedding, video_emb: Embedding) -> Tensor:
         """Scalar loss over B matching pairs (text i ↔ video i), all other pairs being negatives."""
+
+    @abstractmethod
+    def index_video_vectors(self, video_emb: Embedding) -> Tensor:
+        """(B_v, P) vectors an embedding store indexes for these videos."""
+
+    @abstractmethod
+    def index_query_vectors(self, text_emb: Embedding) -> Tensor:
+        """(B_t, P) query vectors searched against ``index_video_vectors``."""
+
+    def index_exact(self, video_emb: Embedding) -> Tensor:
+        """(B_v,) bool: videos whose index inner product *is* ``similarity`` (none for text-conditioned heads)."""
+        return torch.zeros(len(video_emb), dtype=torch.bool)
+
+    def set_scoring_branches(self, branches: str) -> None:
+        """Score with these branches in eval mode (test-time ablation); only ``"both"`` unless overridden."""
+        if branches not in self.scoring_branches:
+            raise ConfigError(
+                f"{self.name}: branches must be {'|'.join(self.scoring_branches)}, got {branches!r}"
+            )
+
+    def explain(
+        self, experts: list[str], text_emb: Embedding, video_emb: Embedding
+    ) -> tuple[dict[str, float] | None, list[dict[str, Any]]] | None:
+        """Why one query (``text_emb`` of 1) scored these videos: (query-level expert weights or None, one
+        explanation dict per video); None when the head has nothing to explain."""
+        return None
+
+    @property
+    def has_center_view(self) -> bool:
+        """True when ``center_assignments`` is available (the report then shows centre/assignment views)."""
+        return False
+
+    def center_assignments(self, text: TextBatch, video: VideoBatch) -> CenterAssignments:
+        """Centre assignments of one caption (``text`` of 1) and one video (``video`` of 1)."""
+        raise HeadInputError(f"{self.name}: this head has no centre/assignment view")
 
     def prepare_video(self, batch: VideoBatch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Validate a batch against ``expert_names``/``expert_dims``; return per-expert features (B, R_e, D_e) with
@@ -258,19 +328,17 @@ class InnerProductHead(RetrievalHead):
     def video_vectors(self, video_emb: Embedding) -> Tensor:
         """(B_v, P) video vectors."""
 
+    def index_video_vectors(self, video_emb: Embedding) -> Tensor:
+        """``video_vectors``: the index holds the exact video side."""
+        return self.video_vectors(video_emb)
 
-def config_from_dict(config_cls: type, values: dict[str, Any] | None, head: str) -> Any:
-    """Build a head's config dataclass from a plain dict; unknown keys are a ConfigError naming the head."""
-    values = dict(values or {})
-    known = {f.name for f in fields(config_cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"head {head!r}: unknown config keys {unknown}; known: {sorted(known)}")
-    config = config_cls(**values)
-    validate = getattr(config, "validate", None)
-    if validate is not None:
-        validate()
-    return config
+    def index_query_vectors(self, text_emb: Embedding) -> Tensor:
+        """``query_vectors`` for videos with every expert."""
+        return self.query_vectors(text_emb)
+
+    def index_exact(self, video_emb: Embedding) -> Tensor:
+        """All videos, unless the head's score depends on which experts a video has (then override)."""
+        return torch.ones(len(video_emb), dtype=torch.bool)
 
 
 def pick_expert(

@@ -12,7 +12,8 @@ Video side, one frame expert (``expert``, e.g. ``cait`` frame features (B, R, 38
   expert's rows through ``Linear(D_local, D)`` (the slides take CaiT patch features as V^l; they do not say whether
   patches pass the temporal encoder — here they do not).
 Text side: token features ``Linear(D_t, D)`` → local T^l (B, L, D); global ``T^g = normalize(Linear(D_t, D)(s))``
-with ``s`` = ``TextBatch.cls``, else the first ([CLS]) token (the slides: CLS feature).
+with ``s`` = ``TextBatch.cls`` (a frozen encoder's own pooling), else the first ([CLS]) token of the fine-tuned
+encoder (the slides: CLS feature).
 CCM: ``num_centers`` learnable queries Q (C, D), shared by both modalities, are the target of ``ccm_layers``
 ``nn.TransformerDecoderLayer`` (self-attention among the queries, cross-attention to the modality's local features
 with their padding mask) → Z^v, Z^t (B, C, D), L2-normalised per center. The decoder weights are shared by both
@@ -32,13 +33,14 @@ Inner-product form: with diagonal Σ, ``TᵀΣT = ⟨T ⊙ T, diag Σ⟩``; with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal, Self
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from pipeline.errors import ConfigError
+from pipeline.config import Config
 from pipeline.heads.base import (
     Embedding,
     HeadInputError,
@@ -48,46 +50,36 @@ from pipeline.heads.base import (
     pick_expert,
 )
 from pipeline.heads.losses import symmetric_infonce
+from pipeline.heads.registry import register_head
 
 FRAME_EXPERTS = ("cait", "clip", "rgb", "scene")
 
 
-@dataclass
-class CRETConfig:
+class CRETConfig(Config):
     """CRET settings; the slides give the temporal depth (3) and the CaiT-S/24 size (384); the rest is ours."""
 
     expert: str | None = None
     local_expert: str | None = None
-    dim: int = 384
-    temporal_layers: int = 3
-    num_heads: int = 6
-    ff_dim: int = 1536
-    dropout: float = 0.1
-    max_rows: int = 64
-    num_centers: int = 8
-    ccm_layers: int = 2
+    dim: int = Field(384, ge=1)
+    temporal_layers: int = Field(3, ge=0)
+    num_heads: int = Field(6, ge=1)
+    ff_dim: int = Field(1536, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    max_rows: int = Field(64, ge=1)
+    num_centers: int = Field(8, ge=1)
+    ccm_layers: int = Field(2, ge=0)
     share_decoder: bool = True
-    global_loss: str = "gees"
-    global_score: str = "mean"
-    covariance: str = "diag"
-    shrinkage: float = 0.1
-    temperature: float = 0.05
+    global_loss: Literal["gees", "nce"] = "gees"
+    global_score: Literal["mean", "gees"] = "mean"
+    covariance: Literal["diag", "full"] = "diag"
+    shrinkage: float = Field(0.1, ge=0, le=1)
+    temperature: float = Field(0.05, gt=0)
 
-    def validate(self) -> None:
-        checks = {
-            "global_loss": (self.global_loss, ("gees", "nce")),
-            "global_score": (self.global_score, ("mean", "gees")),
-            "covariance": (self.covariance, ("diag", "full")),
-        }
-        for key, (value, allowed) in checks.items():
-            if value not in allowed:
-                raise ConfigError(f"cret: {key} must be one of {allowed}, got {value!r}")
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> Self:
         if self.dim % self.num_heads:
-            raise ConfigError(f"cret: dim {self.dim} is not divisible by num_heads {self.num_heads}")
-        if not 0.0 <= self.shrinkage <= 1.0 or self.temperature <= 0:
-            raise ConfigError(
-                f"cret: need 0 ≤ shrinkage ≤ 1 and temperature > 0, got {self.shrinkage}, {self.temperature}"
-            )
+            raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        return self
 
 
 @dataclass
@@ -119,8 +111,13 @@ def _key_padding(mask: Tensor) -> Tensor:
     return ~mask & mask.any(dim=1, keepdim=True)
 
 
+@register_head
 class CRETHead(InnerProductHead):
+    """CRET (see the module docstring)."""
+
     name: ClassVar[str] = "cret"
+    config_class: ClassVar[type[Config]] = CRETConfig
+    video_embedding: ClassVar[type[Embedding]] = CRETVideoEmbedding
 
     def __init__(self, config: CRETConfig, expert_dims: dict[str, int], text_dim: int) -> None:
         super().__init__(config, expert_dims, text_dim)

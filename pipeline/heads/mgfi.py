@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal, Self
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from pipeline.errors import ConfigError
+from pipeline.config import Config
 from pipeline.heads.base import (
     Embedding,
     RetrievalHead,
@@ -45,36 +46,32 @@ from pipeline.heads.base import (
     pick_expert,
 )
 from pipeline.heads.losses import symmetric_infonce
+from pipeline.heads.registry import register_head
 
 FRAME_EXPERTS = ("clip", "rgb", "cait", "scene")
 AUDIO_EXPERTS = ("pann", "vggish", "audio_stats", "audio")
 MAX_LOGIT_SCALE = 100.0
 
 
-@dataclass
-class MGFIConfig:
+class MGFIConfig(Config):
     """MGFI/CMFI settings (paper: C = 512, batch 32, AdamW); ``audio_expert=""`` turns the audio branch off."""
 
     frame_expert: str | None = None
     audio_expert: str | None = None
-    dim: int = 512
-    ff_dim: int = 2048
-    temperature: float = 0.05
+    dim: int = Field(512, ge=1)
+    ff_dim: int = Field(2048, ge=1)
+    temperature: float = Field(0.05, gt=0)
     learn_temperature: bool = True
-    sentence_pooling: str = "mean"
+    sentence_pooling: Literal["cls", "mean"] = "mean"
     use_sentence_frame: bool = True
     use_word_frame: bool = True
-    chunk_size: int = 16
+    chunk_size: int = Field(16, ge=1)
 
-    def validate(self) -> None:
-        if self.sentence_pooling not in ("cls", "mean"):
-            raise ConfigError(f"mgfi: sentence_pooling must be cls|mean, got {self.sentence_pooling!r}")
+    @model_validator(mode="after")
+    def _one_frame_branch(self) -> Self:
         if not (self.use_sentence_frame or self.use_word_frame):
-            raise ConfigError("mgfi: use_sentence_frame and use_word_frame cannot both be false")
-        if self.temperature <= 0 or self.chunk_size < 1:
-            raise ConfigError(
-                f"mgfi: need temperature > 0 and chunk_size ≥ 1, got {self.temperature}, {self.chunk_size}"
-            )
+            raise ValueError("use_sentence_frame and use_word_frame cannot both be false")
+        return self
 
 
 @dataclass
@@ -99,8 +96,13 @@ class MGFITextEmbedding(Embedding):
     word_mask: Tensor
 
 
+@register_head
 class MGFIHead(RetrievalHead):
+    """MGFI/CMFI (see the module docstring): text-conditioned, so search re-ranks candidates of a proxy index."""
+
     name: ClassVar[str] = "mgfi"
+    config_class: ClassVar[type[Config]] = MGFIConfig
+    video_embedding: ClassVar[type[Embedding]] = MGFIVideoEmbedding
     text_conditioned: ClassVar[bool] = True
 
     def __init__(self, config: MGFIConfig, expert_dims: dict[str, int], text_dim: int) -> None:
@@ -215,3 +217,18 @@ class MGFIHead(RetrievalHead):
     def loss(self, text_emb: MGFITextEmbedding, video_emb: MGFIVideoEmbedding) -> Tensor:
         """Eq. 12–14: ``L_t2v + L_v2t`` on ``similarity · logit_scale``."""
         return symmetric_infonce(self.similarity(text_emb, video_emb) * self.logit_scale(), 1.0, "sum")
+
+    # ----- query-independent proxy for an embedding store's index -----
+    def index_video_vectors(self, video_emb: MGFIVideoEmbedding) -> Tensor:
+        """(B_v, P) the frame values pooled with uniform attention and refined by ``ff``/``ln_o`` (what the head
+        computes when attention is uniform), normalised, then the audio vector (0 without audio)."""
+        mean = masked_mean(video_emb.values, video_emb.frame_mask, dim=1)
+        parts = [F.normalize(self._refine(mean), dim=-1)]
+        if video_emb.audio is not None:
+            parts.append(video_emb.audio * video_emb.audio_available.unsqueeze(-1).to(video_emb.audio.dtype))
+        return torch.cat(parts, dim=1)
+
+    def index_query_vectors(self, text_emb: MGFITextEmbedding) -> Tensor:
+        """(B_t, P) the normalised sentence feature, twice when the head has audio."""
+        sentence = F.normalize(text_emb.sentence, dim=-1)
+        return torch.cat([sentence, sentence] if self.audio_expert else [sentence], dim=1)

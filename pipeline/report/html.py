@@ -11,18 +11,21 @@ the video rows (frame thumbnails, or the OCR/speech word) assigned most to it. N
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from html import escape
 from pathlib import Path
 
+from data_manifest.atomic import atomic_path, write_text
 from pipeline.errors import StoreError
 from pipeline.features.reader import FeatureReader
-from pipeline.report.assignments import CenterView, center_views, supports_assignments, video_rows
+from pipeline.report.assignments import CenterView, center_views, video_rows
 from pipeline.report.thumbnails import FrameLookup, write_strip
 from pipeline.runs.ablation import ABLATION_JSON, ablation_table, load_ablation
+from pipeline.runs.record import RunFolder
 from pipeline.stores.search import QueryEncoder, Searcher, SearchResult
 from pipeline.stores.store import EmbeddingStore, TrainedRun, encode_store, load_trained_run
+from pipeline.text_encoder import cut_for_tokens
+from pipeline.training.dataset import row_caps
 
 METRIC_COLUMNS = (
     ("R1", "R@1"),
@@ -48,8 +51,8 @@ margin:2px}.row{display:flex;align-items:center;gap:6px;margin:3px 0}.row img{he
 """
 
 
-def _metrics_html(run_dir: Path) -> str:
-    files = sorted(run_dir.glob("metrics-*.json"))
+def _metrics_html(folder: RunFolder) -> str:
+    files = folder.metrics_files()
     if not files:
         return '<p class="muted">No evaluated split (run t2v evaluate).</p>'
     head = "".join(f"<th>{label}</th>" for _, label in METRIC_COLUMNS)
@@ -169,9 +172,11 @@ def _assignment_view(
 ) -> str:
     """Fig. 3-style view of ``query`` against ``video_id`` (its ground truth, or its top hit)."""
     batch = encoder.encode([query])
-    ids = encoder.tokenizer(query, truncation=True, max_length=run.config.text.max_length)["input_ids"]
+    max_length = run.config.text.max_length
+    encoded = encoder.tokenizer(cut_for_tokens(query, max_length), truncation=True, max_length=max_length)
+    ids = encoded["input_ids"]
     words = encoder.tokenizer.convert_ids_to_tokens(ids)
-    rows = video_rows({e: r.get(video_id) for e, r in readers.items()}, run.config.max_rows)
+    rows = video_rows({e: r.get(video_id) for e, r in readers.items()}, row_caps(run.config, readers))
     views = center_views(run.head, batch, words, rows)
     return _assignment_html(views, video_id, store.paths[store.row_of[video_id]], query, images, str(number))
 
@@ -196,9 +201,10 @@ def build_report(
     run_dir, out = Path(run_dir).resolve(), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run = load_trained_run(run_dir, device=device)
+    folder = RunFolder(run.run_dir)
     if store_path is None:
         store_path = out / "store"
-        split = "test" if any(r == "test" for r in _splits(run.saved["manifest"])) else None
+        split = "test" if any(r == "test" for r in _splits(run.saved.manifest)) else None
         encode_store(run_dir, store_path, split=split, device=device, progress=False)
     store = EmbeddingStore(store_path)
     encoder = QueryEncoder(run, device)
@@ -220,15 +226,16 @@ def build_report(
             gt_rank = int(list(rows).index(store.row_of[gt])) + 1
         searches.append(_search_html(result, gt, gt_rank, images))
         video = gt if gt is not None else (result.hits[0].video_id if result.hits else None)
-        if video is not None and len(assignments) < num_assignments and supports_assignments(run.head):
+        if video is not None and len(assignments) < num_assignments and run.head.has_center_view:
             if all(video in r for r in readers.values()):
                 assignments.append(
                     _assignment_view(run, encoder, readers, store, q, video, images, len(assignments))
                 )
 
     curves = ""
-    if (run_dir / "curves.png").is_file():
-        shutil.copyfile(run_dir / "curves.png", out / "curves.png")
+    if folder.curves_png.is_file():
+        with atomic_path(out / "curves.png") as tmp:
+            shutil.copyfile(folder.curves_png, tmp)
         curves = '<img src="curves.png" alt="training curves" style="max-width:100%">'
     ablation_path = Path(ablation) if ablation else find_ablation(run_dir)
     ablation_section = (
@@ -236,10 +243,10 @@ def build_report(
         if ablation_path
         else '<p class="muted">No ablation results (ablation.json) found.</p>'
     )
-    if not supports_assignments(run.head):
+    if not run.head.has_center_view:
         assignments = [
-            f'<p class="muted">Center assignments are shown for T2VLAD runs with a local branch; this '
-            f"run's head is {escape(run.head.name)}.</p>"
+            f'<p class="muted">Center assignments are shown for heads (and variants) with shared centres, such '
+            f"as T2VLAD with a local branch; this run's head is {escape(run.head.name)}.</p>"
         ]
     summary = (
         f"head <b>{escape(run.head.name)}</b>, epoch {run.epoch}, checkpoint sha256 "
@@ -249,19 +256,17 @@ def build_report(
     page = (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>t2v report: {escape(run_dir.name)}</title>"
         f"<style>{CSS}</style></head><body><h1>t2v report: {escape(run_dir.name)}</h1><p>{summary}</p>"
-        f"<h2>Metrics</h2>{_metrics_html(run_dir)}<h2>Ablations</h2>{ablation_section}"
+        f"<h2>Metrics</h2>{_metrics_html(folder)}<h2>Ablations</h2>{ablation_section}"
         f"<h2>Training curves</h2>{curves or '<p class=muted>No curves.png.</p>'}"
         f"<h2>Text-to-video search (top 5)</h2>{''.join(searches)}"
         f"<h2>Center assignments</h2>{''.join(assignments)}</body></html>"
     )
     target = out / "index.html"
-    tmp = out / f".index.{os.getpid()}.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(target)
+    write_text(target, page)
     return target
 
 
-def _splits(manifest: str) -> list[str]:
+def _splits(manifest: Path) -> list[str]:
     from data_manifest.validate import load_manifest
 
-    return [r.split for r in load_manifest(Path(manifest), check_paths=False)]
+    return [r.split for r in load_manifest(manifest, check_paths=False)]

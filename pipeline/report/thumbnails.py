@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from data_manifest.atomic import atomic_path
 from pipeline.errors import MediaError
 from pipeline.media.decode import FrameSpec, iter_frames
 
@@ -27,12 +28,18 @@ def _frames(path: str | Path, spec: FrameSpec) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(frames), np.concatenate(times)
 
 
+def save_jpeg(img: Image.Image, out: Path, quality: int = 82) -> Path:
+    """Write ``img`` as a JPEG at ``out`` atomically."""
+    with atomic_path(out) as tmp:
+        img.save(tmp, "JPEG", quality=quality)
+    return out
+
+
 def placeholder(out: Path, reason: str, size: tuple[int, int] = (160, 48)) -> Path:
     """A grey JPEG with ``reason`` written on it."""
     img = Image.new("RGB", size, (200, 200, 200))
     ImageDraw.Draw(img).text((4, size[1] // 2 - 6), reason[:40], fill=(60, 60, 60))
-    img.save(out, "JPEG", quality=80)
-    return out
+    return save_jpeg(img, out, quality=80)
 
 
 def strip(frames: np.ndarray) -> Image.Image:
@@ -50,8 +57,7 @@ def write_strip(video: str | Path, out: Path, num_frames: int = 4, height: int =
         frames, _ = _frames(video, FrameSpec("uniform", num_frames=num_frames, short_side=height))
     except MediaError as err:
         return placeholder(out, f"unreadable: {str(err).split(': ')[-1]}")
-    strip(frames).save(out, "JPEG", quality=82)
-    return out
+    return save_jpeg(strip(frames), out)
 
 
 class FrameLookup:
@@ -69,5 +75,4 @@ class FrameLookup:
         if self.error:
             return placeholder(out, f"unreadable: {self.error}", (96, 56))
         i = int(np.argmin(np.abs(self.centres - seconds)))
-        Image.fromarray(self.frames[i]).save(out, "JPEG", quality=82)
-        return out
+        return save_jpeg(Image.fromarray(self.frames[i]), out)

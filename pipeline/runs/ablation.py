@@ -1,4 +1,11 @@
-"""The T2VLAD ablations of the paper (Tables 4-5) as head options, and their Markdown results table."""
+"""The table of an ablation: one row per table row of a head (the head class's ``ablation_rows`` over its
+``ablation_variants``, e.g. T2VLAD's paper ablations, Tables 4-5), written as ``ablation.json`` (read by the
+report) and as Markdown (``ablation_table`` is the one layout of both).
+
+The paper's "w/o global alignment" / "w/o local alignment" rows remove a branch *at test time* from the model
+trained with both: T2VLAD's rows ``no_global`` / ``no_local`` are the ``full`` run evaluated with ``branches``
+``local`` / ``global``; models trained with one branch only are their own rows.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +14,22 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
+from pipeline.heads.base import RetrievalHead
 
-# variant name -> head_options merged into the T2VLAD config (pipeline.heads.t2vlad.T2VLADConfig.variant)
-ABLATIONS: dict[str, dict[str, Any]] = {
-    "full": {"variant": "full"},
-    "no_global": {"variant": "no_global"},
-    "no_local": {"variant": "no_local"},
-    "text_only_vlad": {"variant": "text_only_vlad"},
-    "separate_vlads": {"variant": "separate_vlads"},
-}
+
+def ablation_rows(head_class: type[RetrievalHead]) -> dict[str, tuple[str, str]]:
+    """Table row -> (trained variant, branches scored at test time), in table order (default: one row per variant)."""
+    return head_class.ablation_rows or {
+        variant: (variant, "both") for variant in head_class.ablation_variants
+    }
+
 
 ABLATION_JSON = "ablation.json"
 _COLUMNS = (("R1", "R@1"), ("R5", "R@5"), ("R10", "R@10"), ("MdR", "MdR"))
 
 
 def ablation_table(results: dict[str, dict[str, dict[str, float]]]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows, one per variant: text-to-video and video-to-text R@1, R@5, R@10 (%) and median rank.
+    """Header and rows, one per table row: text-to-video and video-to-text R@1, R@5, R@10 (%) and median rank.
 
     ``results`` maps variant -> ``retrieval_metrics`` output (``{"t2v": {...}, "v2t": {...}}``)."""
     head = ["variant"] + [f"t2v {label}" for _, label in _COLUMNS] + [f"v2t {label}" for _, label in _COLUMNS]

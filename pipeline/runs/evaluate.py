@@ -8,8 +8,6 @@ scored against every video block with ``head.similarity``. Text-conditioned head
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from data_manifest.errors import T2VError
 from pipeline.heads.base import RetrievalHead
 from pipeline.metrics import retrieval_metrics
 from pipeline.runs.folder import load_run
+from pipeline.runs.record import BEST, RunFolder, metrics_name, write_json
 from pipeline.training.dataset import RetrievalDataset, make_loader
 from pipeline.training.text_cache import TextSide
 
@@ -83,30 +82,28 @@ def format_metrics_table(metrics: dict[str, dict[str, float]], title: str = "") 
     return "\n".join(lines)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """JSON to ``path`` through a temporary file in the same folder (never half-written)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
 def evaluate_run(
     run_dir: str | Path,
     manifest_path: str | Path | None = None,
     split: str = "test",
     features_root: str | Path | None = None,
     *,
-    checkpoint: str = "best.pt",
+    checkpoint: str = BEST,
     device: str | None = None,
     out_name: str | None = None,
     progress: bool = True,
+    branches: str = "both",
 ) -> dict[str, Any]:
     """Evaluate a trained run on ``split`` of a manifest (default: the training manifest).
 
+    ``branches`` (one of the head class's ``scoring_branches``: T2VLAD's ``local`` / ``global`` / ``both``) scores
+    with one branch only at test time (the paper's "w/o global/local alignment"); other heads take only ``both``.
+
     Features: the folders the run was trained on, unless ``features_root`` is given (then the run's experts'
     latest fingerprint folders there; feature folders of other fingerprints than training are refused).
-    Writes ``<run_dir>/<out_name or metrics-<split>.json>`` and returns its content
-    (``{"split", "manifest", "num_videos", "num_texts", "checkpoint", "epoch", "metrics": {"t2v", "v2t"}}``).
+    Writes ``<run_dir>/<out_name or metrics_name(split, branches=branches)>`` and returns its content
+    (``{"split", "manifest", "num_videos", "num_texts", "checkpoint", "epoch", "branches", "selection", "metrics":
+    {"t2v", "v2t"}}``; ``selection`` is how training chose the checkpoint, see ``pipeline.training.loop``).
     """
     run = load_run(
         Path(run_dir),
@@ -115,6 +112,10 @@ def evaluate_run(
         manifest_path=manifest_path,
         features_root=features_root,
     )
+    if branches not in run.head.scoring_branches:
+        choices = "|".join(run.head.scoring_branches)
+        raise T2VError(f"{run_dir}: --branches {branches}: a {run.config.head} run takes only {choices}")
+    run.head.set_scoring_branches(branches)
     dataset = run.dataset(split)
     if len(dataset) == 0:
         raise T2VError(f"{run.manifest_path}: split {split!r} has no captioned videos")
@@ -130,8 +131,10 @@ def evaluate_run(
         "num_texts": len(texts),
         "checkpoint": checkpoint,
         "epoch": run.epoch,
+        "branches": branches,
+        "selection": run.extra["selection"],
         "feature_dirs": {e: str(p) for e, p in run.feature_dirs.items()},
         "metrics": metrics,
     }
-    write_json_atomic(Path(run_dir) / (out_name or f"metrics-{split}.json"), result)
+    write_json(RunFolder(run_dir).metrics(out_name or metrics_name(split, branches=branches)), result)
     return result

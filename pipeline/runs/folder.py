@@ -1,19 +1,20 @@
 """What training and evaluation share: feature folders, readers, datasets, the head and text side of a run.
 
-A run folder holds ``config.json``::
+``load_run`` rebuilds head + text side from a run folder (``pipeline.runs.record``) so any split of any manifest
+can be evaluated.
 
-    {"config": <TrainConfig as dict>, "manifest": "/abs/manifest.jsonl", "features_root": "/abs/features",
-     "feature_dirs": {"rgb": "/abs/features/rgb/0123456789ab", ...}, "expert_dims": {...}, "text_dim": 384,
-     "text_model_digest": "..."}
-
-and checkpoints ``last.pt`` / ``best.pt`` whose ``"head"`` (and, when fine-tuned, ``"text"``) entries are state
-dicts. ``load_run`` rebuilds head + text side from these so any split of any manifest can be evaluated.
+While training writes a run folder it holds an exclusive ``flock`` on ``<run>/train.lock`` (``lock_run_folder``):
+a second ``t2v train`` into the same folder fails at once instead of interleaving checkpoints. The kernel drops
+the lock when the process ends, however it ends, so a killed run never leaves the folder locked.
 """
 
 from __future__ import annotations
 
-import json
+import fcntl
+import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +26,21 @@ from data_manifest.schema import VideoRecord
 from pipeline.errors import ConfigError
 from pipeline.features.reader import FeatureReader, latest_feature_dir
 from pipeline.heads import RetrievalHead, build_head
-from pipeline.training.config import TextConfig, TrainConfig, config_from_dict
-from pipeline.training.dataset import RetrievalDataset
+from pipeline.runs.record import BEST, RunFolder
+from pipeline.training.config import TextConfig, TrainConfig
+from pipeline.training.dataset import RetrievalDataset, row_caps
 from pipeline.training.text_cache import TextSide
+
+
+def load_head_state(head: torch.nn.Module, state: dict, ckpt_path: Path) -> None:
+    """Load a checkpoint's head weights; a mismatch (e.g. a run of an older layout) is a one-line T2VError."""
+    try:
+        head.load_state_dict(state)
+    except RuntimeError as err:
+        problem = " ".join(str(err).split())[:300]
+        raise T2VError(
+            f"{ckpt_path}: weights do not fit the head its config.json builds ({problem})"
+        ) from err
 
 
 def seed_everything(seed: int) -> None:
@@ -35,6 +48,24 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@contextmanager
+def lock_run_folder(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/train.lock`` exclusively; ConfigError naming the folder when another process holds it."""
+    lock = run_dir / "train.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"{run_dir}: another t2v train is writing this run folder (holds {lock.name}); "
+                "wait for it to finish or use another --out"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def pick_device(name: str) -> torch.device:
@@ -106,7 +137,7 @@ class RunContext:
         ds = RetrievalDataset(
             self.records,
             self.readers,
-            max_rows=self.config.max_rows,
+            max_rows=row_caps(self.config, self.readers),
             split=split,
             train=train,
             seed=self.config.seed,
@@ -154,31 +185,20 @@ def build_context(
     )
 
 
-def saved_expert_order(saved: dict) -> list[str]:
-    """The head's expert order of a saved run. ``config.json`` is written with sorted keys, so the order of its
-    ``feature_dirs`` / ``expert_dims`` mappings is alphabetical, not the head's; ``config.experts`` keeps it (the
-    expert weights of T2VLAD's global branch are positional, so a reordered head scores wrongly)."""
-    return list(saved["config"]["experts"]) or sorted(saved["expert_dims"])
-
-
 def load_run(
     run_dir: Path,
     *,
-    checkpoint: str = "best.pt",
+    checkpoint: str = BEST,
     device: str | None = None,
     manifest_path: str | Path | None = None,
     features_root: str | Path | None = None,
 ) -> RunContext:
-    """Rebuild a trained run from ``run_dir/config.json`` and a checkpoint; optionally another manifest /
-    features root (same experts, same feature fingerprints)."""
-    cfg_path = run_dir / "config.json"
-    ckpt_path = run_dir / checkpoint
-    for p in (cfg_path, ckpt_path):
-        if not p.is_file():
-            raise T2VError(f"{p}: missing (is {run_dir} a finished or running training run?)")
-    saved = json.loads(cfg_path.read_text(encoding="utf-8"))
-    config = config_from_dict(saved["config"])
-    trained_dirs = {e: Path(saved["feature_dirs"][e]) for e in saved_expert_order(saved)}
+    """Rebuild a trained run from its folder's ``config.json`` and a checkpoint; optionally another manifest /
+    features root (same experts, same feature fingerprints). RunError when the folder is incomplete."""
+    folder = RunFolder(run_dir)
+    saved = folder.read()
+    folder.require_checkpoint(checkpoint)  # before any feature folder is opened
+    trained_dirs = saved.feature_dirs
     if features_root is not None:
         root = Path(features_root)
         dirs = {e: Path(latest_feature_dir(root, e)) for e in trained_dirs}
@@ -188,12 +208,14 @@ def load_run(
                     f"{d}: expert {e!r} has fingerprint {d.name} but the run was trained on {trained_dirs[e].name}"
                 )
     else:
-        root, dirs = Path(saved["features_root"]), trained_dirs
-    manifest = Path(manifest_path) if manifest_path is not None else Path(saved["manifest"])
-    ctx = build_context(config, manifest, root, dirs, pick_device(device or config.device), saved["text_dim"])
-    state = torch.load(ckpt_path, map_location=ctx.device, weights_only=True)
-    ctx.head.load_state_dict(state["head"])
+        root, dirs = saved.features_root, trained_dirs
+    manifest = Path(manifest_path) if manifest_path is not None else saved.manifest
+    config = saved.config
+    ctx = build_context(config, manifest, root, dirs, pick_device(device or config.device), saved.text_dim)
+    state = folder.load_checkpoint(checkpoint, ctx.device)
+    load_head_state(ctx.head, state["head"], folder.checkpoint(checkpoint))
     if state.get("text") is not None:
         ctx.text_side.load_state_dict(state["text"])
     ctx.epoch = int(state["epoch"])
+    ctx.extra["selection"] = saved.selection or "val"
     return ctx

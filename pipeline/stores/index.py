@@ -29,6 +29,7 @@ import numpy as np
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is logged at INFO
 import faiss  # noqa: E402
 
+from data_manifest.atomic import atomic_path  # noqa: E402
 from pipeline.errors import StoreError  # noqa: E402
 
 INDEX_KINDS = ("flat", "ivf", "ivfpq")
@@ -122,9 +123,8 @@ def search_index(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.nd
 
 def write_index(index: faiss.Index, path: Path) -> None:
     """Write atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    faiss.write_index(index, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        faiss.write_index(index, str(tmp))
 
 
 def read_index(path: Path, spec: IndexSpec) -> faiss.Index:

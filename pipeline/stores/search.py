@@ -1,8 +1,8 @@
-"""Text search over an embedding store: query encoding, exact scoring, re-ranking and T2VLAD explanations.
+"""Text search over an embedding store: query encoding, exact scoring, re-ranking and the head's explanations.
 
 Scoring (``Searcher.rank``), with ``s`` = the head's own ``similarity``:
 
-- Inner-product heads (T2VLAD, CRET): the index holds ``video_vectors`` of the *complete* videos (every expert
+- Inner-product heads (``text_conditioned`` False: T2VLAD, CRET): the index holds ``video_vectors`` of the *complete* videos (every expert
   present), for which ``query_vectors(t) · video_vectors(v) == s(t, v)``. The videos with a missing expert (T2VLAD
   renormalises the expert weights over each video's experts) are all scored exactly, whatever their number: grouped
   by the set of experts they have, each group against the head's own ``query_vectors(t, available=that set)``
@@ -13,7 +13,7 @@ Scoring (``Searcher.rank``), with ``s`` = the head's own ``similarity``:
   broken by store row); with ``ivf``/``ivfpq`` only the complete videos are approximate.
 - Text-conditioned heads (MGFI): stores of up to ``exhaustive_limit`` videos (default 20 000) are scored entirely
   with ``head.similarity`` (exact). Larger stores take a candidate pool of ``max(10·k, pool)`` videos from the index
-  of query-independent proxies (``pipeline.stores.store.index_vectors``) and re-rank it with the head: exact within the
+  of query-independent proxies (the head's ``index_video_vectors``) and re-rank it with the head: exact within the
   pool, approximate overall.
 
 The text encoder is loaded once per ``Searcher``; frozen-text runs round token features to float16 as the
@@ -34,13 +34,12 @@ import torch
 
 from pipeline.errors import StoreError
 from pipeline.heads import Embedding, TextBatch
+from pipeline.runs.record import BEST
 from pipeline.stores.index import search_index
 from pipeline.stores.store import EmbeddingStore, TrainedRun, load_trained_run
 from pipeline.stores.vectors import query_index_vectors
-from pipeline.text_encoder import TextEncoder, model_dir_digest, resolve_text_model_dir
-from pipeline.training.text_cache import TextSide
-
-TOP_CENTERS = 3
+from pipeline.text_encoder import TextEncoder, encoder_pooling, model_dir_digest, resolve_text_model_dir
+from pipeline.training.text_cache import TextSide, frozen_text_batch
 
 
 def text_model_digest(run: TrainedRun) -> str:
@@ -71,6 +70,7 @@ class QueryEncoder:
         if text.mode == "frozen":
             self.encoder = TextEncoder(resolve_text_model_dir(text.model or None), max_length=text.max_length)
             self.encoder.to(device).eval()
+            self.pooling = encoder_pooling(self.encoder.model_dir)
         else:
             self.side = TextSide(text, run.run_dir / "text-cache")
             if run.text_state is not None:
@@ -99,12 +99,13 @@ class QueryEncoder:
         tokens = self.encoder(texts)
         mask = tokens.mask.bool()
         feats = tokens.features.half().float().masked_fill(~mask.unsqueeze(-1), 0.0)
-        return TextBatch(tokens=feats, mask=mask)
+        return frozen_text_batch(feats, mask, self.pooling)
 
 
 @dataclass
 class Hit:
-    """One ranked video; ``explanation`` (T2VLAD): per-expert weights/contributions and the top centers."""
+    """One ranked video; ``explanation``: the head's ``explain`` output for it (T2VLAD: per-expert
+    weights/contributions and the top centers), None when the head explains nothing."""
 
     rank: int
     video_id: str
@@ -118,7 +119,8 @@ class Hit:
 
 @dataclass
 class SearchResult:
-    """Hits of one query; ``expert_weights`` = T2VLAD's softmax over all experts; ``timings`` in seconds."""
+    """Hits of one query; ``expert_weights`` = the head's query-level weights (T2VLAD's softmax over all experts);
+    ``timings`` in seconds."""
 
     query: str
     hits: list[Hit]
@@ -196,7 +198,7 @@ class Searcher:
         """Open a store, its run (``run_dir`` or the one recorded in the store) and the text encoder."""
         store = EmbeddingStore(store_path)
         run = load_trained_run(
-            run_dir or store.attrs["run_dir"], str(store.attrs.get("checkpoint", "best.pt")), device
+            run_dir or store.attrs["run_dir"], str(store.attrs.get("checkpoint", BEST)), device
         )
         digest = text_model_digest(run)
         check_text_model(store, digest)
@@ -253,8 +255,8 @@ class Searcher:
     def search(
         self, query: str, k: int = 10, explain: bool = True, text_emb: Embedding | None = None
     ) -> SearchResult:
-        """Encode ``query`` (unless its ``text_emb`` is given), rank the store, attach captions and (T2VLAD)
-        explanations."""
+        """Encode ``query`` (unless its ``text_emb`` is given), rank the store, attach captions and the head's
+        explanations (``RetrievalHead.explain``)."""
         t0 = time.perf_counter()
         if text_emb is None:
             text_emb = self.encode_queries([query])
@@ -267,10 +269,15 @@ class Searcher:
             for i, (r, sc) in enumerate(zip(rows, scores, strict=True))
         ]
         weights = None
-        if explain and self.head.name == "t2vlad" and hits:
-            weights = explain_t2vlad(
-                self.head, self.store.experts, text_emb, self.store.embeddings(rows), hits
-            )
+        explained = (
+            self.head.explain(self.store.experts, text_emb, self.store.embeddings(rows))
+            if explain and hits
+            else None
+        )
+        if explained is not None:
+            weights, per_hit = explained
+            for hit, info in zip(hits, per_hit, strict=True):
+                hit.explanation = info
         t3 = time.perf_counter()
         timings = {"encode_s": t1 - t0, "search_s": t2 - t1, "explain_s": t3 - t2, "total_s": t3 - t0}
         return SearchResult(query, hits, weights, timings)
@@ -279,42 +286,3 @@ class Searcher:
 def _top(rows: np.ndarray, sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.lexsort((rows, -sims))[:k]
     return rows[order].astype(np.int64), sims[order].astype(np.float32)
-
-
-@torch.no_grad()
-def explain_t2vlad(
-    head: torch.nn.Module, experts: list[str], text_emb: Embedding, video_emb: Embedding, hits: list[Hit]
-) -> dict[str, float] | None:
-    """Fill ``hit.explanation`` for one query: the expert weights renormalised over the video's experts, each
-    expert's and each center's share of the score (they sum to the score), the ``TOP_CENTERS`` best centers.
-    Returns the query's softmax expert weights over all experts (None for a variant without a global branch)."""
-    coef_global, coef_local = head.branch_coefficients()
-    weights = None
-    if coef_global:
-        w = text_emb.expert_logits.softmax(dim=-1)[0]
-        weights = {e: float(w[i]) for i, e in enumerate(experts)}
-        present = video_emb.available.to(w.dtype)
-        renorm = w * present / (present @ w).clamp_min(1e-30).unsqueeze(-1)
-        cosines = torch.einsum("nc,vnc->vn", text_emb.experts[0], video_emb.experts)
-        expert_parts = coef_global * renorm * cosines
-    if coef_local:
-        k = head.config.num_clusters
-        center_parts = coef_local / k * torch.einsum("kc,vkc->vk", text_emb.centers[0], video_emb.centers)
-    for j, hit in enumerate(hits):
-        info: dict[str, Any] = {}
-        if coef_global:
-            info["experts"] = {
-                e: {
-                    "weight": float(renorm[j, i]),
-                    "contribution": float(expert_parts[j, i]),
-                    "present": bool(video_emb.available[j, i]),
-                }
-                for i, e in enumerate(experts)
-            }
-        if coef_local:
-            order = torch.argsort(center_parts[j], descending=True)[:TOP_CENTERS]
-            info["top_centers"] = [
-                {"center": int(c), "contribution": float(center_parts[j, c])} for c in order
-            ]
-        hit.explanation = info
-    return weights

@@ -12,9 +12,14 @@ A store is a folder ``STORE/`` with ``embeddings.h5`` and ``index.faiss``. ``emb
 | `emb/<field>`    | (N, ...) f32 / bool | every tensor of the head's video ``Embedding`` (ragged dims padded) |
 
 Attributes: ``format_version``, ``num_videos`` (rows committed; rows past it are a killed append and are dropped
-by the next one), ``head``, ``embedding_class``, ``run_dir``, ``checkpoint``, ``checkpoint_sha256``,
-``text_model_digest``, ``run_config`` (JSON), ``feature_fingerprints`` and ``feature_dirs`` (JSON), ``experts``
-(JSON), ``manifest``, ``index`` (JSON: the ``IndexSpec`` used and the ``num_videos`` it covers).
+by the next one), ``head``, ``run_dir``, ``checkpoint``, ``checkpoint_sha256``, ``text_model_digest``,
+``run_config`` (JSON), ``feature_fingerprints`` and ``feature_dirs`` (JSON), ``experts`` (JSON), ``manifest``,
+``index`` (JSON: the ``IndexSpec`` used and the ``num_videos`` it covers).
+
+A data file never chooses the code that runs: the ``emb/`` rows are rebuilt into the ``video_embedding`` class of
+the registered head named by ``head`` (``pipeline.heads.registry``); a name the registry does not know is a
+one-line StoreError naming the file. Stores written before this rule also hold an ``embedding_class`` attribute
+("module:Class"); it is ignored, so they open as before through their ``head`` attribute.
 
 The index holds ``index_vectors``: ``head.video_vectors`` of the *complete* videos for inner-product heads (T2VLAD,
 CRET; the other videos are scored by the head itself at search time), and a query-independent proxy of every
@@ -33,7 +38,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field, fields
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +46,15 @@ import numpy as np
 import torch
 
 from data_manifest.schema import VideoRecord
-from pipeline.errors import StoreError
+from pipeline.errors import ConfigError, StoreError
 from pipeline.features.reader import FeatureReader, latest_feature_dir
 from pipeline.features.shards import STATUS_OK
-from pipeline.heads import Embedding, RetrievalHead
+from pipeline.heads import Embedding, RetrievalHead, head_class
+from pipeline.runs.record import BEST
 from pipeline.runs.trained import TrainedRun, load_trained_run
 from pipeline.stores.index import IndexSpec, add_to_index, build_index, read_index, write_index
 from pipeline.stores.vectors import complete_mask, index_vectors
-from pipeline.training.dataset import VideoSample, collate, uniform_rows
+from pipeline.training.dataset import VideoSample, collate, row_caps, uniform_rows
 
 FORMAT_VERSION = 1
 STORE_FILE = "embeddings.h5"
@@ -96,15 +101,18 @@ class EmbeddingStore:
         self.captions: list[list[str]] = [json.loads(c) for c in meta["captions"]]
         self.paths, self.splits, self.content_hash = meta["paths"], meta["splits"], meta["content_hash"]
         self.row_of = {v: i for i, v in enumerate(self.video_ids)}
-        module, _, name = str(self.attrs["embedding_class"]).partition(":")
-        self.embedding_class: type[Embedding] = getattr(import_module(module), name)
+        try:
+            self.embedding_class: type[Embedding] = head_class(self.head_name).video_embedding
+        except ConfigError as err:
+            raise StoreError(f"{self.h5_path}: {err}") from err
 
     def __len__(self) -> int:
         return len(self.video_ids)
 
     @property
     def head_name(self) -> str:
-        return str(self.attrs["head"])
+        """The registry name of the head that encoded the store."""
+        return str(self.attrs.get("head", ""))
 
     @property
     def experts(self) -> list[str]:
@@ -181,7 +189,7 @@ class EncodeSummary:
 
 
 def _feature_dirs(run: TrainedRun, features_root: str | Path | None) -> dict[str, Path]:
-    trained = {e: Path(p) for e, p in run.saved["feature_dirs"].items() if e in run.head.expert_names}
+    trained = {e: d for e, d in run.saved.feature_dirs.items() if e in run.head.expert_names}
     if features_root is None:
         return trained
     dirs = {e: Path(latest_feature_dir(Path(features_root), e)) for e in trained}
@@ -197,13 +205,13 @@ def _identity(run: TrainedRun, dirs: dict[str, Path]) -> dict[str, Any]:
     return {
         "head": run.head.name,
         "checkpoint_sha256": run.checkpoint_sha256,
-        "text_model_digest": str(run.saved.get("text_model_digest", "")),
+        "text_model_digest": run.saved.text_model_digest,
         "feature_fingerprints": json.dumps({e: d.name for e, d in dirs.items()}, sort_keys=True),
     }
 
 
 def _samples(
-    records: list[VideoRecord], readers: dict[str, FeatureReader], max_rows: int
+    records: list[VideoRecord], readers: dict[str, FeatureReader], max_rows: dict[str, int]
 ) -> list[VideoSample]:
     got = {e: r.get_many([rec.video_id for rec in records]) for e, r in readers.items()}
     samples = []
@@ -213,7 +221,7 @@ def _samples(
             vf = got[e][rec.video_id]
             ok = int(vf.status) == STATUS_OK and len(vf.features) > 0
             rows[e] = (
-                vf.features[uniform_rows(len(vf.features), max_rows)]
+                vf.features[uniform_rows(len(vf.features), max_rows[e])]
                 if ok
                 else np.zeros((0, reader.dim), np.float32)
             )
@@ -285,11 +293,10 @@ def _init_attrs(
             "num_videos": 0,
             "run_dir": str(run.run_dir),
             "checkpoint": checkpoint,
-            "run_config": json.dumps(run.saved["config"], sort_keys=True),
+            "run_config": json.dumps(run.saved.config.to_dict(), sort_keys=True),
             "feature_dirs": json.dumps({e: str(d) for e, d in dirs.items()}, sort_keys=True),
             "experts": json.dumps(run.head.expert_names),
             "manifest": str(manifest),
-            "embedding_class": "",
             "index": json.dumps({"num_videos": -1}),
         }
     )
@@ -314,7 +321,6 @@ def append_embeddings(
         if "format_version" not in f.attrs:
             _init_attrs(f, run, feature_dirs, run.checkpoint.name, manifest)
         start = int(f.attrs["num_videos"])
-        f.attrs["embedding_class"] = f"{type(emb).__module__}:{type(emb).__name__}"
         _write_rows(f, start, records, manifest.parent, emb, available, complete_mask(run.head, emb))
         f.attrs["num_videos"] = start + len(records)
     return start + len(records)
@@ -334,7 +340,7 @@ def encode_store(
     manifest: str | Path | None = None,
     split: str | None = None,
     features_root: str | Path | None = None,
-    checkpoint: str = "best.pt",
+    checkpoint: str = BEST,
     index: IndexSpec | None = None,
     batch_size: int = 64,
     device: str = "cpu",
@@ -346,7 +352,7 @@ def encode_store(
     t0 = time.monotonic()
     run = load_trained_run(run_dir, checkpoint, device)
     dirs = _feature_dirs(run, features_root)
-    manifest_path = Path(manifest or run.saved["manifest"]).resolve()
+    manifest_path = Path(manifest or run.saved.manifest).resolve()
     records = [
         r for r in load_manifest(manifest_path, check_paths=False) if split is None or r.split == split
     ]
@@ -394,13 +400,12 @@ def encode_store(
             block = jobs[b : b + batch_size]
             recs = [r for _, r in block]
             batch = collate(
-                _samples(recs, readers, run.config.max_rows),
+                _samples(recs, readers, row_caps(run.config, readers)),
                 run.head.expert_names,
                 {e: rd.dim for e, rd in readers.items()},
             )
             with torch.no_grad():
                 emb = run.head.encode_video(batch.video.to(device))
-            f.attrs["embedding_class"] = f"{type(emb).__module__}:{type(emb).__name__}"
             available, complete = batch.video.available.numpy(), complete_mask(run.head, emb)
             for j, (row, rec) in enumerate(block):  # re-encoded videos keep their (scattered) rows
                 if row < committed:

@@ -1,16 +1,21 @@
-"""Typed training configuration: dataclasses loaded from TOML or JSON, validated with errors that name the key.
+"""Typed training configuration (``pipeline.config.Config`` models) loaded from TOML or JSON; errors name the key.
 
 A config file looks like (TOML; the same nesting in JSON)::
 
-    head = "t2vlad"                 # t2vlad | cret | mgfi (any name pipeline.heads.build_head knows)
+    head = "t2vlad"                 # any name of pipeline.heads.head_names() (t2vlad | cret | mgfi built in)
     experts = ["rgb", "ocr"]        # empty = every expert folder under the features root
     epochs = 30
     batch_size = 64
     seed = 0
     device = "auto"                 # cpu | cuda | auto
-    max_rows = 30                   # rows kept per expert and video (MMT / T2VLAD: 30)
+    max_rows = 30                   # rows kept per expert and video, for experts not in expert_max_rows
+    expert_max_rows = { speech = 112, rgb = 51, s3d = 49 }   # per-expert caps; replaces the default table
+                                    # (the public T2VLAD port's: speech 112, rgb 51, flow/s3d 49, scene/audio 31)
+    selection = "val"               # val: the val split, else a hold-out of training videos | test: the test split
+    holdout_fraction = 0.05         # without a val split: this share of the training videos is held out ...
+    holdout_min = 20                # ... but at least this many (at most half of them)
 
-    [head_options]                  # passed as is to build_head (e.g. the T2VLAD ablation switches)
+    [head_options]                  # the head's config (checked when the file loads), passed to build_head
 
     [text]
     model = "all-MiniLM-L6-v2"      # or a local transformers folder (BERT-base-uncased in the papers)
@@ -34,67 +39,94 @@ The head's own hyper-parameters (T2VLAD: C=768, K=9, 4 heads, dropout 0.1, margi
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
-import tomllib
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import Field, ValidationInfo, field_validator
+
+from pipeline.config import Config
 from pipeline.errors import ConfigError
 from pipeline.features.fingerprint import canonical_json
+from pipeline.heads.registry import head_config_class
 
-HEADS = ("t2vlad", "cret", "mgfi")
-TEXT_MODES = ("frozen", "finetune")
-DEVICES = ("cpu", "cuda", "auto")
-OPTIMIZERS = ("ranger", "adam", "adamw")
+# Rows kept per expert and video by the public T2VLAD port on MMT's MSR-VTT features ("audio" is MMT's VGGish,
+# "flow" its S3D); every other expert keeps ``max_rows`` (30).
+PORT_ROW_CAPS = {"speech": 112, "rgb": 51, "flow": 49, "s3d": 49, "scene": 31, "audio": 31, "vggish": 31}
 
 
-@dataclass
-class TextConfig:
+class TextConfig(Config):
     """Text side: encoder folder (or the offline default), frozen/finetune, token length, encoder LR."""
 
     model: str = "all-MiniLM-L6-v2"
-    mode: str = "frozen"
-    max_length: int = 37
-    lr: float = 1e-5
+    mode: Literal["frozen", "finetune"] = "frozen"
+    max_length: int = Field(37, ge=2)
+    lr: float = Field(1e-5, gt=0)
     cache_dir: str = ""
 
 
-@dataclass
-class OptimConfig:
+class OptimConfig(Config):
     """Optimizer and step schedule (lr multiplied by ``lr_decay`` every ``lr_decay_every`` epochs)."""
 
-    name: str = "ranger"
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    lr_decay: float = 0.9
-    lr_decay_every: int = 5
-    grad_clip: float = 0.0
+    name: Literal["ranger", "adam", "adamw"] = "ranger"
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    lr_decay: float = Field(0.9, ge=0)
+    lr_decay_every: int = Field(5, ge=1)
+    grad_clip: float = Field(0.0, ge=0)
 
 
-@dataclass
-class TrainConfig:
-    """Everything that determines a training run (plus ``device``, which does not change the result's meaning)."""
+class TrainConfig(Config):
+    """Everything that determines a training run (plus ``device``, which does not change the result's meaning).
+
+    ``head_options`` is checked against the head's own config (``pipeline.heads.head_config_class``) and kept as
+    given, so the saved config and the resume hash hold exactly what the user wrote."""
 
     head: str = "t2vlad"
-    experts: list[str] = field(default_factory=list)
-    epochs: int = 30
-    batch_size: int = 64
-    eval_batch_size: int = 256
+    experts: list[str] = Field(default_factory=list)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
     seed: int = 0
-    device: str = "auto"
-    max_rows: int = 30
-    val_subset: int = 200
-    head_options: dict[str, Any] = field(default_factory=dict)
-    text: TextConfig = field(default_factory=TextConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    features: dict[str, str] = field(default_factory=dict)
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    max_rows: int = Field(30, ge=1)
+    expert_max_rows: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: dict(PORT_ROW_CAPS)
+    )
+    selection: Literal["val", "test"] = "val"
+    holdout_fraction: float = Field(0.05, gt=0, lt=1)
+    holdout_min: int = Field(20, ge=1)
+    head_options: dict[str, Any] = Field(default_factory=dict, validate_default=True)
+    text: TextConfig = Field(default_factory=TextConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    features: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("head")
+    @classmethod
+    def _known_head(cls, head: str) -> str:
+        try:
+            head_config_class(head)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        return head
+
+    @field_validator("experts")
+    @classmethod
+    def _distinct_experts(cls, experts: list[str]) -> list[str]:
+        if len(set(experts)) != len(experts):
+            raise ValueError("lists an expert twice")
+        return experts
+
+    @field_validator("head_options")
+    @classmethod
+    def _head_options_fit_head(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "head" in info.data:  # an unknown head is reported on its own line
+            head_config_class(info.data["head"]).model_validate(options)
+        return options
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (what ``config.json`` of a run holds)."""
-        return asdict(self)
+        return self.model_dump()
 
     def resume_hash(self) -> str:
         """sha256 of the config without ``epochs`` and ``device``: a run may be resumed with more epochs or
@@ -104,93 +136,7 @@ class TrainConfig:
         d.pop("device")
         return hashlib.sha256(canonical_json(d).encode()).hexdigest()
 
-    def validate(self) -> TrainConfig:
-        """Check values; raise ConfigError naming the key and the problem."""
-        _check(self.head in HEADS, "head", f"unknown head {self.head!r} (choose from {', '.join(HEADS)})")
-        _check(self.text.mode in TEXT_MODES, "text.mode", f"must be one of {', '.join(TEXT_MODES)}")
-        _check(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}")
-        _check(self.optim.name in OPTIMIZERS, "optim.name", f"must be one of {', '.join(OPTIMIZERS)}")
-        for key in ("epochs", "batch_size", "eval_batch_size", "max_rows", "val_subset"):
-            _check(getattr(self, key) >= 1, key, "must be >= 1")
-        _check(self.text.max_length >= 2, "text.max_length", "must be >= 2")
-        _check(self.optim.lr_decay_every >= 1, "optim.lr_decay_every", "must be >= 1")
-        for key in ("lr", "weight_decay", "lr_decay", "grad_clip"):
-            _check(getattr(self.optim, key) >= 0, f"optim.{key}", "must be >= 0")
-        _check(self.optim.lr > 0, "optim.lr", "must be > 0")
-        _check(self.text.lr > 0, "text.lr", "must be > 0")
-        _check(len(set(self.experts)) == len(self.experts), "experts", "lists an expert twice")
-        return self
-
-
-def _check(ok: bool, key: str, problem: str) -> None:
-    if not ok:
-        raise ConfigError(f"config: {key}: {problem}")
-
-
-_SECTIONS = {"text": TextConfig, "optim": OptimConfig}
-
-
-def _coerce(value: Any, kind: Any, key: str) -> Any:
-    """Type-check one value against its dataclass field type (ints are accepted where floats are expected)."""
-    kind = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
-    if kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if kind == "str" and isinstance(value, str):
-        return value
-    if kind.startswith("list[str]") and isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return list(value)
-    if (
-        kind.startswith("dict[str, str]")
-        and isinstance(value, dict)
-        and all(isinstance(v, str) for v in value.values())
-    ):
-        return dict(value)
-    if kind.startswith("dict[str, Any]") and isinstance(value, dict):
-        return dict(value)
-    raise ConfigError(f"config: {key}: expected {kind}, got {type(value).__name__} {value!r}")
-
-
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"config: {prefix.rstrip('.') or '<root>'}: expected a table/object")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if key not in known:
-            raise ConfigError(f"config: unknown key {name!r} (known: {', '.join(sorted(known))})")
-        if prefix == "" and key in _SECTIONS:
-            kwargs[key] = _build(_SECTIONS[key], value, f"{key}.")
-        else:
-            kwargs[key] = _coerce(value, known[key].type, name)
-    return cls(**kwargs)
-
-
-def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Build and validate a TrainConfig from a nested dict (unknown keys and wrong types raise ConfigError)."""
-    return _build(TrainConfig, data, "").validate()
-
 
 def load_config(path: str | Path | None, **overrides: Any) -> TrainConfig:
     """Read a ``.toml`` or ``.json`` config (``None``: defaults), apply non-None top-level ``overrides``."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(f"{path}: cannot read config: {err.strerror or err}") from err
-        try:
-            data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
-            raise ConfigError(
-                f"{path}: invalid {'JSON' if path.suffix == '.json' else 'TOML'}: {err}"
-            ) from err
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return config_from_dict(data)
-    except ConfigError as err:
-        where = f"{path}: " if path is not None else ""
-        raise ConfigError(where + str(err)) from err
+    return TrainConfig.load(path, **overrides)

@@ -8,11 +8,13 @@ history kept in the checkpoint, so a resumed run never has duplicate or missing 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+
+from data_manifest.atomic import atomic_path, write_text
+from pipeline.runs.record import RunFolder
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -20,12 +22,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def write_curves(history: list[dict[str, Any]], run_dir: str | Path) -> tuple[Path, Path]:
     """Write ``curves.jsonl`` and ``curves.png`` in ``run_dir`` atomically; return their paths."""
-    run_dir = Path(run_dir)
-    jsonl = run_dir / "curves.jsonl"
-    png = run_dir / "curves.png"
-    tmp = run_dir / f".curves.{os.getpid()}.tmp"
-    tmp.write_text("".join(json.dumps(h, sort_keys=True) + "\n" for h in history), encoding="utf-8")
-    tmp.replace(jsonl)
+    folder = RunFolder(run_dir)
+    jsonl, png = folder.curves_jsonl, folder.curves_png
+    write_text(jsonl, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
 
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -38,8 +37,9 @@ def write_curves(history: list[dict[str, Any]], run_dir: str | Path) -> tuple[Pa
     for ax in (ax_loss, ax_val):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp_png = run_dir / f".curves.{os.getpid()}.png"
-    fig.savefig(tmp_png, dpi=100)
-    plt.close(fig)
-    tmp_png.replace(png)
+    try:
+        with atomic_path(png) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+    finally:
+        plt.close(fig)
     return jsonl, png

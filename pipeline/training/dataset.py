@@ -4,9 +4,10 @@ Every feature of the chosen videos is read into memory once (``FeatureReader.get
 the datasets this project trains on are small (the sample dataset is a few MB; MSR-VTT's 10k videos x 8 experts x
 30 rows is a few GB in float32), and per-step disk reads would dominate the step time on 2 cores.
 
-Per expert a video keeps at most ``max_rows`` rows (MMT / T2VLAD use 30):
+Per expert a video keeps at most ``max_rows[e]`` rows (``row_caps``: the config's ``expert_max_rows``, by default the
+public T2VLAD port's caps — speech 112, rgb 51, flow/s3d 49, scene/audio 31 — else ``max_rows``, 30):
 - training: a random subset of rows, kept in temporal order, drawn anew each epoch (``set_epoch``);
-- evaluation: a deterministic uniform subsample ``round(linspace(0, R-1, max_rows))``.
+- evaluation: a deterministic uniform subsample ``round(linspace(0, R-1, max_rows[e]))``.
 An expert is *unavailable* for a video when the video is absent from that expert's reader, when its status is
 not ok (empty: no audio / speech / on-screen text; failed), or when it has no rows. Unavailable experts get an
 all-False row mask and ``available[:, e] = False``; padded rows are zeros with mask False. Nothing is zero-filled
@@ -20,6 +21,7 @@ list and each caption's video column), so no caption slots are padded.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +31,7 @@ from data_manifest.errors import T2VError
 from data_manifest.schema import VideoRecord
 from pipeline.features.shards import STATUS_OK
 from pipeline.heads.base import VideoBatch
+from pipeline.training.config import TrainConfig
 
 
 @dataclass
@@ -56,6 +59,11 @@ class Batch:
         return Batch(video=video, captions=self.captions, video_ids=self.video_ids, indices=self.indices)
 
 
+def row_caps(config: TrainConfig, experts: Iterable[str]) -> dict[str, int]:
+    """Rows kept per video for each of ``experts``: ``config.expert_max_rows[e]``, else ``config.max_rows``."""
+    return {e: int(config.expert_max_rows.get(e, config.max_rows)) for e in experts}
+
+
 def uniform_rows(num_rows: int, max_rows: int) -> np.ndarray:
     """Deterministic evaluation subsample: indices ``round(linspace(0, R-1, max_rows))`` (all rows if R <= max)."""
     if num_rows <= max_rows:
@@ -67,23 +75,26 @@ class RetrievalDataset(torch.utils.data.Dataset):
     """Videos of one split (``split=None``: all given records) with captions and per-expert features.
 
     ``readers`` maps expert name -> FeatureReader; expert order is the dict's order (it is the column order of
-    ``VideoBatch.available``). ``train`` selects the row and caption sampling described in the module docstring.
+    ``VideoBatch.available``). ``max_rows``: the row cap of every expert, or one per expert (``row_caps``).
+    ``train`` selects the row and caption sampling described in the module docstring.
     """
 
     def __init__(
         self,
         records: list[VideoRecord],
         readers: dict,
-        max_rows: int = 30,
+        max_rows: int | Mapping[str, int] = 30,
         split: str | None = None,
         train: bool = False,
         seed: int = 0,
     ):
-        if max_rows < 1:
-            raise T2VError(f"max_rows must be >= 1, got {max_rows}")
         self.experts = list(readers)
+        caps = max_rows if isinstance(max_rows, Mapping) else dict.fromkeys(self.experts, max_rows)
+        missing = [e for e in self.experts if e not in caps]
+        if missing or any(caps[e] < 1 for e in self.experts):
+            raise T2VError(f"max_rows must give every expert a cap >= 1, got {dict(caps)} for {self.experts}")
         self.dims = {e: int(r.dim) for e, r in readers.items()}
-        self.max_rows = max_rows
+        self.max_rows = {e: int(caps[e]) for e in self.experts}
         self.train = train
         self.seed = seed
         self.records = [r for r in records if (split is None or r.split == split) and r.captions]
@@ -106,7 +117,7 @@ class RetrievalDataset(torch.utils.data.Dataset):
                     missing.append(vid)
                     continue
                 arr = np.asarray(vf.features, np.float32)
-                rows.append(arr if train else arr[uniform_rows(len(arr), max_rows)])
+                rows.append(arr if train else arr[uniform_rows(len(arr), self.max_rows[expert])])
             self.rows[expert] = rows
             self.missing[expert] = missing
         self._rng = np.random.default_rng([seed, 0])
@@ -145,8 +156,8 @@ class RetrievalDataset(torch.utils.data.Dataset):
         rows = {}
         for e in self.experts:
             arr = self.rows[e][index]
-            if self.train and len(arr) > self.max_rows:
-                keep = np.sort(self._rng.choice(len(arr), self.max_rows, replace=False))
+            if self.train and len(arr) > self.max_rows[e]:
+                keep = np.sort(self._rng.choice(len(arr), self.max_rows[e], replace=False))
                 arr = arr[keep]
             rows[e] = arr
         caption = None

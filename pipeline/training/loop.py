@@ -2,31 +2,40 @@
 
 ``train(config, manifest, features_root, run_dir)`` writes into ``run_dir``:
 
-- ``config.json``: the config (experts resolved), manifest, feature folders, dims (see ``pipeline.runs.folder``);
+- ``config.json``: the config (experts resolved), manifest, feature folders, dims (``pipeline.runs.record``);
 - ``last.pt`` every epoch (model, optimizer, scheduler, RNG states of torch / numpy / random, epoch, history,
   best so far) and ``best.pt`` when the validation score improves, both saved atomically (temp file + rename;
   ``best.pt`` before ``last.pt``, so a kill between the two only repeats that epoch);
 - ``curves.jsonl`` + ``curves.png`` (``pipeline.training.curves``), ``provenance.json`` (package versions, feature
   fingerprints, seed, elapsed) and, once all epochs are done, ``result.json``.
 
-Model selection: the geometric mean of text-to-video R@1/5/10 on the manifest's ``val`` split; a manifest without
-captioned ``val`` videos falls back to the first ``val_subset`` training videos (evaluated deterministically), which
-measures fitting rather than generalisation: ``config.json`` records which was used (``"selection"``).
+Model selection: the geometric mean of text-to-video R@1/5/10 on the validation videos (``config.selection``):
+
+- ``"val"`` (default): the manifest's ``val`` split; a manifest without one (MSR-VTT 1k-A) holds out a fixed subset of
+  its training videos, which are then not trained on: the ``ceil(holdout_fraction · N)`` captioned training videos
+  (at least ``holdout_min``, at most half) whose ``sha256(video_id)`` hex digests sort first — the same videos
+  whatever the manifest's order or the seed. Recorded as ``"holdout-<n>"``.
+- ``"test"``: the ``test`` split, as the reference codebases do; the reported test metrics are then not held-out
+  results, and every output says so (``SELECTION_ON_TEST`` in ``config.json``, ``provenance.json``, ``result.json``,
+  the per-epoch log lines and the metrics files of ``t2v evaluate``).
+
+``config.json`` records which was used (``"selection"``).
 
 Resume: when ``last.pt`` exists and its run hash (config without ``epochs``/``device``, feature fingerprints,
-text model, the manifest's train/val ids and captions) matches, training continues after its epoch; with the same
-seed the result is identical to an uninterrupted run (row / caption sampling and shuffling are seeded per epoch,
-the global RNG states are restored). A different hash is a ConfigError: use a new run folder.
+text model, the manifest's train/val ids and captions, test ones too when selecting on test) matches, training
+continues after its epoch; with the same seed the result is identical to an uninterrupted run (row / caption
+sampling and shuffling are seeded per epoch, the global RNG states are restored). A different hash is a ConfigError: use a new run folder.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import platform
 import random
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -35,15 +44,20 @@ import numpy as np
 import torch
 
 from data_manifest.errors import T2VError
+from data_manifest.schema import VideoRecord
 from pipeline.errors import ConfigError
 from pipeline.features.fingerprint import canonical_json
-from pipeline.runs.evaluate import evaluate_dataset, write_json_atomic
-from pipeline.runs.folder import RunContext, build_context, pick_device, resolve_feature_dirs
+from pipeline.runs.evaluate import evaluate_dataset
+from pipeline.runs.folder import RunContext, build_context, lock_run_folder, pick_device, resolve_feature_dirs
+from pipeline.runs.record import BEST, LAST, RunFolder, SavedRun, write_json
 from pipeline.training.config import TrainConfig
 from pipeline.training.curves import write_curves
-from pipeline.training.dataset import RetrievalDataset, make_loader
+from pipeline.training.dataset import RetrievalDataset, make_loader, row_caps
 
 PACKAGES = ("torch", "numpy", "h5py", "transformers", "pytorch-ranger", "t2v")
+SELECTION_ON_TEST = (
+    "test (checkpoint selected on the test list, as the reference code: not a held-out result)"
+)
 
 
 @dataclass
@@ -82,16 +96,15 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` through a temporary file in the same folder."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+def data_splits(config: TrainConfig) -> tuple[str, ...]:
+    """The manifest splits a run's result depends on: train and val, plus test when it selects on test."""
+    return ("train", "val", "test") if config.selection == "test" else ("train", "val")
 
 
 def run_hash(config: TrainConfig, ctx: RunContext) -> str:
     """What a checkpoint must match to be resumed (see module docstring)."""
-    data = [(r.video_id, r.split, r.captions) for r in ctx.records if r.split in ("train", "val")]
+    splits = data_splits(config)
+    data = [(r.video_id, r.split, r.captions) for r in ctx.records if r.split in splits]
     parts = {
         "config": config.resume_hash(),
         "features": {e: d.name for e, d in ctx.feature_dirs.items()},
@@ -116,14 +129,46 @@ def make_optimizer(config: TrainConfig, ctx: RunContext) -> torch.optim.Optimize
     return cls(groups, lr=config.optim.lr, weight_decay=wd)
 
 
-def validation_set(ctx: RunContext) -> tuple[RetrievalDataset, str]:
-    """The ``val`` split, or the first ``val_subset`` training videos when there is none."""
+def holdout_ids(records: list[VideoRecord], fraction: float, minimum: int) -> list[str]:
+    """Training videos held out for validation: the ``max(minimum, ceil(fraction · N))`` (at most N // 2) captioned
+    ``train`` videos whose ``sha256(video_id)`` hex digests sort first, in that order."""
+    ids = sorted(
+        (r.video_id for r in records if r.split == "train" and r.captions),
+        key=lambda v: hashlib.sha256(v.encode("utf-8")).hexdigest(),
+    )
+    return ids[: min(max(minimum, math.ceil(fraction * len(ids))), len(ids) // 2)]
+
+
+def selection_sets(ctx: RunContext) -> tuple[RetrievalDataset, RetrievalDataset, str]:
+    """(training videos, validation videos, label) for ``ctx.config.selection`` (see the module docstring)."""
+    config = ctx.config
+    train_set = ctx.dataset("train", train=True)
+    if config.selection == "test":
+        return train_set, ctx.dataset("test"), SELECTION_ON_TEST
     val = ctx.dataset("val")
     if len(val) >= 2:
-        return val, "val"
-    train_ids = [r for r in ctx.records if r.split == "train" and r.captions][: ctx.config.val_subset]
-    subset = RetrievalDataset(train_ids, ctx.readers, max_rows=ctx.config.max_rows, split=None, train=False)
-    return subset, f"train-subset-{len(subset)}"
+        return train_set, val, "val"
+    held = set(holdout_ids(ctx.records, config.holdout_fraction, config.holdout_min))
+    if len(held) < 2:
+        raise T2VError(
+            f"{ctx.manifest_path}: no val split and {len(train_set)} training videos, too few to hold out "
+            'validation videos; add a val split or set selection = "test"'
+        )
+
+    def subset(keep: bool, train: bool) -> RetrievalDataset:
+        records = [r for r in ctx.records if r.split == "train" and (r.video_id in held) == keep]
+        ds = RetrievalDataset(
+            records,
+            ctx.readers,
+            max_rows=row_caps(config, ctx.readers),
+            split="train",
+            train=train,
+            seed=config.seed,
+        )
+        ds.require_extracted()
+        return ds
+
+    return subset(False, True), subset(True, False), f"holdout-{len(held)}"
 
 
 def _train_epoch(ctx: RunContext, dataset: RetrievalDataset, optimizer, epoch: int, progress: bool) -> float:
@@ -188,37 +233,45 @@ def train(
     *,
     progress: bool = True,
 ) -> RunResult:
-    """Train ``config.head`` on the manifest's ``train`` split; resume from ``run_dir/last.pt`` when it matches."""
-    config.validate()
-    run_dir, manifest_path, features_root = (
-        Path(run_dir),
-        Path(manifest_path).resolve(),
-        Path(features_root).resolve(),
-    )
+    """Train ``config.head`` on the manifest's ``train`` split; resume from ``run_dir/last.pt`` when it matches.
+
+    Holds the run folder's lock throughout (a concurrent ``train`` into the same folder is a ConfigError)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with lock_run_folder(run_dir):
+        return _train(config, Path(manifest_path).resolve(), Path(features_root).resolve(), run_dir, progress)
+
+
+def _train(
+    config: TrainConfig, manifest_path: Path, features_root: Path, run_dir: Path, progress: bool
+) -> RunResult:
+    """The body of :func:`train`, run under the folder lock."""
     device = pick_device(config.device)
     feature_dirs = resolve_feature_dirs(config, features_root)
-    config = replace(config, experts=list(feature_dirs))
+    config = config.replace(experts=list(feature_dirs))
     ctx = build_context(config, manifest_path, features_root, feature_dirs, device)
-    train_set = ctx.dataset("train", train=True)
+    train_set, val_set, selection = selection_sets(ctx)
     if len(train_set) < 2:
         raise T2VError(
             f"{manifest_path}: split 'train' needs at least 2 captioned videos, has {len(train_set)}"
         )
-    val_set, selection = validation_set(ctx)
+    if len(val_set) < 2:
+        raise T2VError(f"{manifest_path}: {selection}: needs at least 2 captioned videos, has {len(val_set)}")
+    ctx.text_side.prepare(val_set.queries()[0], device=str(device))
     optimizer = make_optimizer(config, ctx)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.optim.lr_decay_every, config.optim.lr_decay)
     digest = run_hash(config, ctx)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(run_dir)
     history: list[dict[str, Any]] = []
     best = {"epoch": 0, "score": -1.0, "metrics": {}}
     start, elapsed_before = 0, 0.0
-    last = run_dir / "last.pt"
-    if last.is_file():
-        state = torch.load(last, map_location=device, weights_only=True)
-        if state["run_hash"] != digest:
+    if folder.last.is_file():
+        state = folder.load_checkpoint(LAST, device)
+        if state.get("run_hash") != digest:
             raise ConfigError(
-                f"{last}: checkpoint of a different config, features or training data; use another --out folder"
+                f"{folder.last}: checkpoint of a different config, features or training data; "
+                "use another --out folder"
             )
         ctx.head.load_state_dict(state["head"])
         if state["text"] is not None:
@@ -229,18 +282,21 @@ def train(
         history, best, start = state["history"], state["best"], int(state["epoch"])
         elapsed_before = history[-1]["elapsed_s"] if history else 0.0
 
-    saved = {
-        "config": config.to_dict(),
-        "manifest": str(manifest_path),
-        "features_root": str(features_root),
-        "feature_dirs": {e: str(d) for e, d in feature_dirs.items()},
-        "expert_dims": ctx.extra["expert_dims"],
-        "text_dim": ctx.extra["text_dim"],
-        "text_model_digest": ctx.text_side.model_digest,
-        "selection": selection,
-        "run_hash": digest,
-    }
-    write_json_atomic(run_dir / "config.json", saved)
+    saved = SavedRun(
+        config=config,
+        manifest=manifest_path,
+        features_root=features_root,
+        feature_dirs=dict(feature_dirs),
+        expert_dims=ctx.extra["expert_dims"],
+        text_dim=ctx.extra["text_dim"],
+        text_model_digest=ctx.text_side.model_digest,
+        selection=selection,
+        run_hash=digest,
+    )
+    folder.write(saved)
+    log_label = "test (selection on the test list)" if selection == SELECTION_ON_TEST else selection
+    if progress and selection == SELECTION_ON_TEST:
+        print(f"selection: {SELECTION_ON_TEST}", flush=True)
     t0 = time.monotonic()
     for epoch in range(start + 1, config.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
@@ -258,7 +314,7 @@ def train(
         state = {"epoch": epoch, "head": ctx.head.state_dict(), "text": text_state}
         if score > best["score"]:
             best = {"epoch": epoch, "score": score, "metrics": metrics}
-            save_atomic(state, run_dir / "best.pt")
+            folder.save_checkpoint(state, BEST)
         state.update(
             optimizer=optimizer.state_dict(),
             scheduler=scheduler.state_dict(),
@@ -267,17 +323,17 @@ def train(
             best=best,
             run_hash=digest,
         )
-        save_atomic(state, last)
+        folder.save_checkpoint(state, LAST)
         write_curves(history, run_dir)
         if progress:
             print(
-                f"epoch {epoch}/{config.epochs}: loss {loss:.4f}  {selection} t2v R@1 {metrics['t2v']['R1']:.1f} "
+                f"epoch {epoch}/{config.epochs}: loss {loss:.4f}  {log_label} t2v R@1 {metrics['t2v']['R1']:.1f} "
                 f"GM {score:.2f}{'  (best)' if best['epoch'] == epoch else ''}",
                 flush=True,
             )
 
     elapsed = history[-1]["elapsed_s"] if history else 0.0
-    write_json_atomic(run_dir / "provenance.json", _provenance(config, ctx, elapsed, selection))
+    write_json(folder.provenance, _provenance(config, ctx, elapsed, selection))
     result = RunResult(run_dir, len(history), best["epoch"], best["score"], best["metrics"], start, elapsed)
-    write_json_atomic(run_dir / "result.json", {**result.__dict__, "run_dir": str(run_dir)})
+    write_json(folder.result, {**result.__dict__, "run_dir": str(run_dir), "selection": selection})
     return result

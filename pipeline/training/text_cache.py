@@ -12,11 +12,15 @@ Frozen mode runs the text encoder once per distinct caption and keeps its token 
 New captions are appended by rewriting the file atomically (temp file + rename). float16 storage keeps the cache
 small (MSR-VTT's 200k captions x ~15 tokens x 384 dims = 2.3 GB); the rounding (~1e-3 relative) is far below the
 noise of training. A different model folder or ``max_length`` gives another file, never a stale hit.
+
+Sentence vectors: a frozen encoder's [CLS] state is not a sentence embedding unless the model was trained to pool
+it (all-MiniLM-L6-v2 was trained with the mean over real tokens). So frozen batches carry ``TextBatch.cls`` = the
+encoder's own pooling (``text_encoder.encoder_pooling``) of the cached tokens, which heads take as their sentence
+feature; fine-tuned batches carry none, and heads take the [CLS] token, as the papers do.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,9 +28,10 @@ import h5py
 import numpy as np
 import torch
 
+from data_manifest.atomic import atomic_path
 from pipeline.errors import ConfigError
 from pipeline.heads.base import TextBatch
-from pipeline.text_encoder import TextEncoder, model_dir_digest, resolve_text_model_dir
+from pipeline.text_encoder import TextEncoder, encoder_pooling, model_dir_digest, resolve_text_model_dir
 from pipeline.training.config import TextConfig
 
 
@@ -42,6 +47,17 @@ def pad_tokens(items: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(feats), torch.from_numpy(mask)
 
 
+def frozen_text_batch(tokens: torch.Tensor, mask: torch.Tensor, pooling: str) -> TextBatch:
+    """TextBatch of a frozen encoder's tokens (B, L, D) with ``cls`` = its sentence vector: the mean over real tokens
+    (``pooling="mean"``) or the first token (``"cls"``)."""
+    if pooling == "mean":
+        m = mask.unsqueeze(-1).to(tokens.dtype)
+        sentence = (tokens * m).sum(1) / m.sum(1).clamp_min(1.0)
+    else:
+        sentence = tokens[:, 0]
+    return TextBatch(tokens=tokens, mask=mask, cls=sentence)
+
+
 class FrozenTextCache:
     """Token features of a frozen encoder, computed once per caption and kept on disk and in memory."""
 
@@ -49,6 +65,7 @@ class FrozenTextCache:
         self.model_dir = resolve_text_model_dir(model)
         self.max_length = max_length
         self.digest = model_dir_digest(self.model_dir)
+        self.pooling = encoder_pooling(self.model_dir)
         self.path = Path(cache_dir) / f"text-{self.digest[:12]}-L{max_length}.h5"
         self._tokens: dict[str, np.ndarray] = {}
         self.dim: int | None = None
@@ -108,23 +125,21 @@ class FrozenTextCache:
         lengths = np.array([len(self._tokens[t]) for t in texts], np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         feats = np.concatenate([self._tokens[t] for t in texts]).astype(np.float16)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with h5py.File(tmp, "w") as f:
+        with atomic_path(self.path) as tmp, h5py.File(tmp, "w") as f:
             f.create_dataset("texts", data=np.array(texts, dtype=object), dtype=h5py.string_dtype("utf-8"))
             f.create_dataset("offsets", data=offsets)
             f.create_dataset("features", data=feats, chunks=True, compression="lzf")
             f.attrs["model_digest"] = self.digest
             f.attrs["max_length"] = self.max_length
-        tmp.replace(self.path)
 
     def batch(self, texts: list[str]) -> TextBatch:
-        """Padded token features of cached captions (ConfigError naming the first uncached one)."""
+        """Padded token features of cached captions and their sentence vectors (``frozen_text_batch``);
+        ConfigError naming the first uncached one."""
         for t in texts:
             if t not in self._tokens:
                 raise ConfigError(f"{self.path}: caption not in the text-feature cache: {t!r}")
         feats, mask = pad_tokens([self._tokens[t].astype(np.float32) for t in texts])
-        return TextBatch(tokens=feats, mask=mask)
+        return frozen_text_batch(feats, mask, self.pooling)
 
 
 class TextSide(torch.nn.Module):
@@ -168,5 +183,4 @@ class TextSide(torch.nn.Module):
             return TextBatch(tokens=tok.features, mask=tok.mask)
         if self.cache is None:
             raise ConfigError("text side: neither a text encoder nor a frozen cache")
-        batch = self.cache.batch(texts)
-        return TextBatch(tokens=batch.tokens.to(device), mask=batch.mask.to(device))
+        return self.cache.batch(texts).to(device)

@@ -117,7 +117,7 @@ def synthetic_store(run_dir: Path, out: Path, n: int, dim: int, seed: int = 0, b
             emb,
             available,
             manifest=run_dir.parent / "manifest.jsonl",
-            feature_dirs={name: Path(p) for name, p in run.saved["feature_dirs"].items()},
+            feature_dirs=dict(run.saved.feature_dirs),
         )
     rebuild_index(out, run.head, IndexSpec("flat"))
 

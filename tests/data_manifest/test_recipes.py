@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from data_manifest.errors import ManifestError
-from data_manifest.recipes import RECIPES, get_recipe, msvd
+from data_manifest.recipes import get_recipe, msvd, recipe_names
 from data_manifest.recipes.activitynet import prepare_activitynet
 from data_manifest.recipes.didemo import prepare_didemo
 from data_manifest.recipes.generic import prepare_generic
@@ -177,7 +177,7 @@ BUILDERS = {
 MISSING = {"lsmdc": 3}
 
 
-@pytest.mark.parametrize("name", sorted(RECIPES))
+@pytest.mark.parametrize("name", recipe_names())
 def test_contract_every_recipe_writes_a_valid_manifest(tmp_path: Path, name: str) -> None:
     ann, vids = BUILDERS[name](tmp_path)
     records = get_recipe(name)(ann, vids, None, False)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from data_manifest.errors import ManifestError
+from data_manifest.schema import MAX_CAPTION_CHARS, MAX_LINE_BYTES
 from data_manifest.validate import load_manifest
 from tests.manifests import manifest_problems
 from workflows.cli import main
@@ -66,6 +69,28 @@ CASES = {
     "bad width": (_good(width=64.5), "width: expected an integer > 0 (pixels), got 64.5"),
     "bad hash": (_good(content_hash="XYZ"), "content_hash: expected a lowercase hex string, got 'XYZ'"),
     "bad meta": (_good(meta=[1]), "meta: expected an object, got [1]"),
+    "id ending in a newline": (_good("v1\n"), "video_id: 'v1\\n' must be non-empty"),
+    "NUL in a caption": (
+        '{"video_id": "v1", "path": "videos/a.mp4", "captions": ["a\\u0000b"], "split": "train"}',
+        "captions[0]: contains NUL (U+0000) at character 2",
+    ),
+    "lone surrogate in a caption": (
+        '{"video_id": "v1", "path": "videos/a.mp4", "captions": ["ok", "x\\ud800"], "split": "train"}',
+        "captions[1]: contains a lone surrogate U+D800 at character 2",
+    ),
+    "lone surrogate in a path": (
+        '{"video_id": "v1", "path": "videos/\\udcff.mp4", "captions": [], "split": "train"}',
+        "path: contains a lone surrogate U+DCFF at character 8",
+    ),
+    "NUL in a nested meta value": (_good(meta={"words": ["a", "b\0"]}), "meta.words[1]: contains NUL"),
+    "lone surrogate in a key": (
+        '{"video_id": "v1", "path": "videos/a.mp4", "captions": [], "split": "train", "\\udfff": 1}',
+        "json: key contains a lone surrogate U+DFFF",
+    ),
+    "caption over the limit": (
+        _good(captions=["a" * (MAX_CAPTION_CHARS + 1)]),
+        f"captions[0]: {MAX_CAPTION_CHARS + 1} characters, over the limit of {MAX_CAPTION_CHARS}",
+    ),
 }
 
 
@@ -77,6 +102,50 @@ def test_each_problem_kind(mdir: Path, case: str) -> None:
     assert len(problems) == 1, problems
     assert problems[0].startswith(f"{path}:2: ")
     assert expected in problems[0]
+
+
+def test_caption_at_the_limit_and_escaped_text_are_valid(mdir: Path) -> None:
+    path = _write(mdir, [_good(captions=["a" * MAX_CAPTION_CHARS, "caf\u00e9 \U0001f600 \\u0000 is text"])])
+    assert manifest_problems(path) == []
+    assert load_manifest(path)[0].captions[1] == "caf\u00e9 \U0001f600 \\u0000 is text"
+
+
+def test_over_long_line_is_reported_without_reading_it_whole(mdir: Path) -> None:
+    """A 20 MB line: one problem naming its line, later lines still checked, memory bounded by the limit."""
+    path = mdir / "m.jsonl"
+    with open(path, "wb") as fh:
+        fh.write(json.dumps(_good("v0")).encode() + b"\n")
+        fh.write(b'{"video_id": "big", "captions": ["' + b"x" * (20 << 20) + b'"]}\n')
+        fh.write(json.dumps(_good("v2", split="dev")).encode() + b"\n")
+    tracemalloc.start()
+    try:
+        problems = manifest_problems(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert problems == [
+        f"{path}:2: line: longer than the limit of {MAX_LINE_BYTES} bytes (not read)",
+        f"{path}:3: split: unknown split 'dev' (allowed: train, val, test, unlabelled)",
+    ]
+    assert peak < 4 * MAX_LINE_BYTES
+
+
+@pytest.mark.parametrize("extra", [b"", b"\n"])
+def test_line_limit_is_exact(mdir: Path, extra: bytes) -> None:
+    line = json.dumps(_good("v0")).encode()
+    path = mdir / "m.jsonl"
+    path.write_bytes(line + extra)
+    assert manifest_problems(path, max_line_bytes=len(line)) == []
+    assert manifest_problems(path, max_line_bytes=len(line) - 1) == [
+        f"{path}:1: line: longer than the limit of {len(line) - 1} bytes (not read)"
+    ]
+
+
+def test_manifest_must_be_a_regular_file(mdir: Path) -> None:
+    fifo = mdir / "fifo.jsonl"
+    os.mkfifo(fifo)
+    assert manifest_problems(fifo) == [f"{fifo}:0: file: cannot read manifest: not a regular file: {fifo}"]
+    assert "not a regular file" in manifest_problems(Path("/dev/zero"))[0]
 
 
 def test_duplicate_id_names_first_line(mdir: Path) -> None:
@@ -153,3 +222,14 @@ def test_cli_success_summary(mdir: Path, capsys: pytest.CaptureFixture[str]) -> 
     )
     assert main(["manifest", "validate", str(path)]) == 0
     assert capsys.readouterr().out.strip() == f"{path}: valid: 3 videos (train 2, test 1), 3 captions"
+
+
+def test_cli_shows_terminal_controls_in_problems_as_escapes(
+    mdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hostile = _good("v0", path="videos/\x1b]0;owned\x07.mp4", meta={"\x1b[2J": "a\0b"})
+    path = _write(mdir, [hostile])
+    assert main(["manifest", "validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:1: meta.\\x1b[2J: contains NUL (U+0000) at character 2" in err
+    assert not any(ord(c) < 0x20 and c != "\n" for c in err)

@@ -3,6 +3,7 @@ on a tiny generated video with random-init weights (same architecture, no weight
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -10,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from data_manifest.schema import VideoRecord
 from extractors.base import INPUT_KINDS, Expert, ExpertConfig, ExpertOutput
 from extractors.registry import BUILTIN_EXPERTS, expert_class, expert_names, get_expert, register_expert
 from extractors.weights import WeightsFile
 from pipeline.errors import ConfigError
-from pipeline.features.fingerprint import canonical_json
+from pipeline.features.fingerprint import canonical_json, fingerprint
 from pipeline.features.shards import STATUS_EMPTY, STATUS_OK
 from tests.media import make_video
 
@@ -50,7 +52,7 @@ def test_config_keys_and_fingerprint_inputs(name: str) -> None:
     expert = get_expert(name)
     canonical_json(expert.config_dict())
     assert "batch_size" not in expert.config_dict()  # infrastructure, not significant
-    with pytest.raises(ConfigError, match="unknown config key"):
+    with pytest.raises(ConfigError, match=f"expert {name}: no_such_option: unknown key \\(known: .*batch_size"):
         get_expert(name, {"no_such_option": 1})
     with pytest.raises(ConfigError, match="batch_size"):
         get_expert(name, {"batch_size": "sixteen"})
@@ -101,10 +103,58 @@ def test_registry_is_lazy_and_lists_builtins() -> None:
     assert out.strip() == "['extractors.base', 'extractors.experts', 'extractors.registry', 'extractors.weights']"
 
 
+# canonical JSON and fingerprint (no weights) of default configs, computed before configs moved to pydantic:
+# existing feature folders stay valid only while these stay byte-identical
+PINNED_DEFAULTS = {
+    "rgb": (
+        '{"fps":1.0,"image_size":224,"mean":[0.485,0.456,0.406],"num_frames":null,"resize":256,"squash":false,'
+        '"std":[0.229,0.224,0.225]}',
+        "34dbe0a70753",
+    ),
+    "audio_stats": (
+        '{"fmax":7500.0,"fmin":125.0,"frame_s":0.025,"hop_s":0.01,"log_offset":0.01,"sample_rate":16000,'
+        '"window_s":0.96}',
+        "d55e3fed2f29",
+    ),
+    "ocr": (
+        '{"box_thresh":0.5,"det_limit_side_len":960,"fps":1.0,"latin_only":true,"max_side":960,'
+        '"merge_gap_frames":1,"min_chars":2,"min_score":0.8,"min_side":240,"reuse_diff":1.0,'
+        '"text_model":"all-MiniLM-L6-v2"}',
+        "b1f8a558ef16",
+    ),
+    "s3d": (
+        '{"clip_len":16,"fps":16.0,"image_size":224,"mean":[0.43216,0.394666,0.37645],"resize":256,'
+        '"std":[0.22803,0.22145,0.216989],"stride_s":1.0}',
+        "d884d2f1501a",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_DEFAULTS))
+def test_default_config_fingerprint_is_unchanged(name: str) -> None:
+    expert = get_expert(name)
+    text, pinned = PINNED_DEFAULTS[name]
+    assert canonical_json(expert.config_dict()) == text
+    assert fingerprint(expert.name, expert.version, expert.config_dict(), "") == pinned
+    # a shard stores the config as canonical JSON; reading it back gives the same fingerprint
+    again = get_expert(name, json.loads(text))
+    assert fingerprint(again.name, again.version, again.config_dict(), "") == pinned
+
+
+def test_expert_configs_are_frozen_and_keep_infra_options_out_of_the_fingerprint() -> None:
+    expert = get_expert("rgb", {"batch_size": 4})
+    assert expert.config.batch_size == 4 and "batch_size" not in expert.config_dict()
+    with pytest.raises(ValidationError):
+        expert.config.fps = 2.0  # type: ignore[misc]
+
+
 def test_config_types_are_checked() -> None:
     assert get_expert("s3d", {"fps": 8, "mean": [0.5, 0.5, 0.5]}).config.mean == (0.5, 0.5, 0.5)
-    with pytest.raises(ConfigError, match="fps"):
+    with pytest.raises(ConfigError, match="expert s3d: fps: Input should be a valid number, got 'fast'"):
         get_expert("s3d", {"fps": "fast"})
+    with pytest.raises(ConfigError) as err:
+        get_expert("rgb", {"num_frames": "3", "squash": 1, "mean": [0.5, 0.5]})
+    assert len(str(err.value).splitlines()) == 3
     with pytest.raises(ConfigError, match="resize"):
         get_expert("rgb", {"resize": 100, "image_size": 224})
 

@@ -111,7 +111,7 @@ def test_config_weights_and_fingerprint():
     fp = expert.fingerprint()
     assert fp == get_expert("ocr", {"threads": 1, "part_rows": 8}).fingerprint()  # infra options
     assert fp != get_expert("ocr", {"min_score": 0.5}).fingerprint()
-    with pytest.raises(ConfigError, match="unknown config key"):
+    with pytest.raises(ConfigError, match=r"expert ocr: min_scor: unknown key \(known: .*min_score"):
         get_expert("ocr", {"min_scor": 0.5})
     with pytest.raises(ConfigError, match="fps"):
         get_expert("ocr", {"fps": 0.0})

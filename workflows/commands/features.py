@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+from data_manifest.display import json_text, printable
 from data_manifest.validate import load_manifest
 from pipeline.features.inspect import check_features, failures, fingerprint_dirs, summaries
 from pipeline.features.interop import export_mmt, import_features, read_source
@@ -20,15 +20,15 @@ def _print_summary(info: dict[str, Any]) -> None:
         if key == "attrs":
             print("attributes:")
             for name, attr in sorted(value.items()):
-                print(f"  {name}: {attr}")
+                print(f"  {printable(name)}: {printable(attr)}")
         else:
-            print(f"{key}: {value}")
+            print(f"{key}: {printable(value)}")
 
 
 def _info(args: argparse.Namespace) -> int:
     infos = summaries(Path(args.path))
     if args.json:
-        print(json.dumps(infos if len(infos) > 1 else infos[0], indent=1, default=str))
+        print(json_text(infos if len(infos) > 1 else infos[0], indent=1, default=str))
         return 0
     for i, info in enumerate(infos):
         if i:
@@ -39,11 +39,11 @@ def _info(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     records = load_manifest(args.manifest, check_paths=False)
-    problems, notes = check_features(records, Path(args.features))
+    problems, notes = check_features(records, Path(args.features), repair=args.repair)
     for note in notes:
-        print(f"note: {note}")
+        print(f"note: {printable(note)}")
     for problem in problems:
-        print(problem)
+        print(printable(problem))
     if problems:
         print(f"t2v features check: {len(problems)} problem(s)")
         return 1
@@ -54,8 +54,9 @@ def _check(args: argparse.Namespace) -> int:
 def _failures(args: argparse.Namespace) -> int:
     rows = failures(Path(args.path))
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(json_text(rows, indent=1))
         return 0
+    rows = [{k: printable(v) for k, v in r.items()} for r in rows]
     if not rows:
         print(f"{args.path}: no failed or empty videos")
         return 0
@@ -68,11 +69,13 @@ def _failures(args: argparse.Namespace) -> int:
 
 
 def _export_mmt(args: argparse.Namespace) -> int:
-    records = load_manifest(args.manifest, check_paths=False) if args.manifest else None
+    records = load_manifest(args.manifest, check_paths=False)
     total = 0
     for folder in fingerprint_dirs(Path(args.features)):
-        total += export_mmt(folder, args.out, expert=args.expert, records=records, flat=args.flat)
-        print(f"{folder}: exported")
+        written, skipped = export_mmt(folder, args.out, expert=args.expert, records=records, flat=args.flat)
+        total += written
+        note = f" ({skipped} without a caption in {args.manifest} skipped: MMT needs one)" if skipped else ""
+        print(f"{folder}: exported{note}")
     print(f"{args.out}: {total} video entries written")
     return 0
 
@@ -106,9 +109,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_info)
 
-    p = fsub.add_parser("check", help="verify shards against a manifest and the shard plan")
+    p = fsub.add_parser(
+        "check",
+        help="read every shard in full (checksums, offsets, status) and verify it against a manifest and the plan",
+    )
     p.add_argument("--manifest", required=True, help="manifest JSONL the features were extracted for")
     p.add_argument("--features", required=True, help="fingerprint folder, expert folder or features root")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="move shards whose data is damaged aside (<shard>.corrupt); t2v extract then rebuilds them",
+    )
     p.set_defaults(func=_check)
 
     p = fsub.add_parser("failures", help="videos with status empty or failed, and why")
@@ -122,7 +133,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("features", help="fingerprint folder, expert folder or features root")
     p.add_argument("--out", required=True, help="MMT data folder (files are added to / updated in place)")
     p.add_argument("--expert", help="dataset name in the MMT files (default: the shards' expert)")
-    p.add_argument("--manifest", help="also write captions as raw_captions.<i>")
+    p.add_argument(
+        "--manifest",
+        required=True,
+        help="captions written as raw_captions.<i>; durations for unknown row times",
+    )
     p.add_argument("--flat", action="store_true", help="<out>/<id>.h5 instead of MMT's <a>/<b>/<c>/<id>.h5")
     p.set_defaults(func=_export_mmt)
 

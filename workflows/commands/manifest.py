@@ -8,9 +8,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from data_manifest.display import printable
 from data_manifest.errors import ManifestError
 from data_manifest.probe import probe_manifest_summary
-from data_manifest.recipes import RECIPES, get_recipe
+from data_manifest.recipes import get_recipe, recipe_names
 from data_manifest.schema import VideoRecord, write_manifest
 from data_manifest.validate import load_manifest, summarize
 
@@ -23,7 +24,7 @@ def _report_problems(func: Callable[[argparse.Namespace], int]) -> Callable[[arg
             return func(args)
         except ManifestError as err:
             for problem in err.problems:
-                print(problem, file=sys.stderr)
+                print(printable(problem), file=sys.stderr)
             n = len(err.problems)
             print(f"t2v manifest {args.manifest_command}: {n} problem{'s' * (n != 1)}", file=sys.stderr)
             return 1
@@ -91,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_probe)
 
     p = actions.add_parser("import", help="build a manifest from a dataset's published annotation files")
-    p.add_argument("dataset", choices=sorted(RECIPES), help="dataset recipe")
+    p.add_argument("dataset", choices=recipe_names(), help="dataset recipe")
     p.add_argument(
         "--annotations", required=True, help="annotation file, or the folder holding the dataset's files"
     )

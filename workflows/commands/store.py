@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from data_manifest.display import json_text, printable
 from data_manifest.errors import T2VError
+from data_manifest.schema import MAX_LINE_BYTES
+from data_manifest.validate import iter_lines
+from pipeline.runs.record import BEST, RunFolder
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
@@ -15,14 +18,15 @@ def cmd_encode(args: argparse.Namespace) -> int:
     import pipeline  # noqa: F401
     from pipeline.stores.index import IndexSpec, bytes_per_vector
     from pipeline.stores.store import encode_store
+    from pipeline.threads import apply_threads, threads_per_process
 
-    if not Path(args.run_dir).is_dir():
-        raise T2VError(f"{args.run_dir}: run folder not found")
+    RunFolder(args.run_dir).read()  # RunError naming the folder or its config.json
     if args.manifest is not None and not Path(args.manifest).is_file():
         raise T2VError(f"{args.manifest}: manifest not found")
     spec = None
     if args.index is not None:
         spec = IndexSpec(args.index, args.nlist, args.nprobe, args.m)
+    apply_threads(threads_per_process(1))
     summary = encode_store(
         args.run_dir,
         args.out,
@@ -50,13 +54,16 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def _print_result(result, as_json: bool) -> None:
+    """One JSON line, or a header and one line per hit; captions and ids pass through ``printable``."""
     if as_json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False), flush=True)
+        print(json_text(result.to_dict()), flush=True)
         return
     ms = result.timings.get("total_s", 0.0) * 1000
-    line = f"query: {result.query!r} ({ms:.0f} ms)"
+    line = f'query: "{printable(result.query)}" ({ms:.0f} ms)'
     if result.expert_weights:
-        line += "; expert weights: " + ", ".join(f"{e} {w:.2f}" for e, w in result.expert_weights.items())
+        line += "; expert weights: " + ", ".join(
+            f"{printable(e)} {w:.2f}" for e, w in result.expert_weights.items()
+        )
     print(line)
     for hit in result.hits:
         caption = hit.captions[0] if hit.captions else "(no caption)"
@@ -64,7 +71,10 @@ def _print_result(result, as_json: bool) -> None:
         centers = (hit.explanation or {}).get("top_centers")
         if centers:
             extra = "  centers " + ", ".join(f"#{c['center']} {c['contribution']:+.3f}" for c in centers)
-        print(f"{hit.rank:3d}. {hit.score:8.4f}  {hit.video_id}  [{hit.split}]  {caption}{extra}")
+        print(
+            f"{hit.rank:3d}. {hit.score:8.4f}  {printable(hit.video_id)}  [{printable(hit.split)}]  "
+            f"{printable(caption)}{extra}"
+        )
     print(flush=True)
 
 
@@ -85,15 +95,35 @@ def cmd_search(args: argparse.Namespace) -> int:
         _print_result(searcher.search(args.query, args.k), args.json)
         return 0
     interactive = args.interactive and sys.stdin.isatty()
+    lines = iter_lines(sys.stdin.buffer, MAX_LINE_BYTES)
     while True:
         if interactive:
             print("query> ", end="", flush=True)
-        line = sys.stdin.readline()
-        if not line:
+        lineno, raw = next(lines, (0, b""))
+        if not lineno:
             return 0
-        if not line.strip():
-            continue
-        _print_result(searcher.search(line.strip(), args.k), args.json)
+        query = _decode_query(lineno, raw)
+        if query:
+            _print_result(searcher.search(query, args.k), args.json)
+
+
+def _decode_query(lineno: int, raw: bytes | None) -> str | None:
+    """The stripped query of one stdin line, or None (blank, or reported on stderr: too long, not UTF-8)."""
+    if raw is None:
+        print(
+            f"stdin:{lineno}: query longer than {MAX_LINE_BYTES} bytes; skipped", file=sys.stderr, flush=True
+        )
+        return None
+    try:
+        return raw.decode("utf-8").strip() or None
+    except UnicodeDecodeError as err:
+        print(
+            f"stdin:{lineno}: query is not valid UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
+            "skipped",
+            file=sys.stderr,
+            flush=True,
+        )
+        return None
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -101,8 +131,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     import pipeline  # noqa: F401
     from pipeline.report.html import build_report
 
-    if not Path(args.run_dir).is_dir():
-        raise T2VError(f"{args.run_dir}: run folder not found")
+    RunFolder(args.run_dir).read()  # RunError naming the folder or its config.json
     queries = [q for q in (args.query or []) if q.strip()] or None
     path = build_report(
         args.run_dir,
@@ -127,7 +156,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", default=None, help="manifest (default: the run's training manifest)")
     p.add_argument("--split", default=None, help="only this split (default: every video)")
     p.add_argument("--features", default=None, help="features root (default: the run's feature folders)")
-    p.add_argument("--checkpoint", default="best.pt", help="checkpoint file in the run folder")
+    p.add_argument("--checkpoint", default=BEST, help="checkpoint file in the run folder")
     p.add_argument(
         "--index",
         choices=("flat", "ivf", "ivfpq"),

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
 from data_manifest.errors import T2VError
+from pipeline.heads.registry import head_names
+from pipeline.runs.record import BEST, RunFolder
 
 
 def _default_features(manifest: str) -> Path:
@@ -16,15 +17,18 @@ def _default_features(manifest: str) -> Path:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train; prints per-epoch validation lines and the best epoch."""
+    from pipeline.threads import apply_threads, threads_per_process
     from pipeline.training.config import load_config
     from pipeline.training.loop import train
 
-    config = load_config(args.config, head=args.head, device=args.device, epochs=args.epochs, seed=args.seed)
-    if args.experts:
-        config = replace(config, experts=[e.strip() for e in args.experts.split(",") if e.strip()])
+    experts = [e.strip() for e in args.experts.split(",") if e.strip()] if args.experts else None
+    config = load_config(
+        args.config, head=args.head, device=args.device, epochs=args.epochs, seed=args.seed, experts=experts
+    )
     if not Path(args.manifest).is_file():
         raise T2VError(f"{args.manifest}: manifest not found")
     features = Path(args.features) if args.features else _default_features(args.manifest)
+    apply_threads(threads_per_process(1))
     result = train(config, args.manifest, features, args.out, progress=not args.quiet)
     print(
         f"{config.head}: {result.epochs_done} epochs in {args.out} (resumed after epoch {result.resumed_from}); "
@@ -36,9 +40,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a run's best checkpoint on a split; a table or JSON on stdout."""
     from pipeline.runs.evaluate import evaluate_run, format_metrics_table
+    from pipeline.threads import apply_threads, threads_per_process
 
-    if not Path(args.run_dir).is_dir():
-        raise T2VError(f"{args.run_dir}: run folder not found")
+    RunFolder(args.run_dir).read()  # RunError naming the folder or its config.json
     if args.manifest is not None and not Path(args.manifest).is_file():
         raise T2VError(f"{args.manifest}: manifest not found")
     if args.manifest is not None:  # another manifest: extract what the run reads for its videos (DAG, cached)
@@ -51,6 +55,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             device=args.device or "auto",
             split=args.split,
         )
+    apply_threads(threads_per_process(1))  # after extraction, whose task processes are forked
     result = evaluate_run(
         args.run_dir,
         manifest_path=args.manifest,
@@ -59,25 +64,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         device=args.device,
         progress=not args.json,
+        branches=args.branches,
     )
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
         title = f"{args.run_dir} ({args.checkpoint}, epoch {result['epoch']}) on {args.split}: "
-        title += f"{result['num_texts']} queries, {result['num_videos']} videos"
+        if args.branches != "both":
+            title += f"{args.branches} branch only, "
+        title += (
+            f"{result['num_texts']} queries, {result['num_videos']} videos; selection: {result['selection']}"
+        )
         print(format_metrics_table(result["metrics"], title=title))
     return 0
 
 
 def cmd_ablation(args: argparse.Namespace) -> int:
-    """Train + evaluate the T2VLAD variants through Luigi; print ablation.md."""
-    import luigi
-
+    """Train + evaluate a head's ablation variants through Luigi; print ablation.md."""
+    from pipeline.training.config import load_config
+    from workflows.luigi_runner import run_tasks
     from workflows.tasks_train import AblationTable
 
     if not Path(args.manifest).is_file():
         raise T2VError(f"{args.manifest}: manifest not found")
     task = AblationTable(
+        head=args.head or load_config(args.config).head,
         manifest=args.manifest,
         features_root=args.features or str(_default_features(args.manifest)),
         out_dir=args.out,
@@ -86,9 +97,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         device=args.device or "auto",
     )
-    result = luigi.build([task], local_scheduler=True, workers=1, detailed_summary=True)
-    if not result.scheduling_succeeded or result.status.name not in ("SUCCESS", "SUCCESS_WITH_RETRY"):
-        raise T2VError(f"ablation failed: {result.summary_text.strip().splitlines()[-1]}")
+    run_tasks([task], workers=1)
     print(Path(task.output().path).read_text(encoding="utf-8"))
     return 0
 
@@ -96,9 +105,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train``, ``evaluate`` and ``ablation``."""
     p = sub.add_parser("train", help="train an alignment head on cached features")
-    p.add_argument(
-        "--head", choices=("t2vlad", "cret", "mgfi"), default=None, help="head (default: config's)"
-    )
+    p.add_argument("--head", choices=head_names(), default=None, help="head (default: config's)")
     p.add_argument("--manifest", required=True, help="manifest JSONL (train split trains, val split selects)")
     p.add_argument(
         "--config",
@@ -119,14 +126,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", default=None, help="manifest to evaluate (default: the training manifest)")
     p.add_argument("--split", default="test", help="split of the manifest to score (default: test)")
     p.add_argument("--features", default=None, help="features root (default: the folders the run trained on)")
-    p.add_argument("--checkpoint", default="best.pt", help="checkpoint file in the run folder")
+    p.add_argument("--checkpoint", default=BEST, help="checkpoint file in the run folder")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default=None, help="default: the run's")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument(
+        "--branches",
+        choices=("both", "local", "global"),
+        default="both",
+        help="T2VLAD: score with one branch only at test time (the paper's 'w/o global/local alignment')",
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
         "ablation",
-        help="train and score the T2VLAD variants (full / no global / no local / ...); print the table",
+        help="train and score a head's ablation variants (T2VLAD: full / no global / ...); print the table",
+    )
+    p.add_argument(
+        "--head", choices=head_names(), default=None, help="head whose variants to train (default: config's)"
     )
     p.add_argument("--manifest", required=True, help="manifest JSONL (train, val and the scored split)")
     p.add_argument("--features", default=None, help="features root (default: 'features' beside the manifest)")

@@ -40,7 +40,7 @@ def test_reader_across_shards(tmp_path: Path) -> None:
     folder = tmp_path / "e" / "fp0"
     _write(folder, 0, ["a", "b", "c"])
     _write(folder, 1, ["d", "e"])
-    (folder / "shard-00002.h5.tmp-999999").write_bytes(b"half")
+    (folder / ".shard-00002.h5.999999.x.tmp").write_bytes(b"half")
     reader = FeatureReader(folder)
     assert reader.video_ids == ["a", "b", "c", "empty0", "d", "e", "empty1"]
     assert reader.dim == 3 and len(reader) == 7 and "d" in reader and "zz" not in reader

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
+from data_manifest.atomic import temps_of
 from pipeline.errors import ShardError
 from pipeline.features.fingerprint import canonical_json, fingerprint
 from pipeline.features.reader import FeatureReader
@@ -25,6 +27,7 @@ from pipeline.features.shards import (
     read_shard_index,
     shard_attrs,
     shard_name,
+    verify_shard,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -155,7 +158,7 @@ def test_killed_writer_invisible_and_cleaned(tmp_path: Path) -> None:
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    tmps = list(folder.glob("shard-00001.h5.tmp-*"))
+    tmps = temps_of(target)
     assert len(tmps) == 1 and not target.exists()
     reader = FeatureReader(folder)
     assert reader.video_ids == ["ok"]
@@ -174,18 +177,21 @@ def test_unreadable_shard(tmp_path: Path) -> None:
         shard_attrs(bad)
 
 
-def test_inconsistent_index_is_refused_by_the_reader_and_reported_by_the_index(tmp_path: Path) -> None:
+def test_read_shard_index_reads_all_but_rows_and_lengths_that_disagree_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "shard-00000.h5"
     with _writer(path) as w:
         w.add("a", np.ones((2, 4)), np.zeros((2, 2)))
         w.add("b", np.ones((1, 4)), np.zeros((1, 2)), status=STATUS_FAILED, error="bad")
     index = read_shard_index(path)
-    assert (index.video_ids, index.rows, index.dim, index.timestamp_rows) == (["a", "b"], 3, 4, 3)
+    assert (index.video_ids, index.rows, index.dim, index.offsets.tolist()) == (["a", "b"], 3, 4, [0, 2, 3])
     assert index.status.tolist() == [STATUS_OK, STATUS_FAILED] and index.error == ["", "bad"]
     with h5py.File(path, "a") as f:
-        del f["status"]
+        del f["status"], f["timestamps"]
         f.create_dataset("status", data=np.zeros(3, np.int8))
-    with pytest.raises(ShardError, match="shard-00000.h5: status/error/timestamps lengths do not match"):
+        f.create_dataset("timestamps", data=np.zeros((2, 2), np.float32))
+    problems = [f"{path}: status: 3 entries for 2 videos", f"{path}: timestamps: 2 rows, but features has 3"]
+    assert verify_shard(path) == problems
+    with pytest.raises(ShardError, match=re.escape(problems[0])):
         read_shard(path)
 
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from pipeline.errors import ConfigError
-from pipeline.heads import TextBatch, VideoBatch, build_head
+from pipeline.heads import build_head
 from pipeline.heads.cret import CRETVideoEmbedding
+from tests.pipeline.heads.conftest import TEXT_DIM, embed, pad_batches, random_batches, seeded_head
 
 DIMS = {"cait": 6, "patches": 5}
-TEXT_DIM = 7
 SMALL = {
     "dim": 8,
     "num_heads": 2,
@@ -32,38 +32,20 @@ OPTIONS = [
 
 
 def make_head(seed=0, **extra):
-    torch.manual_seed(seed)
-    return build_head("cret", {**SMALL, **extra}, DIMS, TEXT_DIM)
+    return seeded_head("cret", {**SMALL, **extra}, DIMS, seed)
 
 
-def make_batches(b=4, rows=4, tokens=5, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    feats = {e: torch.randn(b, rows, d, generator=g) for e, d in DIMS.items()}
-    masks = {e: torch.ones(b, rows, dtype=torch.bool) for e in DIMS}
-    masks["cait"][0, 3] = False
-    masks["cait"][2, 2:] = False
-    masks["patches"][1, 0] = False
-    text_mask = torch.ones(b, tokens, dtype=torch.bool)
-    text_mask[1, 2:] = False
-    video = VideoBatch(feats, masks, torch.ones(b, len(DIMS), dtype=torch.bool), experts=list(DIMS))
-    return video, TextBatch(torch.randn(b, tokens, TEXT_DIM, generator=g), text_mask)
+def make_batches():
+    video, text = random_batches(DIMS, rows=4, experts=list(DIMS))
+    video.masks["cait"][0, 3] = False
+    video.masks["cait"][2, 2:] = False
+    video.masks["patches"][1, 0] = False
+    text.mask[1, 2:] = False
+    return video, text
 
 
-def pad(video, text, extra=2):
-    feats = {
-        e: torch.cat([x, torch.full((x.shape[0], extra, x.shape[2]), 5e3)], 1)
-        for e, x in video.features.items()
-    }
-    masks = {
-        e: torch.cat([m, torch.zeros(m.shape[0], extra, dtype=torch.bool)], 1) for e, m in video.masks.items()
-    }
-    tokens = torch.cat([text.tokens, torch.full((text.tokens.shape[0], extra, TEXT_DIM), -7e2)], 1)
-    tmask = torch.cat([text.mask, torch.zeros(text.mask.shape[0], extra, dtype=torch.bool)], 1)
-    return VideoBatch(feats, masks, video.available, video.experts), TextBatch(tokens, tmask)
-
-
-def embed(head, video, text):
-    return head.encode_text(text), head.encode_video(video)
+def pad(video, text):
+    return pad_batches(video, text, 5e3, -7e2)
 
 
 def unit(v):

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.errors import ConfigError
-from pipeline.heads import TextBatch, VideoBatch, build_head
+from pipeline.heads import TextBatch
 from pipeline.heads.mgfi import MGFITextEmbedding
+from tests.pipeline.heads.conftest import embed, pad_batches, random_batches, seeded_head
 
 DIMS = {"clip": 6, "pann": 5, "s3d": 3}
-TEXT_DIM = 7
 SMALL = {"dim": 8, "ff_dim": 12, "chunk_size": 3}
 OPTIONS = [
     {},
@@ -24,39 +24,20 @@ OPTIONS = [
 
 
 def make_head(seed=0, **extra):
-    torch.manual_seed(seed)
-    return build_head("mgfi", {**SMALL, **extra}, DIMS, TEXT_DIM)
+    return seeded_head("mgfi", {**SMALL, **extra}, DIMS, seed)
 
 
-def make_batches(b=4, rows=4, tokens=5, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    feats = {e: torch.randn(b, rows, d, generator=g) for e, d in DIMS.items()}
-    masks = {e: torch.ones(b, rows, dtype=torch.bool) for e in DIMS}
-    masks["clip"][0, 2:] = False
-    masks["pann"][1, 1:] = False
-    text_mask = torch.ones(b, tokens, dtype=torch.bool)
-    text_mask[2, 3:] = False
-    available = torch.ones(b, len(DIMS), dtype=torch.bool)
-    available[3, 1] = False  # video 3 has no audio
-    video = VideoBatch(feats, masks, available, experts=list(DIMS))
-    return video, TextBatch(torch.randn(b, tokens, TEXT_DIM, generator=g), text_mask)
+def make_batches():
+    video, text = random_batches(DIMS, rows=4, experts=list(DIMS))
+    video.masks["clip"][0, 2:] = False
+    video.masks["pann"][1, 1:] = False
+    text.mask[2, 3:] = False
+    video.available[3, 1] = False  # video 3 has no audio
+    return video, text
 
 
-def pad(video, text, extra=2):
-    feats = {
-        e: torch.cat([x, torch.full((x.shape[0], extra, x.shape[2]), 4e3)], 1)
-        for e, x in video.features.items()
-    }
-    masks = {
-        e: torch.cat([m, torch.zeros(m.shape[0], extra, dtype=torch.bool)], 1) for e, m in video.masks.items()
-    }
-    tokens = torch.cat([text.tokens, torch.full((text.tokens.shape[0], extra, TEXT_DIM), -9e2)], 1)
-    tmask = torch.cat([text.mask, torch.zeros(text.mask.shape[0], extra, dtype=torch.bool)], 1)
-    return VideoBatch(feats, masks, video.available, video.experts), TextBatch(tokens, tmask)
-
-
-def embed(head, video, text):
-    return head.encode_text(text), head.encode_video(video)
+def pad(video, text):
+    return pad_batches(video, text, 4e3, -9e2)
 
 
 def softmax(values):

@@ -7,46 +7,29 @@ import pytest
 import torch
 
 from pipeline.errors import ConfigError
-from pipeline.heads import TextBatch, VideoBatch, build_head
+from pipeline.heads import TextBatch, build_head
 from pipeline.heads.t2vlad import VARIANTS, T2VLADTextEmbedding, T2VLADVideoEmbedding
+from tests.pipeline.heads.conftest import TEXT_DIM, pad_batches, random_batches, scores, seeded_head
 
 DIMS = {"rgb": 6, "audio": 4, "scene": 5}
-TEXT_DIM = 7
 SMALL = {"dim": 8, "num_clusters": 3, "num_heads": 2, "ff_dim": 16}
 
 
 def make_head(variant="full", seed=0, **extra):
-    torch.manual_seed(seed)
-    return build_head("t2vlad", {**SMALL, "variant": variant, **extra}, DIMS, TEXT_DIM)
+    return seeded_head("t2vlad", {**SMALL, "variant": variant, **extra}, DIMS, seed)
 
 
-def make_batches(b=4, rows=3, tokens=5, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    feats = {e: torch.randn(b, rows, d, generator=g) for e, d in DIMS.items()}
-    masks = {e: torch.ones(b, rows, dtype=torch.bool) for e in DIMS}
-    masks["rgb"][0, 2] = False
-    masks["audio"][1, 1:] = False
-    text_mask = torch.ones(b, tokens, dtype=torch.bool)
-    text_mask[0, 3:] = False
-    text_mask[2, 4:] = False
-    video = VideoBatch(feats, masks, torch.ones(b, len(DIMS), dtype=torch.bool))
-    text = TextBatch(torch.randn(b, tokens, TEXT_DIM, generator=g), text_mask)
+def make_batches():
+    video, text = random_batches(DIMS, rows=3)
+    video.masks["rgb"][0, 2] = False
+    video.masks["audio"][1, 1:] = False
+    text.mask[0, 3:] = False
+    text.mask[2, 4:] = False
     return video, text
 
 
-def with_garbage_padding(video, text, extra=2):
-    feats, masks = {}, {}
-    for e, x in video.features.items():
-        junk = torch.full((x.shape[0], extra, x.shape[2]), 1e4)
-        feats[e] = torch.cat([x, junk], 1)
-        masks[e] = torch.cat([video.masks[e], torch.zeros(x.shape[0], extra, dtype=torch.bool)], 1)
-    tokens = torch.cat([text.tokens, torch.full((text.tokens.shape[0], extra, TEXT_DIM), -3e3)], 1)
-    tmask = torch.cat([text.mask, torch.zeros(text.mask.shape[0], extra, dtype=torch.bool)], 1)
-    return VideoBatch(feats, masks, video.available), TextBatch(tokens, tmask)
-
-
-def scores(head, video, text):
-    return head.similarity(head.encode_text(text), head.encode_video(video))
+def with_garbage_padding(video, text):
+    return pad_batches(video, text, 1e4, -3e3)
 
 
 # ---------- direct reimplementation of §3.2-3.5, one pair at a time ----------
@@ -70,6 +53,17 @@ def geu(unit, x):
     xp = linear(unit.fc, x)
     gate = linear(unit.gating.fc, xp)
     return norm([a * (1 / (1 + math.exp(-float(g)))) for a, g in zip(xp, gate, strict=True)])
+
+
+def layer_norm(ln, x):
+    if isinstance(ln, torch.nn.Identity):
+        return x
+    mean = sum(float(a) for a in x) / len(x)
+    var = sum((float(a) - mean) ** 2 for a in x) / len(x)
+    return [
+        (float(a) - mean) / math.sqrt(var + ln.eps) * float(w) + float(b)
+        for a, w, b in zip(x, ln.weight, ln.bias, strict=True)
+    ]
 
 
 def vlad_loop(rows, vlad_params):
@@ -98,7 +92,7 @@ def reference_video(head, video, v):
             real = video.features[e][v][video.masks[e][v]]
             rows += [linear(head.local_proj[e], x) for x in real]
         z = head.encoder(torch.tensor(rows, dtype=torch.float32)[None])[0]
-        g_video = vlad_loop([list(r) for r in z], head.text_vlad)
+        g_video = vlad_loop([layer_norm(head.vlad_norm, list(r)) for r in z], head.text_vlad)
         f_video = {}
         for e in present:
             real = video.features[e][v][video.masks[e][v]]
@@ -111,7 +105,8 @@ def reference_text(head, text, t):
     """Per-text pieces: g^t, F^t per expert and the expert logits."""
     with torch.no_grad():
         tokens = text.tokens[t][text.mask[t]]
-        g_text = vlad_loop([linear(head.text_proj, x) for x in tokens], head.text_vlad)
+        rows = [layer_norm(head.vlad_norm, linear(head.text_proj, x)) for x in tokens]
+        g_text = vlad_loop(rows, head.text_vlad)
         big_g = [a for g in g_text for a in g]
         f_text = {e: geu(head.text_geu[e], big_g) for e in head.expert_names}
         return g_text, f_text, [float(x) for x in linear(head.expert_weights, big_g)]
@@ -131,8 +126,12 @@ def reference_score(head, video_parts, text_parts):
     return 0.5 * (s_global / total + s_local)
 
 
-def test_forward_matches_loop_reference():
-    head = make_head().eval()
+@pytest.mark.parametrize("vlad_input_norm", ["layernorm", "none"])
+def test_forward_matches_loop_reference(vlad_input_norm):
+    head = make_head(vlad_input_norm=vlad_input_norm).eval()
+    if vlad_input_norm == "layernorm":  # a non-trivial affine, so the reference checks it is applied
+        torch.nn.init.normal_(head.vlad_norm.weight, 1.0, 0.3)
+        torch.nn.init.normal_(head.vlad_norm.bias, 0.0, 0.3)
     video, text = make_batches()
     video.available[3, 1] = False  # video 3 has no audio: masked from local, weight renormalised in global
     got = scores(head, video, text)
@@ -187,6 +186,38 @@ def test_gradients_reach_every_parameter(variant):
         assert p.grad is not None and p.grad.abs().sum() > 0, f"{variant}: no gradient for {name}"
 
 
+@pytest.mark.parametrize("variant", ["full", "separate_vlads", "public_port"])
+def test_both_modalities_reach_the_assignment_at_the_same_scale(variant, monkeypatch):
+    import pipeline.heads.netvlad as netvlad
+    import pipeline.heads.t2vlad as t2vlad
+
+    seen = []
+    original = netvlad.vlad_assign
+
+    def recording(z, mask, centers, bias):
+        seen.append(z[mask.bool()].norm(dim=-1))
+        return original(z, mask, centers, bias)
+
+    monkeypatch.setattr(netvlad, "vlad_assign", recording)
+    monkeypatch.setattr(t2vlad, "vlad_assign", recording)
+    video, text = make_batches()
+    text.tokens = text.tokens * 100.0  # text rows far larger than the post-norm video rows
+    for norm_mode in ("layernorm", "none"):
+        seen.clear()
+        head = make_head(variant, vlad_input_norm=norm_mode).eval()
+        head.encode_video(video)
+        head.encode_text(text)
+        video_norms, text_norms = seen
+        if norm_mode == "layernorm":  # zero-mean unit-variance rows: norm √C on both sides
+            expected = torch.full_like(video_norms, math.sqrt(SMALL["dim"]))
+            torch.testing.assert_close(video_norms, expected, rtol=1e-3, atol=0)
+            torch.testing.assert_close(
+                text_norms, torch.full_like(text_norms, expected[0]), rtol=1e-3, atol=0
+            )
+        else:
+            assert text_norms.mean() > 5 * video_norms.mean()
+
+
 def test_public_port_detaches_video_assignment():
     head = make_head("public_port").train()
     video, _ = make_batches()
@@ -216,19 +247,27 @@ def test_query_vectors_with_an_availability_pattern():
     )
 
 
-def test_eval_branches_select_scores_in_eval_only():
-    head = make_head(eval_branches="local").eval()
+def test_scoring_branches_select_scores_in_eval_only():
+    head = make_head()
     video, text = make_batches()
+    head.set_scoring_branches("local")
     t_emb, v_emb = head.encode_text(text), head.encode_video(video)
-    torch.testing.assert_close(head.similarity(t_emb, v_emb), head.local_similarity(t_emb, v_emb))
-    head.eval_branches = "global"
-    torch.testing.assert_close(head.similarity(t_emb, v_emb), head.global_similarity(t_emb, v_emb))
-    head.eval_branches = "both"
     full = 0.5 * (head.global_similarity(t_emb, v_emb) + head.local_similarity(t_emb, v_emb))
+    torch.testing.assert_close(head.similarity(t_emb, v_emb), full)  # training mode: always both
+    head.eval()
+    torch.testing.assert_close(head.similarity(t_emb, v_emb), head.local_similarity(t_emb, v_emb))
+    head.set_scoring_branches("global")
+    torch.testing.assert_close(head.similarity(t_emb, v_emb), head.global_similarity(t_emb, v_emb))
+    head.set_scoring_branches("both")
     torch.testing.assert_close(head.similarity(t_emb, v_emb), full)
-    no_global = make_head("no_global", eval_branches="global").eval()
+    assert make_head().eval_branches == "both"
+
+
+def test_scoring_branches_refuse_a_missing_branch_or_an_unknown_name():
     with pytest.raises(ConfigError, match="not available"):
-        no_global.similarity(no_global.encode_text(text), no_global.encode_video(video))
+        make_head("no_global").set_scoring_branches("global")
+    with pytest.raises(ConfigError, match="branches must be"):
+        make_head().set_scoring_branches("neither")
 
 
 def test_embeddings_slice_and_concatenate():
@@ -248,8 +287,10 @@ def test_embeddings_slice_and_concatenate():
 
 
 def test_config_errors_name_the_problem():
-    with pytest.raises(ConfigError, match="unknown config keys"):
+    with pytest.raises(ConfigError, match=r"head 't2vlad': clusters: unknown key \(known: dim, dropout, "):
         build_head("t2vlad", {"clusters": 3}, DIMS, TEXT_DIM)
+    with pytest.raises(ConfigError, match="num_clusters: Input should be a valid integer, got '3'"):
+        build_head("t2vlad", {"num_clusters": "3"}, DIMS, TEXT_DIM)
     with pytest.raises(ConfigError, match="variant"):
         build_head("t2vlad", {"variant": "nope"}, DIMS, TEXT_DIM)
     with pytest.raises(ConfigError, match="unknown head"):

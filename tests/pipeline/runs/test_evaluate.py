@@ -7,13 +7,17 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import pipeline  # noqa: F401
 from data_manifest.errors import T2VError
+from pipeline.heads import head_class
 from pipeline.metrics import retrieval_metrics
-from pipeline.runs.ablation import ABLATIONS, ablation_markdown, load_ablation
+from pipeline.runs.ablation import ablation_markdown, ablation_rows, load_ablation
 from pipeline.runs.evaluate import evaluate_run, format_metrics_table, similarity_matrix
 from pipeline.runs.folder import load_run
+from pipeline.training.dataset import make_loader
+from tests.store_fixtures import make_tree, save_run
 from tests.train_fixtures import make_dataset_tree
 from workflows.cli import main
 
@@ -100,6 +104,38 @@ def test_evaluate_command_json_and_errors(trained, capsys):
         evaluate_run(run, checkpoint="other.pt")
 
 
+def test_evaluate_branches_scores_one_branch_of_the_full_run(trained, capsys):
+    _, _, _, _, run = trained
+    ctx = load_run(run)
+    ds = ctx.dataset("test")
+    texts, cols = ds.queries()
+    ctx.text_side.prepare(texts, progress=False)
+    ctx.text_side.eval()
+    ctx.head.eval()
+    with torch.no_grad():
+        t_emb = ctx.head.encode_text(ctx.text_side(texts))
+        v_emb = ctx.head.encode_video(next(iter(make_loader(ds, len(ds), False))).video)
+    for branches, part in (("local", ctx.head.local_similarity), ("global", ctx.head.global_similarity)):
+        assert main(["evaluate", str(run), "--branches", branches, "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        expected = retrieval_metrics(part(t_emb, v_emb).numpy(), cols)
+        assert out["branches"] == branches
+        assert out["metrics"]["t2v"]["MnR"] == pytest.approx(expected["t2v"]["MnR"])
+        assert out["metrics"]["v2t"]["MnR"] == pytest.approx(expected["v2t"]["MnR"])
+        assert (
+            json.loads((run / f"metrics-test-{branches}-only.json").read_text())["metrics"] == out["metrics"]
+        )
+    assert json.loads((run / "metrics-test.json").read_text())["branches"] == "both"
+
+
+def test_evaluate_branches_on_another_head_is_one_line(tmp_path, capsys):
+    manifest, features, _ = make_tree(tmp_path)
+    run = save_run(tmp_path / "run-cret", "cret", manifest, features)
+    assert main(["evaluate", str(run), "--branches", "local"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "a cret run takes only both" in err and "\n" not in err
+
+
 def test_train_command_bad_input_is_one_line(trained, capsys, tmp_path):
     tmp, manifest, features, _, _ = trained
     bad = tmp_path / "bad.toml"
@@ -108,7 +144,7 @@ def test_train_command_bad_input_is_one_line(trained, capsys, tmp_path):
         main(["train", "--manifest", str(manifest), "--config", str(bad), "--out", str(tmp_path / "r")]) == 1
     )
     err = capsys.readouterr().err.strip()
-    assert "unknown key 'warmup'" in err and "\n" not in err
+    assert f"{bad}: warmup: unknown key" in err and "\n" not in err
     assert main(["train", "--manifest", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "r")]) == 1
     assert "manifest not found" in capsys.readouterr().err
     assert (
@@ -180,10 +216,18 @@ def test_ablation_table(trained, capsys):
     assert rc == 0
     text = (out / "ablation.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| variant")]
-    assert [r.split("|")[1].strip() for r in rows] == list(ABLATIONS)
+    assert [r.split("|")[1].strip() for r in rows] == list(ablation_rows(head_class("t2vlad")))
+    full_runs = list((out / "runs" / "t2vlad").glob("full-*"))
+    assert len(full_runs) == 1  # the test-time rows score the full run, nothing more is trained for them
+    assert {p.name for p in full_runs[0].glob("metrics-*.json")} == {
+        "metrics-test.json",
+        "metrics-test-local-only.json",
+        "metrics-test-global-only.json",
+    }
+    assert len(list((out / "runs" / "t2vlad").glob("trained_local_only-*"))) == 1
     assert "t2v R@1" in text and text in capsys.readouterr().out
     title, results = load_ablation(out / "ablation.json")
-    assert list(results) == list(ABLATIONS) and title in text
+    assert list(results) == list(ablation_rows(head_class("t2vlad"))) and title in text
 
 
 def test_ablation_markdown_format():
@@ -206,10 +250,38 @@ def test_reloaded_run_scores_like_training_whatever_the_expert_order(tmp_path):
         f'[optim]\nname = "adam"\nlr = 3e-3\n[text]\ncache_dir = "{tmp_path / "text-cache"}"\n'
     )
     run = tmp_path / "run"
-    assert main(["train", "--manifest", str(manifest), "--config", str(config), "--features", str(features),
-                 "--out", str(run), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--manifest",
+                str(manifest),
+                "--config",
+                str(config),
+                "--features",
+                str(features),
+                "--out",
+                str(run),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     best = json.loads((run / "result.json").read_text())["best_metrics"]
     again = evaluate_run(run, split="val", progress=False)["metrics"]
     for direction in ("t2v", "v2t"):
         for key, value in best[direction].items():
             assert again[direction][key] == pytest.approx(value, abs=1e-6), (direction, key)
+
+
+def test_checkpoint_of_another_layout_is_one_line(tmp_path, capsys):
+    manifest, features, _ = make_tree(tmp_path)
+    run = save_run(tmp_path / "run-old", "t2vlad", manifest, features)
+    saved = json.loads((run / "config.json").read_text())
+    saved["config"]["head_options"] = {**saved["config"]["head_options"], "vlad_input_norm": "none"}
+    (run / "config.json").write_text(
+        json.dumps(saved)
+    )  # the weights hold a LayerNorm the config does not build
+    assert main(["evaluate", str(run), "--split", "test"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "weights do not fit the head" in err and "best.pt" in err and "\n" not in err

@@ -4,6 +4,9 @@ IVF/PQ indexes, and clear errors."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -12,13 +15,13 @@ import torch
 
 import pipeline  # noqa: F401
 from data_manifest.schema import write_manifest
-from pipeline.errors import StoreError
+from pipeline.errors import RunError, StoreError
 from pipeline.features.reader import FeatureReader
 from pipeline.heads import TextBatch
 from pipeline.stores.index import IndexSpec, build_index, bytes_per_vector, search_index
 from pipeline.stores.search import Searcher
 from pipeline.stores.store import EmbeddingStore, encode_store, load_trained_run
-from pipeline.training.dataset import RetrievalDataset, make_loader
+from pipeline.training.dataset import RetrievalDataset, make_loader, row_caps
 from tests.store_fixtures import TEXT_DIM, make_tree, save_run
 
 
@@ -41,7 +44,7 @@ def _random_queries(n: int, seed: int) -> TextBatch:
 def _reference(run, records, features_dirs, text_emb):
     """head.similarity on a fresh encoding of every video (column order = records)."""
     readers = {e: FeatureReader(features_dirs[e]) for e in run.head.expert_names}
-    dataset = RetrievalDataset(records, readers, max_rows=run.config.max_rows)
+    dataset = RetrievalDataset(records, readers, max_rows=row_caps(run.config, readers))
     embs = [run.head.encode_video(b.video) for b in make_loader(dataset, 4, False)]
     video = type(embs[0]).cat(embs)
     return run.head.similarity(text_emb, video).numpy(), dataset.video_ids
@@ -144,7 +147,7 @@ def test_store_errors(tree, tmp_path):
         Searcher(EmbeddingStore(tmp_path / "s"), load_trained_run(run_m))
     with pytest.raises(StoreError, match="no video of split 'nope'"):
         encode_store(run_a, tmp_path / "s2", split="nope", progress=False)
-    with pytest.raises(StoreError, match="missing"):
+    with pytest.raises(RunError, match="config.json: missing"):
         load_trained_run(tmp_path)
 
 
@@ -166,3 +169,38 @@ def test_video_without_any_expert_is_scored_by_the_head(tree):
     for b, (rows, scores) in enumerate(searcher.rank(text_emb, k=len(store))):
         np.testing.assert_allclose(scores, ref[b, rows], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(scores, np.sort(ref[b])[::-1], rtol=1e-5, atol=1e-6)
+
+
+def _crafted_store(folder, **attrs):
+    """An empty store folder whose HDF5 attributes are ``attrs`` (as a crafted or an old file would hold them)."""
+    folder.mkdir()
+    with h5py.File(folder / "embeddings.h5", "w") as f:
+        for name in ("video_ids", "captions", "paths", "splits", "content_hash"):
+            f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=h5py.string_dtype("utf-8"))
+        f.attrs.update({"format_version": 1, "num_videos": 0, "experts": "[]", "index": "{}", **attrs})
+    return folder
+
+
+def test_a_store_never_chooses_the_code_that_runs(tmp_path):
+    """Attributes naming modules are never imported: the embedding class comes from the registered head."""
+    hostile = _crafted_store(tmp_path / "hostile", head="antigravity", embedding_class="os:system")
+    old = _crafted_store(tmp_path / "old", head="cret", embedding_class="antigravity:fly")
+    code = (
+        "import sys\n"
+        "from pipeline.errors import StoreError\n"
+        "from pipeline.stores.store import EmbeddingStore\n"
+        f"print(EmbeddingStore({str(old)!r}).embedding_class.__name__)\n"
+        "try:\n"
+        f"    EmbeddingStore({str(hostile)!r})\n"
+        "except StoreError as err:\n"
+        "    print(err)\n"
+        "print('antigravity' in sys.modules, 'webbrowser' in sys.modules)\n"
+    )
+    env = {**os.environ, "BROWSER": "true"}  # were antigravity imported anyway, it would open no browser
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[0] == "CRETVideoEmbedding"  # an old store's embedding_class is ignored
+    assert lines[1] == (
+        f"{hostile / 'embeddings.h5'}: unknown head 'antigravity'; known heads: ['cret', 'mgfi', 't2vlad']"
+    )
+    assert lines[2] == "False False" and len(lines) == 3

@@ -8,8 +8,10 @@ import torch
 
 import pipeline  # noqa: F401
 from data_manifest.errors import T2VError
+from pipeline.errors import ConfigError
 from pipeline.features.reader import FeatureReader, latest_feature_dir
-from pipeline.training.dataset import RetrievalDataset, collate, make_loader, uniform_rows
+from pipeline.training.config import TrainConfig
+from pipeline.training.dataset import RetrievalDataset, collate, make_loader, row_caps, uniform_rows
 from tests.train_fixtures import DIMS, make_dataset_tree
 
 
@@ -110,3 +112,46 @@ def test_loader_batches_and_uncaptioned_videos_are_dropped(tree):
     batches = list(make_loader(ds, 4, shuffle=True, generator=torch.Generator().manual_seed(0)))
     assert sum(len(b.video_ids) for b in batches) == len(ds)
     assert all(len(b.captions) == len(b.video_ids) for b in batches)
+
+
+def test_row_caps_default_to_the_public_port_and_fall_back_to_max_rows():
+    caps = row_caps(
+        TrainConfig(), ["speech", "rgb", "s3d", "flow", "scene", "audio", "vggish", "ocr", "clip"]
+    )
+    assert caps == {
+        "speech": 112,
+        "rgb": 51,
+        "s3d": 49,
+        "flow": 49,
+        "scene": 31,
+        "audio": 31,
+        "vggish": 31,
+        "ocr": 30,
+        "clip": 30,
+    }
+    config = TrainConfig.parse({"max_rows": 7, "expert_max_rows": {"ocr": 60}}, "run.toml")
+    assert row_caps(config, ["ocr", "speech"]) == {"ocr": 60, "speech": 7}  # the table replaces the defaults
+    with pytest.raises(
+        ConfigError, match="run.toml: expert_max_rows.ocr: Input should be greater than or equal to 1"
+    ):
+        TrainConfig.parse({"expert_max_rows": {"ocr": 0}}, "run.toml")
+    with pytest.raises(ConfigError, match="run.toml: expert_max_rows.ocr: Input should be a valid integer"):
+        TrainConfig.parse({"expert_max_rows": {"ocr": "many"}}, "run.toml")
+
+
+def test_each_expert_keeps_its_own_row_cap(tree):
+    records, readers = tree
+    caps = {"appearance": 2, "motion": 4, "speech": 1}
+    longest = {e: max(len(readers[e].get(r.video_id).features) for r in records) for e in caps}
+    assert all(n > caps[e] for e, n in longest.items())  # every cap bites on some video
+    for train in (False, True):
+        ds = RetrievalDataset(records, readers, max_rows=caps, split="train", train=train, seed=3)
+        ds.set_epoch(1)
+        for i in range(len(ds)):
+            sample = ds[i]
+            for e, cap in caps.items():
+                stored = len(readers[e].get(ds.video_ids[i]).features)
+                expected = min(cap, stored) if ds.availability()[i, ds.experts.index(e)] else 0
+                assert len(sample.rows[e]) == expected, (train, e, i)
+    with pytest.raises(T2VError, match="every expert a cap"):
+        RetrievalDataset(records, readers, max_rows={"appearance": 2})

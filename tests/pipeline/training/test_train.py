@@ -3,18 +3,21 @@ validation errors name the key."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import replace
 
 import pytest
 import torch
 
 import pipeline  # noqa: F401
+from data_manifest.schema import VideoRecord
 from pipeline.errors import ConfigError
 from pipeline.runs.evaluate import evaluate_run
-from pipeline.training.config import config_from_dict, load_config
-from pipeline.training.loop import train
+from pipeline.runs.folder import build_context, lock_run_folder, resolve_feature_dirs
+from pipeline.training.config import TrainConfig, load_config
+from pipeline.training.loop import SELECTION_ON_TEST, holdout_ids, selection_sets, train
 from tests.train_fixtures import make_dataset_tree
+from workflows.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +42,7 @@ def small_config(tmp, **changes):
         "text": {"cache_dir": str(tmp / "text-cache")},
     }
     base.update(changes)
-    return config_from_dict(base)
+    return TrainConfig.parse(base, "test")
 
 
 def test_short_training_run_beats_chance_and_writes_its_files(tree):
@@ -75,7 +78,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tree):
     tmp, manifest, features = tree
     config = small_config(tmp, epochs=2, optim={"name": "ranger", "lr": 3e-3}, max_rows=4)
     full = train(config, manifest, features, tmp / "run-full", progress=False)
-    first = train(replace(config, epochs=1), manifest, features, tmp / "run-resumed", progress=False)
+    first = train(config.replace(epochs=1), manifest, features, tmp / "run-resumed", progress=False)
     assert first.epochs_done == 1
     resumed = train(config, manifest, features, tmp / "run-resumed", progress=False)
     assert resumed.resumed_from == 1 and resumed.epochs_done == 2
@@ -89,55 +92,107 @@ def test_resume_after_kill_equals_uninterrupted_run(tree):
 
     again = train(config, manifest, features, tmp / "run-resumed", progress=False)  # nothing left to do
     assert again.resumed_from == 2 and again.epochs_done == 2
-    changed = replace(config, head_options={**SMALL_T2VLAD, "margin": 0.1})
+    changed = config.replace(head_options={**SMALL_T2VLAD, "margin": 0.1})
     with pytest.raises(ConfigError, match="different config"):
         train(changed, manifest, features, tmp / "run-resumed", progress=False)
 
 
-def test_no_val_split_falls_back_to_a_train_subset(tmp_path):
-    manifest, features, _ = make_dataset_tree(tmp_path, {"train": 12})
-    config = small_config(tmp_path, epochs=1, val_subset=5)
+def test_holdout_ids_are_the_first_sha256_digests_whatever_the_order():
+    records = [
+        VideoRecord(video_id=f"v{i}", path=f"v{i}.mp4", split="train", captions=["c"]) for i in range(100)
+    ]
+    records.append(VideoRecord(video_id="uncaptioned", path="u.mp4", split="train", captions=[]))
+    records.append(VideoRecord(video_id="t0", path="t.mp4", split="test", captions=["c"]))
+    digests = sorted((hashlib.sha256(f"v{i}".encode()).hexdigest(), f"v{i}") for i in range(100))
+    assert holdout_ids(records, 0.05, 2) == [v for _, v in digests[:5]]
+    assert holdout_ids(records[::-1], 0.05, 2) == holdout_ids(records, 0.05, 2)
+    assert len(holdout_ids(records, 0.05, 20)) == 20  # at least holdout_min
+    assert len(holdout_ids(records[:10], 0.05, 20)) == 5  # at most half of the training videos
+
+
+def test_no_val_split_holds_out_training_videos_it_does_not_train_on(tmp_path):
+    manifest, features, records = make_dataset_tree(tmp_path, {"train": 12, "test": 4})
+    config = small_config(tmp_path, epochs=1, holdout_min=3)
+    ctx = build_context(
+        config, manifest, features, resolve_feature_dirs(config, features), torch.device("cpu")
+    )
+    train_set, val_set, label = selection_sets(ctx)
+    held = holdout_ids(records, 0.05, 3)
+    assert label == "holdout-3" and val_set.video_ids == [r.video_id for r in records if r.video_id in held]
+    assert not set(train_set.video_ids) & set(held) and len(train_set) == 9 and not val_set.train
     train(config, manifest, features, tmp_path / "run", progress=False)
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["selection"] == "train-subset-5"
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["selection"] == "holdout-3"
 
 
-def test_config_errors_name_the_key(tmp_path):
+def test_selection_on_test_is_labelled_in_every_output(tmp_path, capsys):
+    manifest, features, _ = make_dataset_tree(tmp_path, {"train": 8, "val": 4, "test": 4})
+    run = tmp_path / "run"
+    train(small_config(tmp_path, epochs=1, selection="test"), manifest, features, run)
+    log = capsys.readouterr().out
+    assert SELECTION_ON_TEST in log and "epoch 1/1" in log and "test (selection on the test list)" in log
+    for name in ("config.json", "provenance.json", "result.json"):
+        assert json.loads((run / name).read_text())["selection"] == SELECTION_ON_TEST, name
+    history = json.loads((run / "curves.jsonl").read_text().splitlines()[0])
+    assert (
+        history["val"]["t2v"]["R1"] == evaluate_run(run, split="test", progress=False)["metrics"]["t2v"]["R1"]
+    )
+    assert json.loads((run / "metrics-test.json").read_text())["selection"] == SELECTION_ON_TEST
+    assert evaluate_run(run, split="val", progress=False)["selection"] == SELECTION_ON_TEST
+
+
+def test_config_errors_name_the_file_and_the_key(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('head = "t2vlad"\nepochz = 3\n')
-    with pytest.raises(ConfigError, match=r"bad.toml: config: unknown key 'epochz'"):
+    with pytest.raises(ConfigError, match=r"bad.toml: epochz: unknown key \(known: batch_size, "):
         load_config(bad)
     bad.write_text("[optim]\nlearning_rate = 1e-3\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'optim.learning_rate'"):
+    with pytest.raises(
+        ConfigError, match=r"bad.toml: optim.learning_rate: unknown key \(known: grad_clip, lr, "
+    ):
         load_config(bad)
     bad.write_text('batch_size = "big"\n')
-    with pytest.raises(ConfigError, match=r"batch_size: expected int"):
+    with pytest.raises(
+        ConfigError, match=r"bad.toml: batch_size: Input should be a valid integer, got 'big'"
+    ):
         load_config(bad)
     bad.write_text('head = "t2vlad"\n[text]\nmode = "thawed"\n')
-    with pytest.raises(ConfigError, match=r"text.mode: must be one of frozen, finetune"):
+    with pytest.raises(ConfigError, match=r"bad.toml: text.mode: Input should be 'frozen' or 'finetune'"):
         load_config(bad)
+    bad.write_text('head = "vlad"\nepochs = 0\nexperts = ["rgb", "rgb"]\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    assert str(err.value).splitlines() == [
+        f"{bad}: head: unknown head 'vlad'; known heads: ['cret', 'mgfi', 't2vlad']",
+        f"{bad}: experts: lists an expert twice",
+        f"{bad}: epochs: Input should be greater than or equal to 1, got 0",
+    ]
     bad.write_text("head = \n")
     with pytest.raises(ConfigError, match=r"invalid TOML"):
         load_config(bad)
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "missing.toml")
     good = tmp_path / "good.json"
-    good.write_text(json.dumps({"head": "cret", "epochs": 2, "optim": {"lr": 1}, "head_options": {"x": 1}}))
+    good.write_text(
+        json.dumps({"head": "cret", "epochs": 2, "optim": {"lr": 1}, "head_options": {"dim": 96}})
+    )
     config = load_config(good, epochs=5)
     assert config.epochs == 5 and config.optim.lr == 1.0 and config.head == "cret"
     assert config.optim.name == "ranger" and config.optim.lr_decay == 0.9 and config.batch_size == 64
     assert config.text.max_length == 37 and config.text.mode == "frozen"
+    assert config.head_options == {"dim": 96}
 
 
-def test_unknown_head_option_is_a_config_error(tree):
-    tmp, manifest, features = tree
-    with pytest.raises(ConfigError, match="unknown config keys"):
-        train(
-            small_config(tmp, head_options={"clusters": 3}),
-            manifest,
-            features,
-            tmp / "run-bad",
-            progress=False,
-        )
+def test_head_options_are_checked_against_the_head_when_the_config_loads(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('head = "t2vlad"\n[head_options]\nclusters = 3\nnum_clusters = "3"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    lines = str(err.value).splitlines()
+    assert lines[0] == f"{bad}: head_options.num_clusters: Input should be a valid integer, got '3'"
+    assert lines[1].startswith(f"{bad}: head_options.clusters: unknown key")
+    assert len(lines) == 2
+    with pytest.raises(ConfigError, match="head_options.margin: Input should be a valid number"):
+        small_config(tmp_path, head_options={"margin": "0.2"})
 
 
 def test_finetune_mode_updates_the_text_encoder(tmp_path):
@@ -157,3 +212,19 @@ def test_finetune_mode_updates_the_text_encoder(tmp_path):
     assert changed, "no text encoder weight changed"
     result = evaluate_run(tmp_path / "run", split="val", progress=False)
     assert result["num_videos"] == 4
+
+
+def test_second_train_into_a_locked_run_folder_fails_at_once(tree, capsys):
+    tmp, manifest, features = tree
+    run = tmp / "run-locked"
+    run.mkdir()
+    config = small_config(tmp, epochs=1)
+    with lock_run_folder(run):  # what a first `t2v train` holds while it runs
+        with pytest.raises(ConfigError, match=rf"^{run}: another t2v train is writing this run folder"):
+            train(config, manifest, features, run, progress=False)
+        args = ["train", "--head", "t2vlad", "--manifest", str(manifest), "--features", str(features)]
+        assert main([*args, "--out", str(run), "--quiet"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"t2v train: error: {run}: another t2v train") and err.count("\n") == 1
+        assert not (run / "last.pt").exists()
+    assert train(config, manifest, features, run, progress=False).epochs_done == 1
