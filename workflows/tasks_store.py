@@ -38,7 +38,7 @@ def split_digest(manifest: Path, split: str | None) -> str:
 class _StoreParams(_RunParams):
     split = luigi.OptionalParameter(default="test")
     store_root = luigi.OptionalPathParameter(default=None)
-    index_kind = luigi.Parameter(default="flat")
+    index_kind = luigi.Parameter(default="auto")
     nlist = luigi.IntParameter(default=1024)
     nprobe = luigi.IntParameter(default=16)
     pq_m = luigi.IntParameter(default=16)

@@ -9,8 +9,11 @@ Scoring (``Searcher.rank``), with ``s`` = the head's own ``similarity``:
   (a flat scan of the group's video vectors, kept in memory), and videos without any expert with
   ``head.similarity`` on their stored embeddings. The k best of the union are returned. (Scoring the groups with
   ``head.similarity`` gives the same numbers, far slower on CPU: T2VLAD's local score is an ``einsum``.)
-  **Guarantee**: with the default flat index the result is exactly the top k of ``s`` over the whole store (ties
-  broken by store row); with ``ivf``/``ivfpq`` only the complete videos are approximate.
+  **Guarantee**: with the flat index the result is exactly the top k of ``s`` over the whole store (ties
+  broken by store row); with ``ivf``/``ivfpq``/``ivfpq-rerank`` only the complete videos are approximate. With
+  ``ivfpq-rerank`` the index's ``candidates`` rows are scored exactly against their float16 vectors read from the
+  store on disk (score error recorded at encode as ``fp16_max_score_error``), so only the candidate list is
+  approximate (its recall@10 is recorded at encode).
 - Text-conditioned heads (MGFI): stores of up to ``exhaustive_limit`` videos (default 20 000) are scored entirely
   with ``head.similarity`` (exact). Larger stores take a candidate pool of ``max(10·k, pool)`` videos from the index
   of query-independent proxies (the head's ``index_video_vectors``) and re-rank it with the head: exact within the
@@ -24,18 +27,20 @@ and on shared, busy cores OpenMP's spin-waiting makes it many times slower.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import torch
 
 from pipeline.errors import StoreError
 from pipeline.heads import Embedding, TextBatch
 from pipeline.runs.record import BEST
-from pipeline.stores.index import search_index
+from pipeline.stores.index import rerank, search_index
 from pipeline.stores.store import EmbeddingStore, TrainedRun, load_trained_run
 from pipeline.stores.vectors import query_index_vectors
 from pipeline.text_encoder import TextEncoder, encoder_pooling, model_dir_digest, resolve_text_model_dir
@@ -120,12 +125,13 @@ class Hit:
 @dataclass
 class SearchResult:
     """Hits of one query; ``expert_weights`` = the head's query-level weights (T2VLAD's softmax over all experts);
-    ``timings`` in seconds."""
+    ``timings`` in seconds; ``index`` = which index kind answered (``Searcher.answered_by``)."""
 
     query: str
     hits: list[Hit]
     expert_weights: dict[str, float] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    index: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,6 +164,10 @@ class Searcher:
         self.store, self.run, self.head, self.encoder = store, run, run.head, encoder
         self.device, self.pool, self.block = device, pool, block
         self.index = store.index()
+        self.spec = store.index_spec
+        self.vectors: h5py.Dataset | None = None
+        if self.spec.reranked:
+            self.vectors = h5py.File(store.h5_path, "r")["vectors"]
         self.all_emb: Embedding | None = None
         self.groups: list[tuple[torch.Tensor, np.ndarray, torch.Tensor]] = []
         self.fallback_rows = np.zeros(0, np.int64)
@@ -167,6 +177,22 @@ class Searcher:
                 self.all_emb = store.embeddings(slice(0, len(store)), device)
         else:
             self._group_incomplete(np.flatnonzero(~store.complete))
+        self.answered_by = self._answered_by()
+
+    def _answered_by(self) -> dict[str, Any]:
+        """The index kind that ranks, whether the ranking is exact, and the recall@10 measured at encode."""
+        if self.all_emb is not None:
+            return {"kind": "exhaustive", "exact": True, "recall_at_10": 1.0}
+        info = json.loads(self.store.attrs["index"])
+        exact = self.spec.kind == "flat" and not self.head.text_conditioned
+        return {"kind": self.spec.kind, "exact": exact, "recall_at_10": info.get("recall_at_10")}
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the index, its candidates re-ranked exactly from disk for ``ivfpq-rerank``."""
+        if self.vectors is None:
+            return search_index(self.index, queries, k)
+        _, candidates = search_index(self.index, queries, max(k, self.spec.candidates))
+        return rerank(queries, candidates, self.vectors, k)
 
     @torch.no_grad()
     def _group_incomplete(self, rows: np.ndarray) -> None:
@@ -236,7 +262,7 @@ class Searcher:
                 sims = self._similarity_blocks(text_emb[b], self.store.embeddings(rows, self.device))[0]
                 out.append(_top(rows, sims, k))
             return out
-        scores, ids = search_index(self.index, queries, k)
+        scores, ids = self._search(queries, k)
         extra_rows, extra_sims = [], []
         for pattern, rows, vectors in self.groups:
             q = self.head.query_vectors(text_emb, available=pattern).float()
@@ -280,7 +306,7 @@ class Searcher:
                 hit.explanation = info
         t3 = time.perf_counter()
         timings = {"encode_s": t1 - t0, "search_s": t2 - t1, "explain_s": t3 - t2, "total_s": t3 - t0}
-        return SearchResult(query, hits, weights, timings)
+        return SearchResult(query, hits, weights, timings, dict(self.answered_by))
 
 
 def _top(rows: np.ndarray, sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,11 +10,14 @@ A store is a folder ``STORE/`` with ``embeddings.h5`` and ``index.faiss``. ``emb
 | `available`      | (N, E) bool         | expert e had usable rows (columns: attribute `experts`)            |
 | `complete`       | (N,) bool           | the head's inner product is its exact score for this video         |
 | `emb/<field>`    | (N, ...) f32 / bool | every tensor of the head's video ``Embedding`` (ragged dims padded) |
+| `vectors`        | (N, P) float16      | ``ivfpq-rerank`` only: the index vectors, chunks of one row, read by the exact re-rank |
 
 Attributes: ``format_version``, ``num_videos`` (rows committed; rows past it are a killed append and are dropped
 by the next one), ``head``, ``run_dir``, ``checkpoint``, ``checkpoint_sha256``, ``text_model_digest``,
 ``run_config`` (JSON), ``feature_fingerprints`` and ``feature_dirs`` (JSON), ``experts`` (JSON), ``manifest``,
-``index`` (JSON: the ``IndexSpec`` used and the ``num_videos`` it covers).
+``index`` (JSON: the ``IndexSpec`` used, the ``num_videos`` it covers, ``indexed``, ``dim``, ``trained_on``
+(vectors at its last training), ``auto`` (kind chosen by size), ``recall_at_10`` (and ``recall_queries``,
+``fp16_max_score_error`` for re-ranked kinds) measured when it was last filled).
 
 A data file never chooses the code that runs: the ``emb/`` rows are rebuilt into the ``video_embedding`` class of
 the registered head named by ``head`` (``pipeline.heads.registry``); a name the registry does not know is a
@@ -29,14 +32,19 @@ HDF5 file costs 4 bytes per float of the embedding (T2VLAD: (N_experts + K)·C f
 
 Incremental encoding: manifest videos not yet in the store are encoded and appended, videos whose content hash
 changed are re-encoded in place, the others are never touched; a video missing from some expert's features (not
-extracted yet) is skipped and reported, so a later run picks it up. The index is appended to, or rebuilt when rows
-changed or another index kind is asked for.
+extracted yet) is skipped and reported, so a later run picks it up. Videos no longer in the manifest (any split) are
+removed: the later rows move up. The index is appended to; refilled (kept training, lists emptied, every vector
+added again) when rows were re-encoded or removed; trained again when another kind is asked for or chosen by size,
+or when the retraining trigger fires (``pipeline.stores.index``: appends since training > 50 % of the vectors it was
+trained on). Index vectors are computed block by block (an IVF/PQ index trains on a sample), so encoding never holds
+every vector in memory except for a flat index, which is in memory anyway.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -52,7 +60,21 @@ from pipeline.features.shards import STATUS_OK
 from pipeline.heads import Embedding, RetrievalHead, head_class
 from pipeline.runs.record import BEST
 from pipeline.runs.trained import TrainedRun, load_trained_run
-from pipeline.stores.index import IndexSpec, add_to_index, build_index, read_index, write_index
+from pipeline.stores.index import (
+    RECALL_QUERIES,
+    IndexSpec,
+    add_to_index,
+    choose_spec,
+    exact_top,
+    needs_retraining,
+    read_index,
+    recall_at,
+    rerank,
+    search_index,
+    train_index,
+    training_sample_size,
+    write_index,
+)
 from pipeline.stores.vectors import complete_mask, index_vectors
 from pipeline.training.dataset import VideoSample, collate, row_caps, uniform_rows
 
@@ -186,6 +208,7 @@ class EncodeSummary:
     skipped: list[str] = field(default_factory=list)
     index: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    removed: int = 0
 
 
 def _feature_dirs(run: TrainedRun, features_root: str | Path | None) -> dict[str, Path]:
@@ -229,12 +252,14 @@ def _samples(
     return samples
 
 
-def _put(f: h5py.File, name: str, data: np.ndarray, start: int) -> None:
-    """Write ``data`` at rows ``start:`` of a resizable dataset, growing every dim as needed (zero/False padded)."""
+def _put(f: h5py.File, name: str, data: np.ndarray, start: int, row_chunks: bool = False) -> None:
+    """Write ``data`` at rows ``start:`` of a resizable dataset, growing every dim as needed (zero/False padded).
+    Chunks hold ~``CHUNK_BYTES`` of whole rows, or one row each with ``row_chunks`` (random row reads)."""
     if name not in f:
         shape = (start + len(data),) + data.shape[1:]
         trailing = tuple(max(1, d) for d in data.shape[1:])
         rows = int(max(1, min(1024, CHUNK_BYTES // (data.dtype.itemsize * int(np.prod(trailing))))))
+        rows = 1 if row_chunks else rows
         f.create_dataset(
             name, shape=shape, maxshape=(None,) * data.ndim, dtype=data.dtype, chunks=(rows, *trailing)
         )
@@ -327,9 +352,10 @@ def append_embeddings(
 
 
 def rebuild_index(
-    out: str | Path, head: RetrievalHead, spec: IndexSpec, device: str = "cpu"
+    out: str | Path, head: RetrievalHead, spec: IndexSpec | None, device: str = "cpu"
 ) -> dict[str, Any]:
-    """Build the store's index from scratch (see ``pipeline.stores.index``); returns its parameters."""
+    """Build the store's index from scratch (``spec`` None: chosen by size, see ``pipeline.stores.index``);
+    returns its parameters."""
     return _update_index(Path(out), head, spec, None, appended=0, rebuild=True, device=device)
 
 
@@ -353,16 +379,15 @@ def encode_store(
     run = load_trained_run(run_dir, checkpoint, device)
     dirs = _feature_dirs(run, features_root)
     manifest_path = Path(manifest or run.saved.manifest).resolve()
-    records = [
-        r for r in load_manifest(manifest_path, check_paths=False) if split is None or r.split == split
-    ]
+    listed = load_manifest(manifest_path, check_paths=False)
+    records = [r for r in listed if split is None or r.split == split]
     readers = {e: FeatureReader(dirs[e]) for e in run.head.expert_names}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     h5_path = out / STORE_FILE
     identity = _identity(run, dirs)
     existing: dict[str, tuple[int, str]] = {}
-    old_spec = None
+    old_spec, removed = None, []
     if h5_path.exists():
         store = EmbeddingStore(out)
         for key, value in identity.items():
@@ -371,8 +396,13 @@ def encode_store(
                     f"{out}: store was built with another {key} ({store.attrs.get(key)} != {value}); "
                     "use a new --out folder"
                 )
-        existing = {v: (i, store.content_hash[i]) for i, v in enumerate(store.video_ids)}
         old_spec = store.index_spec
+        in_manifest = {r.video_id for r in listed}
+        removed = [v for v in store.video_ids if v not in in_manifest]
+        if removed:
+            _remove_rows(h5_path, np.array([v in in_manifest for v in store.video_ids]))
+            store = EmbeddingStore(out)
+        existing = {v: (i, store.content_hash[i]) for i, v in enumerate(store.video_ids)}
     skipped = [r.video_id for r in records if not all(r.video_id in rd for rd in readers.values())]
     skip = set(skipped)
     new = [r for r in records if r.video_id not in existing and r.video_id not in skip]
@@ -383,12 +413,14 @@ def encode_store(
         and r.video_id not in skip
         and (r.content_hash or "") != existing[r.video_id][1]
     ]
-    if not existing and not new:
+    if not existing and not new and not removed:
         raise StoreError(
             f"{manifest_path}: no video{f' of split {split!r}' if split else ''} with features to encode"
             f"{f' ({len(skipped)} not extracted yet)' if skipped else ''}"
         )
-    spec = index or old_spec or IndexSpec()
+    spec = index if index is not None and index.kind != "auto" else None
+    if index is None and old_spec is not None and not json.loads(store.attrs["index"]).get("auto"):
+        spec = old_spec  # an explicitly asked kind stays until another is asked for
     with h5py.File(h5_path, "a") as f:
         committed = int(f.attrs.get("num_videos", 0))
         if not existing:
@@ -428,16 +460,34 @@ def encode_store(
         f.attrs["num_videos"] = committed + len(new)
         f.flush()
     info = _update_index(
-        out, run.head, spec, old_spec, appended=len(new), rebuild=bool(changed), device=device
+        out, run.head, spec, old_spec, appended=len(new), rebuild=bool(changed or removed), device=device
     )
     store = EmbeddingStore(out)
-    return EncodeSummary(out, len(store), len(new), len(changed), skipped, info, time.monotonic() - t0)
+    return EncodeSummary(
+        out, len(store), len(new), len(changed), skipped, info, time.monotonic() - t0, len(removed)
+    )
+
+
+def _remove_rows(h5_path: Path, keep: np.ndarray, block: int = 4096) -> None:
+    """Drop the rows where ``keep`` is False from every row dataset, moving the kept rows up in order (in place;
+    ``num_videos`` is set last, so a kill midway leaves rows that the next encode re-checks by content hash)."""
+    kept = np.flatnonzero(keep)
+    with h5py.File(h5_path, "a") as f:
+        names: list[str] = []
+        f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+        for name in names:
+            ds = f[name]
+            for a in range(0, len(kept), block):
+                rows = kept[a : a + block]
+                ds[a : a + len(rows)] = ds[int(rows[0]) : int(rows[-1]) + 1][rows - rows[0]]
+            ds.resize((len(kept), *ds.shape[1:]))
+        f.attrs["num_videos"] = len(kept)
 
 
 def _update_index(
     out: Path,
     head: RetrievalHead,
-    spec: IndexSpec,
+    spec: IndexSpec | None,
     old_spec: IndexSpec | None,
     *,
     appended: int,
@@ -445,35 +495,131 @@ def _update_index(
     device: str,
     block: int = 4096,
 ) -> dict[str, Any]:
+    """Bring the index up to the store's rows: append the new rows' vectors, refill a trained index when rows were
+    re-encoded or removed, or train a new one (no index yet, another kind asked for or chosen by size, or the
+    retraining trigger of ``pipeline.stores.index``). ``spec`` None: the kind chosen by ``choose_spec``."""
     store = EmbeddingStore(out)
     info = json.loads(store.attrs["index"])
     n = len(store)
-    fresh = (
-        old_spec is None
-        or rebuild
-        or spec != old_spec
-        or int(info.get("num_videos", -1)) != n - appended
-        or not (out / INDEX_FILE).is_file()
+    indexed_rows = np.arange(n) if head.text_conditioned else np.flatnonzero(store.complete)
+    dim = (
+        int(index_vectors(head, store.embeddings(slice(0, 1), device)).shape[1])
+        if n
+        else int(info.get("dim", 0))
     )
-    start = 0 if fresh else n - appended
-    if not fresh and appended == 0:
+    auto, grown = spec is None, needs_retraining(info, len(indexed_rows))
+    if spec is None:
+        chosen = choose_spec(len(indexed_rows), dim)
+        if old_spec is not None and info.get("auto") and old_spec.kind == chosen.kind and not grown:
+            spec = old_spec
+        else:
+            spec = chosen
+    covered = int(info.get("num_videos", -1)) == n - appended and (out / INDEX_FILE).is_file()
+    retrain = old_spec is None or spec != old_spec or not covered or grown
+    if not retrain and not rebuild and appended == 0:
         return info
-    chunks, ids = [], []
-    for a in range(start, n, block):
-        emb = store.embeddings(slice(a, min(n, a + block)), device)
-        keep = store.complete[a : a + len(emb)] if not head.text_conditioned else np.ones(len(emb), bool)
-        chunks.append(index_vectors(head, emb)[keep])
-        ids.append(np.arange(a, a + len(emb))[keep])
-    dim = int(chunks[0].shape[1]) if chunks else int(info.get("dim", 0))
-    vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
-    ids_arr = np.concatenate(ids) if ids else np.zeros(0, np.int64)
-    if fresh:
-        index, used = build_index(vectors, ids_arr, spec)
+    if retrain:
+        sample_rows = indexed_rows
+        limit = training_sample_size(spec, len(indexed_rows))
+        if spec.kind != "flat" and len(indexed_rows) > limit:
+            sample_rows = np.sort(np.random.default_rng(0).choice(indexed_rows, limit, False))
+        sample = _vectors(store, head, sample_rows if spec.kind != "flat" else sample_rows[:0], device, dim)
+        index, used = train_index(sample, spec, len(indexed_rows))
+        trained_on = len(indexed_rows)
+        del sample
     else:
         index, used = read_index(out / INDEX_FILE, spec), spec
-        add_to_index(index, vectors, ids_arr)
+        trained_on = int(info.get("trained_on", 0))
+        if rebuild:
+            index.reset()  # keeps the trained quantizer and codebooks
+    refill = retrain or rebuild
+    start = 0 if refill else n - appended
+    with h5py.File(out / STORE_FILE, "a") as f:
+        if refill and "vectors" in f:
+            del f["vectors"]
+        for a in range(start, n, block):
+            emb = store.embeddings(slice(a, min(n, a + block)), device)
+            vectors = index_vectors(head, emb)
+            if used.reranked:
+                _put(f, "vectors", vectors.astype(np.float16), a, row_chunks=True)
+            keep = np.ones(len(emb), bool) if head.text_conditioned else store.complete[a : a + len(emb)]
+            add_to_index(index, vectors[keep], np.arange(a, a + len(emb))[keep])
     write_index(index, out / INDEX_FILE)
-    info = {**used.to_dict(), "num_videos": n, "indexed": int(index.ntotal), "dim": dim}
+    measured = ("recall_at_10", "recall_queries", "fp16_max_score_error")  # appends keep the last fill's
+    info = {
+        **used.to_dict(),
+        "num_videos": n,
+        "indexed": int(index.ntotal),
+        "dim": dim,
+        "trained_on": trained_on,
+        "auto": auto,
+        **({} if refill else {k: info[k] for k in measured if k in info}),
+    }
+    if used.kind == "flat":
+        info["recall_at_10"] = 1.0
+    elif refill:
+        info.update(_measure_recall(out, head, index, used, indexed_rows, dim, device, block))
     with h5py.File(out / STORE_FILE, "a") as f:
         f.attrs["index"] = json.dumps(info, sort_keys=True)
     return info
+
+
+def _vectors(
+    store: EmbeddingStore, head: RetrievalHead, rows: np.ndarray, device: str, dim: int
+) -> np.ndarray:
+    """(len(rows), P) float32 index vectors of ``rows`` (sorted), read in blocks."""
+    parts = [
+        index_vectors(head, store.embeddings(rows[a : a + 4096], device)) for a in range(0, len(rows), 4096)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+
+
+def _measure_recall(
+    out: Path,
+    head: RetrievalHead,
+    index: Any,
+    spec: IndexSpec,
+    indexed_rows: np.ndarray,
+    dim: int,
+    device: str,
+    block: int,
+) -> dict[str, Any]:
+    """recall@10 of ``index`` against exact search, with ``RECALL_QUERIES`` of the indexed vectors as queries
+    (each query's own row left out of both lists), and for re-ranked kinds the largest score error of the float16
+    vectors on disk over every (query, video) pair."""
+    store = EmbeddingStore(out)
+    rows = np.sort(
+        np.random.default_rng(1).choice(indexed_rows, min(RECALL_QUERIES, len(indexed_rows)), False)
+    )
+    queries = _vectors(store, head, rows, device, dim)
+    k = min(11, len(indexed_rows))
+    error = [0.0]
+    with h5py.File(out / STORE_FILE, "r") as f:
+
+        def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for a in range(0, len(indexed_rows), block):
+                ids = indexed_rows[a : a + block]
+                vectors = _vectors(store, head, ids, device, dim)
+                if spec.reranked:
+                    stored = f["vectors"][int(ids[0]) : int(ids[-1]) + 1][ids - ids[0]].astype(np.float32)
+                    error[0] = max(error[0], float(np.abs(queries @ stored.T - queries @ vectors.T).max()))
+                yield vectors, ids
+
+        truth = exact_top(queries, blocks(), k)
+        _, found = search_index(index, queries, spec.candidates if spec.reranked else k)
+        if spec.reranked:
+            _, found = rerank(queries, found, f["vectors"], k)
+    recall = recall_at(_without(truth, rows), _without(found[:, :k], rows))
+    result: dict[str, Any] = {"recall_at_10": round(recall, 4), "recall_queries": len(rows)}
+    if spec.reranked:
+        result["fp16_max_score_error"] = error[0]
+    return result
+
+
+def _without(ids: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """Each row of ``ids`` (B, k) without its query's ``own`` row, cut to k - 1 (padded with -1)."""
+    out = np.full((len(ids), ids.shape[1] - 1), -1, np.int64)
+    for b, (row, r) in enumerate(zip(ids, own, strict=True)):
+        kept = row[row != r][: out.shape[1]]
+        out[b, : len(kept)] = kept
+    return out

@@ -10,14 +10,11 @@
 2. Exact search throughput: the flat index scanned for one query (and for a batch of 32) over the 100k store's
    vectors, in bytes of vectors scored per second (queries x array size / time), against ``np.copyto`` of the same array in the same run (bytes
    copied per second; a copy reads and writes each byte, so its memory traffic is twice that figure).
-3. Recall@10 of IVF-flat and IVF-PQ against exact search on clustered Gaussian mixtures (``--recall-sizes``,
-   default 100k and 1M unit vectors of 256 floats (1 GB for 1M): one of 1000 random centres + an offset in a
-   shared 32-d subspace (norm ~0.85, so clusters overlap and neighbours are well defined) + isotropic noise (~0.3)),
-   ``--recall-queries`` held-out queries; nlist = √n, one index per kind, nprobe 8 / 32 / 128.
+Recall, latency and RAM of the index kinds at 100k-1M videos: ``tests/benchmarks/search_scale.py``.
 All torch and faiss work runs with ``--threads`` CPU threads (default 1).
 
-Usage: ``python tests/benchmarks/bench_search.py [--sizes 1000,10000,100000] [--recall-sizes 100000,1000000]
-[--dim 256] [--queries 30] [--json OUT]``. Not part of the test suite; writes its stores under a temp folder.
+Usage: ``python tests/benchmarks/bench_search.py [--sizes 1000,10000,100000] [--dim 256] [--queries 30]
+[--json OUT]``. Not part of the test suite; writes its stores under a temp folder.
 """
 
 from __future__ import annotations
@@ -42,7 +39,7 @@ import pipeline  # noqa: F401
 from data_manifest.schema import VideoRecord
 from pipeline.heads import build_head
 from pipeline.heads.t2vlad import T2VLADVideoEmbedding
-from pipeline.stores.index import IndexSpec, build_index, bytes_per_vector, search_index
+from pipeline.stores.index import IndexSpec, search_index
 from pipeline.stores.search import QueryEncoder, Searcher
 from pipeline.stores.store import EmbeddingStore, append_embeddings, load_trained_run, rebuild_index
 from pipeline.text_encoder import model_dir_digest, resolve_text_model_dir
@@ -181,76 +178,11 @@ def scan_throughput(store_dir: Path, run_dir: Path, repeats: int = 5) -> dict:
     return out
 
 
-def mixture(
-    n: int, rng: np.random.Generator, centres: np.ndarray, basis: np.ndarray, block: int = 100000
-) -> np.ndarray:
-    """Unit vectors: a random centre + an offset in a shared 32-d subspace (norm ~0.85) + isotropic noise (~0.3)."""
-    dim = centres.shape[1]
-    x = np.empty((n, dim), np.float32)
-    for a in range(0, n, block):
-        b = min(n, a + block)
-        c = centres[rng.integers(0, len(centres), b - a)]
-        offset = rng.normal(scale=0.15, size=(b - a, basis.shape[1])).astype(np.float32) @ basis.T
-        noise = rng.normal(scale=0.02, size=(b - a, dim)).astype(np.float32)
-        x[a:b] = unit(c + offset + noise)
-    return x
-
-
-def recall(n: int, dim: int, queries: int, seed: int = 0) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    centres = unit(rng.normal(size=(1000, dim)).astype(np.float32))
-    basis = np.linalg.qr(rng.normal(size=(dim, 32)))[0].astype(np.float32)
-    x = mixture(n, rng, centres, basis)
-    q = mixture(queries, rng, centres, basis)
-    ids = np.arange(n)
-    flat, _ = build_index(x, ids, IndexSpec("flat"))
-    t = time.perf_counter()
-    _, exact = search_index(flat, q, 10)
-    flat_ms = (time.perf_counter() - t) / queries * 1000
-    rows = [
-        {
-            "n": n,
-            "kind": "flat",
-            "recall@10": 1.0,
-            "ms_per_query": flat_ms,
-            "bytes_per_video": bytes_per_vector(IndexSpec("flat"), dim),
-        }
-    ]
-    nlist = int(np.sqrt(n))
-    for spec in (IndexSpec("ivf", nlist=nlist), IndexSpec("ivfpq", nlist=nlist, m=32)):
-        t = time.perf_counter()
-        index, used = build_index(x, ids, spec)
-        build_s = time.perf_counter() - t
-        for nprobe in (8, 32, 128):
-            faiss.extract_index_ivf(index).nprobe = nprobe
-            t = time.perf_counter()
-            _, got = search_index(index, q, 10)
-            ms = (time.perf_counter() - t) / queries * 1000
-            r = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, got, strict=True)]))
-            rows.append(
-                {
-                    "n": n,
-                    "kind": used.kind,
-                    "nlist": used.nlist,
-                    "nprobe": nprobe,
-                    "m": used.m if used.kind == "ivfpq" else None,
-                    "recall@10": r,
-                    "ms_per_query": ms,
-                    "build_s": build_s,
-                    "bytes_per_video": bytes_per_vector(used, dim),
-                }
-            )
-        del index
-    return rows
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
-    parser.add_argument("--recall-sizes", default="100000,1000000")
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--queries", type=int, default=30)
-    parser.add_argument("--recall-queries", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1, help="torch and faiss CPU threads")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -262,7 +194,6 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "latency": [],
         "scan": None,
-        "recall": [],
     }
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
         tmp = Path(tmp)
@@ -280,10 +211,6 @@ def main() -> None:
         if sizes:
             results["scan"] = scan_throughput(tmp / f"store-{max(sizes)}", run_dir)
             print(json.dumps(results["scan"]), flush=True)
-    for n in [int(s) for s in args.recall_sizes.split(",") if s]:
-        for row in recall(n, 256, args.recall_queries):
-            results["recall"].append(row)
-            print(json.dumps(row), flush=True)
     results["load_average_at_end"] = os.getloadavg()
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -25,7 +25,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         raise T2VError(f"{args.manifest}: manifest not found")
     spec = None
     if args.index is not None:
-        spec = IndexSpec(args.index, args.nlist, args.nprobe, args.m)
+        spec = IndexSpec(args.index, args.nlist, args.nprobe, args.m, args.rotate, args.candidates)
     apply_threads(threads_per_process(1))
     summary = encode_store(
         args.run_dir,
@@ -40,10 +40,13 @@ def cmd_encode(args: argparse.Namespace) -> int:
     )
     info = summary.index
     used = IndexSpec.from_dict(info)
+    recall = info.get("recall_at_10")
     print(
-        f"{summary.store}: {summary.num_videos} videos ({summary.added} added, {summary.reencoded} re-encoded) "
-        f"in {summary.seconds:.1f} s; index {info['kind']} over {info['indexed']} vectors of {info['dim']} floats "
-        f"({bytes_per_vector(used, int(info['dim']))} bytes/video)"
+        f"{summary.store}: {summary.num_videos} videos ({summary.added} added, {summary.reencoded} re-encoded, "
+        f"{summary.removed} removed) in {summary.seconds:.1f} s; index {info['kind']}"
+        f"{' (chosen by size)' if info.get('auto') else ''} over {info['indexed']} vectors of {info['dim']} floats "
+        f"({bytes_per_vector(used, int(info['dim']))} bytes/video"
+        f"{f', recall@10 {recall:.3f}' if recall is not None else ''})"
     )
     if summary.skipped:
         print(
@@ -59,7 +62,13 @@ def _print_result(result, as_json: bool) -> None:
         print(json_text(result.to_dict()), flush=True)
         return
     ms = result.timings.get("total_s", 0.0) * 1000
-    line = f'query: "{printable(result.query)}" ({ms:.0f} ms)'
+    index = result.index
+    answered = index.get("kind", "?") + (
+        ""
+        if index.get("exact") or index.get("recall_at_10") is None
+        else f", recall@10 {index['recall_at_10']:.3f}"
+    )
+    line = f'query: "{printable(result.query)}" ({ms:.0f} ms; index {answered})'
     if result.expert_weights:
         line += "; expert weights: " + ", ".join(
             f"{printable(e)} {w:.2f}" for e, w in result.expert_weights.items()
@@ -159,13 +168,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=BEST, help="checkpoint file in the run folder")
     p.add_argument(
         "--index",
-        choices=("flat", "ivf", "ivfpq"),
+        choices=("auto", "flat", "ivf", "ivfpq", "ivfpq-rerank"),
         default=None,
-        help="index kind (default: flat, or the store's current kind)",
+        help="index kind (default: the kind last asked for, else auto: chosen by the store's size)",
     )
     p.add_argument("--nlist", type=int, default=1024, help="IVF lists (reduced for small stores)")
     p.add_argument("--nprobe", type=int, default=16, help="IVF lists searched per query")
-    p.add_argument("--m", type=int, default=16, help="PQ bytes per vector (ivfpq)")
+    p.add_argument("--m", type=int, default=16, help="PQ bytes per vector (ivfpq, ivfpq-rerank)")
+    p.add_argument("--rotate", type=int, default=512, help="OPQ output dims (ivfpq-rerank)")
+    p.add_argument(
+        "--candidates", type=int, default=256, help="rows re-ranked exactly per query (ivfpq-rerank)"
+    )
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_encode)

@@ -40,6 +40,7 @@ def test_search_json_with_explanations(store, capsys):
         parts = sum(e["contribution"] for e in hit["explanation"]["experts"].values())
         assert parts <= hit["score"] + 1.0  # contributions are finite numbers
     assert result["timings"]["encode_s"] > 0
+    assert result["index"] == {"kind": "flat", "exact": True, "recall_at_10": 1.0}  # 15 videos: flat by size
 
 
 def _stdin(data: bytes) -> io.TextIOWrapper:
@@ -60,7 +61,7 @@ def test_search_many_queries_from_stdin_loads_encoder_once(store, capsys, monkey
     assert main(["search", str(store), "-", "-k", "2"]) == 0
     out = capsys.readouterr().out
     assert out.count("query: ") == 3 and len(loads) == 1
-    assert " 1. " in out and "centers #" in out
+    assert " 1. " in out and "centers #" in out and "; index flat)" in out
 
 
 def test_search_errors_are_one_line(store, tmp_path, capsys):

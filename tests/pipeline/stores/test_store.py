@@ -204,3 +204,46 @@ def test_a_store_never_chooses_the_code_that_runs(tmp_path):
         f"{hostile / 'embeddings.h5'}: unknown head 'antigravity'; known heads: ['cret', 'mgfi', 't2vlad']"
     )
     assert lines[2] == "False False" and len(lines) == 3
+
+
+def test_removed_videos_leave_store_index_and_search(tree):
+    tmp, manifest, features, records = tree
+    run_dir = save_run(tmp / "run-rm", "t2vlad", manifest, features, seed=8)
+    store_dir = tmp / "store-rm"
+    encode_store(run_dir, store_dir, progress=False)
+    gone = {records[1].video_id, records[4].video_id, records[12].video_id}
+    other = tmp / "manifest-removed.jsonl"
+    write_manifest(other, [r for r in records if r.video_id not in gone])
+    summary = encode_store(run_dir, store_dir, manifest=other, progress=False)
+    assert (summary.removed, summary.added, summary.num_videos) == (3, 0, len(records) - 3)
+    run, store = load_trained_run(run_dir), EmbeddingStore(store_dir)
+    assert gone.isdisjoint(store.video_ids) and store.video_ids == [
+        r.video_id for r in records if r.video_id not in gone
+    ]
+    assert store.index().ntotal == int(store.complete.sum())
+    text_emb = run.head.encode_text(_random_queries(3, seed=9)).detach()
+    kept = [r for r in records if r.video_id not in gone]
+    ref, ids = _reference(run, kept, json.loads(store.attrs["feature_dirs"]), text_emb)
+    col = {v: i for i, v in enumerate(ids)}
+    for b, (rows, scores) in enumerate(Searcher(store, run).rank(text_emb, k=len(records))):
+        assert len(rows) == len(kept) and gone.isdisjoint(store.video_ids[r] for r in rows)
+        np.testing.assert_allclose(
+            scores, ref[b, [col[store.video_ids[r]] for r in rows]], rtol=1e-5, atol=1e-5
+        )
+
+
+def test_ivf_retrained_after_growth_refilled_after_edits(tree):
+    tmp, manifest, features, records = tree
+    run_dir = save_run(tmp / "run-grow", "cret", manifest, features)
+    store_dir = tmp / "store-grow"
+    spec = IndexSpec("ivf", nlist=1, nprobe=1)
+    first = encode_store(run_dir, store_dir, split="test", index=spec, progress=False)
+    assert first.index["trained_on"] == 9 and first.index["recall_at_10"] == 1.0
+    grown = encode_store(run_dir, store_dir, progress=False)  # 6 appended > 50 % of 9: trained again
+    assert grown.index["trained_on"] == 15 and grown.index["indexed"] == 15 and grown.index["kind"] == "ivf"
+    edited = list(records)
+    edited[0] = type(records[0])(**{**records[0].__dict__, "content_hash": "cd" * 32})
+    other = tmp / "manifest-grow.jsonl"
+    write_manifest(other, edited)
+    refilled = encode_store(run_dir, store_dir, manifest=other, progress=False)
+    assert refilled.reencoded == 1 and refilled.index["trained_on"] == 15 and refilled.index["indexed"] == 15
