@@ -14,4 +14,4 @@ bench: setup
 	@bash tests/benchmarks/run_all.sh
 
 clean:
-	rm -rf demo-output demo-output.log .pytest_cache
+	rm -rf demo-output demo-output.log .pytest_cache .mypy_cache

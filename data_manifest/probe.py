@@ -373,9 +373,10 @@ def probe_records(
     """Probe the records' files and update the records in place; files unchanged since their probe are skipped.
 
     ``workers`` > 1 probes in a process pool (started from a fork server, see :func:`_mp_context`): demuxing
-    loops over packets in Python, and threads were measured 1.7x slower than processes on 2 cores. ``journal``: a JSONL file each result is appended to as it completes, and whose
-    results (for files with unchanged size and mtime) are reused first, so an interrupted probe resumes; the
-    caller deletes it once the probed manifest is written. ``full_hash``: see :func:`content_hash`.
+    loops over packets in Python, so threads would hold the GIL. ``journal``: a JSONL file each result is appended
+    to as it completes, and whose results (for files with unchanged size and mtime) are reused first, so an
+    interrupted probe resumes; the caller deletes it once the probed manifest is written. ``full_hash``: see
+    :func:`content_hash`.
     """
     start = time.perf_counter()
     summary = ProbeSummary()

@@ -253,17 +253,6 @@ def _parse(path: Path, check_paths: bool, max_line_bytes: int) -> tuple[list[Vid
     return records, problems
 
 
-def validate_manifest(
-    path: str | Path, *, check_paths: bool = True, max_line_bytes: int = MAX_LINE_BYTES
-) -> list[str]:
-    """All problems of a manifest as ``FILE:LINE: field: problem`` lines (empty list = valid).
-
-    ``check_paths`` also checks that every video file exists (relative paths are resolved against the
-    manifest's folder); lines longer than ``max_line_bytes`` are reported, not read.
-    """
-    return _parse(Path(path), check_paths, max_line_bytes)[1]
-
-
 def load_manifest(
     path: str | Path, *, check_paths: bool = True, max_line_bytes: int = MAX_LINE_BYTES
 ) -> list[VideoRecord]:

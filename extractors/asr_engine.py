@@ -164,7 +164,7 @@ class WhisperASR:
             log_prob_threshold=self.logprob_threshold,
             compression_ratio_threshold=self.max_compression_ratio,
         )
-        words = []
+        words: list[SpokenWord] = []
         for seg in segments:
             if seg.compression_ratio > self.max_compression_ratio or seg.avg_logprob < self.min_avg_logprob:
                 continue

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from numpy._core import multiarray as np_multiarray
 
 from extractors.weights import one_line_error
 from pipeline.errors import WeightsError
@@ -129,10 +130,10 @@ _NUMPY_ARRAY_GLOBALS: list = [
     np.dtypes.Int64DType,
     np.dtypes.Int32DType,
     np.dtypes.UInt32DType,
-    (np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
-    np._core.multiarray._reconstruct,
-    (np._core.multiarray.scalar, "numpy.core.multiarray.scalar"),
-    np._core.multiarray.scalar,
+    (np_multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+    np_multiarray._reconstruct,
+    (np_multiarray.scalar, "numpy.core.multiarray.scalar"),
+    np_multiarray.scalar,
 ]
 
 

@@ -28,7 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from pipeline.features.shards import STATUS_EMPTY, STATUS_FAILED, STATUS_OK
 from pipeline.media.decode import FrameSpec, iter_frames
 
 log = logging.getLogger(__name__)
+_M = TypeVar("_M", bound=torch.nn.Module)
 
 INPUT_KINDS = ("frames", "clips", "audio", "speech")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -143,6 +144,7 @@ class Expert(ABC):
     Config: ClassVar[type[ExpertConfig]] = ExpertConfig
     # cheaper options, same architecture (smaller input): contract tests, quick checks
     smoke_config: ClassVar[dict[str, Any]] = {}
+    config: ExpertConfig  # an instance of ``Config``; subclasses narrow the type to their own config class
 
     def __init__(self, config: Mapping[str, Any] | ExpertConfig | None = None) -> None:
         self.config = type(self).Config.parse(config or {}, f"expert {self.name}")
@@ -153,7 +155,7 @@ class Expert(ABC):
         """Wrap each subclass's ``load`` so that ``self.loaded`` turns True once it returned."""
         super().__init_subclass__(**kwargs)
         if "load" in cls.__dict__ and not getattr(cls.__dict__["load"], "_marks_loaded", False):
-            cls.load = _marking_loaded(cls.__dict__["load"])
+            setattr(cls, "load", _marking_loaded(cls.__dict__["load"]))  # noqa: B010  (mypy forbids assigning a method)
 
     def config_dict(self) -> dict[str, Any]:
         """The options that determine the features (canonical-JSON-able), without ``infra`` fields."""
@@ -224,7 +226,7 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def build_seeded(make: Callable[[], torch.nn.Module], seed: int = 0) -> torch.nn.Module:
+def build_seeded(make: Callable[[], _M], seed: int = 0) -> _M:
     """``make()`` under a fixed torch seed (random-init models are then identical run to run), global RNG kept."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -282,6 +284,7 @@ class FrameExpert(Expert):
 
     input_kind: ClassVar[str] = "frames"
     Config: ClassVar[type[ExpertConfig]] = FrameConfig
+    config: FrameConfig
 
     def frame_spec(self) -> FrameSpec:
         """The decode spec: 1 row per sampled frame, decoded with the short side already near ``resize``."""

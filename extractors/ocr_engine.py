@@ -2,7 +2,7 @@
 merging of a word seen on neighbouring sampled frames into one row.
 
 RapidOCR's packaged defaults are tuned for documents: the detector input is resized so its *short* side is 736 px,
-which for a 160x120 video frame means a 6x upscale and ~300 ms per frame. Here the detector keeps the frame's size
+which for a 160x120 video frame means a 6x upscale and most of the time spent on empty pixels. Here the detector keeps the frame's size
 and only caps the long side (``det_limit_side_len``, type "max"), the text-angle classifier is off (video titles are
 upright), and frames whose short side is below ``min_side`` px are upscaled (bicubic) before detection so that the
 recogniser gets crops of a usable height. The model files are the expert's weights (sha256-checked), read from the

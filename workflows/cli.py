@@ -1,4 +1,4 @@
-"""The ``t2v`` command line. Each command group lives in ``workflows/commands/<group>.py`` with ``register``."""
+"""The ``t2v`` command line: every command group's module (``workflows/commands/<group>.py``) adds its parsers."""
 
 from __future__ import annotations
 
@@ -10,12 +10,17 @@ import sys
 from data_manifest.display import printable
 from data_manifest.errors import T2VError
 
+DESCRIPTION = (
+    "Offline text-video retrieval: prepare a video manifest, extract expert features, train an alignment head "
+    "(T2VLAD, CRET or MGFI), evaluate it, and search your videos by text. `t2v run` does it all from one file."
+)
+EPILOG = "Run `t2v COMMAND --help` for the options of a command."
 COMMAND_MODULES = ("sample", "manifest", "weights", "features", "extract", "train", "store", "run")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser; every command module adds its sub-commands to it."""
-    parser = argparse.ArgumentParser(prog="t2v", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="t2v", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:

@@ -24,8 +24,8 @@ import luigi
 
 from pipeline.errors import ConfigError
 from pipeline.features.fingerprint import canonical_json
-from pipeline.runs.ablation import ablation_markdown, ablation_rows
-from pipeline.runs.record import RunFolder, metrics_name
+from pipeline.runs.ablation import ABLATION_JSON, ablation_json, ablation_markdown, ablation_rows
+from pipeline.runs.record import RunFolder, metrics_name, write_json
 from pipeline.training.config import TrainConfig, load_config
 from workflows.luigi_runner import apply_thread_budget
 from workflows.targets import AtomicTarget
@@ -201,7 +201,8 @@ class EvaluateHead(_RunParams):
 class AblationTable(luigi.Task):
     """Train the ablation variants of ``head`` (its class's ``ablation_variants``) and evaluate each row of its
     ``ablation_rows`` (T2VLAD's test-time rows score the ``full`` run with one branch); write
-    ``<out_dir>/ablation.md``."""
+    ``<out_dir>/ablation.json`` (the results, for the report) and ``<out_dir>/ablation.md`` (the table; written
+    last, it marks completion)."""
 
     head = luigi.Parameter()
     manifest = luigi.PathParameter()
@@ -241,8 +242,8 @@ class AblationTable(luigi.Task):
 
     def run(self) -> None:
         results = {v: json.loads(Path(t.path).read_text())["metrics"] for v, t in self.input().items()}
-        text = ablation_markdown(
-            results, title=f"{self.head} ablations, split {self.split} of {Path(self.manifest).name}"
-        )
+        title = f"{self.head} ablations, split {self.split} of {Path(self.manifest).name}"
+        write_json(Path(self.out_dir) / ABLATION_JSON, ablation_json(results, title))
+        text = ablation_markdown(results, title=title)
         with self.output().temporary_path() as tmp:
             Path(tmp).write_text(text, encoding="utf-8")

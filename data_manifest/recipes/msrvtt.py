@@ -114,13 +114,14 @@ def _full(folder: Path, videos: dict[str, dict[str, Any]], data_path: Path) -> l
 
 def _jsfusion(folder: Path, videos: dict[str, dict[str, Any]]) -> list[_Assignment]:
     test_csv = find_annotation(folder, ("MSRVTT_JSFUSION_test.csv",), "msrvtt 1k-A")
+    out: list[_Assignment]
     if (folder / "train_list_jsfusion.txt").is_file():
         out = _from_lists(folder, {"train": "train_list_jsfusion.txt"}, videos)
     else:
         train_csv = find_annotation(
             folder, ("MSRVTT_train.9k.csv",), "msrvtt 1k-A (train_list_jsfusion.txt or)"
         )
-        out: list[_Assignment] = [
+        out = [
             (row["video_id"].strip(), "train", None) for _, row in read_csv(train_csv, ("video_id",))
         ]
     problems: list[str] = []

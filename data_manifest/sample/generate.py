@@ -171,7 +171,7 @@ def generate_sample_dataset(
         shutil.rmtree(stale, ignore_errors=True)
     plans = plan_dataset(n, seed)
     check_tools(plans)
-    metas: list[dict[str, Any] | None] = [None] * n
+    metas: dict[int, dict[str, Any]] = {}
     with (
         ThreadPoolExecutor(max_workers=workers) as pool,
         tqdm(total=n, desc="sample clips", unit="clip", disable=not progress) as bar,
@@ -181,14 +181,16 @@ def generate_sample_dataset(
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
-                if fut.exception() is not None:
+                err = fut.exception()
+                if err is not None:
                     for other in pending:
                         other.cancel()
-                    raise fut.exception()
+                    raise err
                 metas[futures[fut]] = fut.result()
                 bar.update(1)
     records = []
-    for i, meta in enumerate(metas):
+    for i in range(n):
+        meta = metas[i]
         rng = np.random.default_rng([seed, i, 7])
         captions = compose_captions(meta, rng)
         vid = video_id(i)

@@ -46,7 +46,7 @@ class AudioStatsConfig(ExpertConfig):
         return self
 
 
-def hz_to_mel(hz: np.ndarray) -> np.ndarray:
+def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     """HTK mel scale."""
     return 1127.0 * np.log1p(np.asarray(hz, dtype=np.float64) / 700.0)
 
@@ -101,6 +101,7 @@ class AudioStatsExpert(Expert):
     input_kind: ClassVar[str] = "audio"
     dim: ClassVar[int] = 128
     Config: ClassVar[type[ExpertConfig]] = AudioStatsConfig
+    config: AudioStatsConfig
 
     def load(
         self, device: str = "cpu", weights_dir: str | Path | None = None, *, random_init: bool = False

@@ -7,10 +7,6 @@ when ``normalize`` (default, as ``CLIPModel.forward`` returns them). Sampling: 1
 Preprocessing as CLIP's (``preprocessor_config.json``): short side 224, centre crop 224, CLIP mean/std; the resize
 is done by the decoder (bilinear) instead of PIL bicubic. ``load`` warns when the folder's processor config differs.
 
-The text tower is exposed for heads that use CLIP text features (MGFI): ``ClipTextTower`` gives per-token features
-projected into the joint space (``text_projection(last_hidden_state)``, (B, L, 512)) with padding masks, and the
-pooled sentence embedding (``text_projection`` of the EOS token, CLIP's ``text_embeds``).
-
 No sha256 is published for the folder's files (Hugging Face shows LFS digests per revision only); they are verified
 by presence and by loading (every vision key must load, shapes must fit).
 """
@@ -20,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,8 +26,7 @@ from extractors.base import ExpertConfig, FrameConfig, FrameExpert, build_seeded
 from extractors.registry import register_expert
 from extractors.weights import WeightsFile, default_weights_dir, one_line_error, require_weights
 from pipeline.config import FloatTriple
-from pipeline.errors import ConfigError, WeightsError
-from pipeline.text_encoder import TextTokens
+from pipeline.errors import WeightsError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -151,65 +145,3 @@ class ClipExpert(FrameExpert):
         pooled = self.vision(pixel_values=x).pooler_output
         emb = self.projection(pooled)
         return torch.nn.functional.normalize(emb, dim=-1) if self.config.normalize else emb
-
-
-@dataclass
-class ClipTextTokens(TextTokens):
-    """CLIP text features: ``features`` (B, L, P) projected token features, ``mask`` (B, L) bool, ``input_ids``,
-    ``pooled`` (B, P) the projected EOS token (CLIP's ``text_embeds``, not normalised)."""
-
-    pooled: torch.Tensor
-
-
-class ClipTextTower(torch.nn.Module):
-    """CLIP's text transformer + projection from a local folder (``model_dir``, default the weights folder's
-    ``clip-vit-base-patch32``), for heads that use CLIP text features. ``max_length`` includes BOS/EOS (CLIP: 77)."""
-
-    def __init__(self, model_dir: str | Path | None = None, max_length: int = 77) -> None:
-        super().__init__()
-        from transformers import AutoTokenizer
-
-        self.model_dir = Path(model_dir) if model_dir is not None else clip_model_dir()
-        if not (self.model_dir / "config.json").is_file():
-            raise ConfigError(f"{self.model_dir}: not a CLIP model folder (no config.json)")
-        model = load_clip_model(self.model_dir)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True)
-        except (OSError, ValueError) as err:
-            raise ConfigError(
-                f"{self.model_dir}: cannot load the CLIP tokenizer: {one_line_error(err)}"
-            ) from err
-        self.max_length = min(max_length, int(model.config.text_config.max_position_embeddings))
-        self.text_model = model.text_model.eval()
-        self.text_projection = model.text_projection.eval()
-        self.dim = int(model.config.projection_dim)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.text_model.parameters()).device
-
-    def forward(self, texts: list[str]) -> ClipTextTokens:
-        enc = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
-        ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
-        out = self.text_model(input_ids=ids, attention_mask=mask)
-        return ClipTextTokens(
-            features=self.text_projection(out.last_hidden_state),
-            mask=mask.bool(),
-            input_ids=ids,
-            pooled=self.text_projection(out.pooler_output),
-        )
-
-    @torch.no_grad()
-    def sentence(self, texts: list[str]) -> torch.Tensor:
-        """L2-normalised sentence embeddings (len(texts), P) on CPU, comparable with the clip expert's rows."""
-        if not texts:
-            return torch.zeros(0, self.dim)
-        return torch.nn.functional.normalize(self.forward(texts).pooled, dim=-1).cpu()
-
-
-def clip_text_features(texts: list[str], model_dir: str | Path | None = None) -> ClipTextTokens:
-    """One-off CLIP text features of ``texts`` (loads the tower each call; keep a ``ClipTextTower`` for many)."""
-    with torch.no_grad():
-        return ClipTextTower(model_dir)(texts)

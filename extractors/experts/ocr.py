@@ -38,7 +38,7 @@ class OCRConfig(WordConfig):
     below ``min_side`` px are upscaled for OCR; ``det_limit_side_len`` px cap on the detector input; ``box_thresh``
     detector box score; ``min_score`` minimum line recognition score; ``merge_gap_frames`` sampled frames a word
     may be missed on and still be merged; ``reuse_diff`` see module docstring. ``threads``: onnxruntime
-    threads (1 measured fastest on 2 shared cores: 45 vs 116 CPU-ms per 160x120 frame with 2);
+    threads (1: on small frames more threads cost more CPU time than they save);
     ``part_rows``: frames per prepared part (bounds memory on long videos)."""
 
     min_chars: int = 2
@@ -79,6 +79,7 @@ class OCRExpert(WordExpert):
     version: ClassVar[str] = "1"
     input_kind: ClassVar[str] = "frames"
     Config: ClassVar[type[ExpertConfig]] = OCRConfig
+    config: OCRConfig
     # the files of the default config, as ``t2v weights list`` shows them
     weights: ClassVar[tuple[WeightsFile, ...]] = (OCR_DET, OCR_REC, MINILM)
 

@@ -135,6 +135,7 @@ class PANNExpert(Expert):
     dim: ClassVar[int] = EMBEDDING_SIZE
     weights: ClassVar[tuple[WeightsFile, ...]] = (CNN14_WEIGHTS,)
     Config: ClassVar[type[ExpertConfig]] = PANNConfig
+    config: PANNConfig
 
     def load(
         self, device: str = "cpu", weights_dir: str | Path | None = None, *, random_init: bool = False

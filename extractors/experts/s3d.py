@@ -78,6 +78,7 @@ class S3DExpert(Expert):
     weights: ClassVar[tuple[WeightsFile, ...]] = (S3D_KINETICS400,)
     smoke_config: ClassVar[dict[str, Any]] = {"clip_len": 8, "fps": 8.0, "image_size": 32, "resize": 36}
     Config: ClassVar[type[ExpertConfig]] = S3DConfig
+    config: S3DConfig
 
     def load(
         self, device: str = "cpu", weights_dir: str | Path | None = None, *, random_init: bool = False

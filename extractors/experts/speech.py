@@ -103,6 +103,7 @@ class SpeechExpert(WordExpert):
     version: ClassVar[str] = "1"
     input_kind: ClassVar[str] = "speech"
     Config: ClassVar[type[ExpertConfig]] = SpeechConfig
+    config: SpeechConfig
     # the files of the default config, as ``t2v weights list`` shows them
     weights: ClassVar[tuple[WeightsFile, ...]] = (WHISPER_TINY_EN, MINILM)
 

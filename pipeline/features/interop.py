@@ -220,6 +220,25 @@ def source_digest(paths: Iterable[Path]) -> str:
     return digest.hexdigest()
 
 
+def read_source(
+    source: Path, fmt: str, expert: str, *, trust_pickle: bool = False
+) -> tuple[Iterator[ImportedVideo], str]:
+    """The videos of an MMT folder/file (``fmt`` "mmt") or CE pickle ("ce") and the sha256 of its bytes.
+
+    Raises ConfigError if ``source`` is missing, or is a folder for "ce" (a CE pickle holds one expert).
+    """
+    if not source.exists():
+        raise ConfigError(f"{source}: no such file or folder")
+    if fmt == "ce":
+        if source.is_dir():
+            raise ConfigError(f"{source}: --format ce takes one pickle file (one expert)")
+        return read_ce_pickle(source, trust_pickle=trust_pickle), source_digest([source])
+    if fmt != "mmt":
+        raise ConfigError(f"{source}: unknown import format {fmt!r} (mmt or ce)")
+    digest = source_digest(source.rglob("*.h5") if source.is_dir() else [source])
+    return read_mmt(source, expert), digest
+
+
 def import_features(
     videos: Iterable[ImportedVideo],
     features_root: str | Path,

@@ -82,7 +82,11 @@ class ShardPlan:
             "version": PLAN_VERSION,
             "shard_size": self.shard_size,
             "shards": [
-                {"index": i, "members": members, "members_digest": members_digest(map(tuple, members))}
+                {
+                    "index": i,
+                    "members": members,
+                    "members_digest": members_digest((m[0], m[1]) for m in members),
+                }
                 for i, members in enumerate(self._shards)
             ],
         }
@@ -123,16 +127,9 @@ class ShardPlan:
     def specs(self) -> list[ShardSpec]:
         """Every shard of the plan, in index order."""
         return [
-            ShardSpec(i, tuple(m[0] for m in members), members_digest(map(tuple, members)))
+            ShardSpec(i, tuple(m[0] for m in members), members_digest((m[0], m[1]) for m in members))
             for i, members in enumerate(self._shards)
         ]
-
-    def shard_of(self, video_id: str) -> int | None:
-        """Index of the shard holding ``video_id`` (None if not planned)."""
-        for i, members in enumerate(self._shards):
-            if any(m[0] == video_id for m in members):
-                return i
-        return None
 
 
 def shard_is_current(path: str | Path, spec: ShardSpec) -> bool:
@@ -141,6 +138,6 @@ def shard_is_current(path: str | Path, spec: ShardSpec) -> bool:
     if not path.is_file():
         return False
     try:
-        return shard_attr(path, "members_digest") == spec.members_digest
+        return bool(shard_attr(path, "members_digest") == spec.members_digest)
     except ShardError:
         return False

@@ -1,7 +1,7 @@
 """Reading feature shards: ``FeatureReader`` over ``features/<expert>/<fingerprint>/``, and folder helpers.
 
 The reader builds its id → (shard, row range) index from the small ``video_ids`` / ``offsets`` datasets of
-each shard only (no feature data is read for that; ~1 ms per shard). Temp files of writers
+each shard only (no feature data is read for that). Temp files of writers
 (``.shard-*.h5.<pid>.<random>.tmp``) are never read. Features are returned as float32 whatever the stored dtype.
 
 Corruption is an error, never different features: each shard's ``offsets`` are checked when the index is built,

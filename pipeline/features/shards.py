@@ -20,9 +20,10 @@ Integrity: the numeric datasets (``features``, ``timestamps``, ``offsets``, ``st
 checksum filter (after shuffle + gzip, so a flipped byte in compressed data fails before decompression); a
 failing chunk is an OSError from HDF5, which readers turn into a ShardError naming the shard. HDF5 allows no
 filters on variable-length strings, so ``video_ids``, ``error`` and ``tokens`` have none. Readers also check
-``offsets`` (start 0, non-decreasing, end = rows) and ``status`` codes (:func:`index_problems`,
-:func:`status_problems`); :func:`verify_shard` reads every byte of a shard. Shards written before the checksum
-was added read as before (no checksum to verify).
+``offsets`` (start 0, non-decreasing, end = rows), ``status`` codes and dataset lengths (:func:`index_problems`,
+:func:`status_problems`, :func:`length_problems`); :func:`verify_shard` reads every byte of a shard, and
+:func:`read_shard_index` everything but the rows. Shards written before the checksum was added read as before
+(no checksum to verify).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -98,7 +100,7 @@ class ShardWriter:
         token_level: bool = False,
         members_digest: str = "",
         compression: str | None = "gzip",
-        extra_attrs: dict[str, str | int | float | bool] | None = None,
+        extra_attrs: Mapping[str, str | int | float | bool] | None = None,
     ):
         if dtype not in ("float16", "float32"):
             raise ShardError(f"{path}: dtype must be float16 or float32, got {dtype!r}")
@@ -121,7 +123,7 @@ class ShardWriter:
         self._status: list[int] = []
         self._errors: list[str] = []
         self._offsets: list[int] = [0]
-        self._buf: list[tuple[np.ndarray, np.ndarray, list[str] | None]] = []
+        self._buf: list[tuple[np.ndarray, np.ndarray, list[str]]] = []
         self._buf_rows = 0
         self._written = 0
         self._done = False
@@ -231,7 +233,7 @@ class ShardWriter:
         self._errors.append(" ".join(str(error).split()))
         self._offsets.append(self._offsets[-1] + features.shape[0])
         if features.shape[0]:
-            toks = [str(t) for t in tokens] if self.token_level else None
+            toks = [str(t) for t in tokens] if tokens is not None and self.token_level else []
             self._buf.append((features.astype(self._h5["features"].dtype), timestamps, toks))
             self._buf_rows += features.shape[0]
             if self._buf_rows * self.dim * features.itemsize >= _FLUSH_BYTES or self._buf_rows >= _FLUSH_ROWS:
@@ -354,6 +356,49 @@ def read_index(f: h5py.File) -> tuple[list[str], np.ndarray]:
     return list(f["video_ids"].asstr()[()]), f["offsets"][()]
 
 
+@dataclass
+class ShardIndex:
+    """A shard without its rows: the per-video index, row count/shape and attributes (cheap to read)."""
+
+    path: Path
+    video_ids: list[str]
+    offsets: np.ndarray
+    status: np.ndarray
+    error: list[str]
+    rows: int
+    dim: int
+    dtype: str
+    compression: str | None
+    token_level: bool
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def read_shard_index(path: str | Path) -> ShardIndex:
+    """Read everything of a shard but its rows. Raises ShardError (naming the file) if it is unreadable."""
+    path = Path(path)
+    with open_shard(path) as f:
+        try:
+            ids, offsets = read_index(f)
+            feats = f["features"]
+            return ShardIndex(
+                path=path,
+                video_ids=ids,
+                offsets=offsets,
+                status=f["status"][()],
+                error=list(f["error"].asstr()[()]),
+                rows=int(feats.shape[0]),
+                dim=int(feats.shape[1]),
+                dtype=str(feats.dtype),
+                compression=feats.compression,
+                token_level="tokens" in f,
+                attrs={k: attr_value(v) for k, v in f.attrs.items()},
+            )
+        except KeyError as err:
+            raise ShardError(f"{path}: cannot read shard: missing dataset {err}") from err
+        except (OSError, ValueError) as err:
+            raise corrupt(path, "index", err) from err
+
+
 def index_problems(path: Path, num_ids: int, offsets: np.ndarray, rows: int) -> list[str]:
     """Problems of a shard's ``offsets`` for ``num_ids`` videos and ``rows`` feature rows (empty = sound)."""
     if len(offsets) != num_ids + 1:
@@ -379,6 +424,18 @@ def status_problems(path: Path, status: np.ndarray, first: int = 0) -> list[str]
     return [
         f"{path}: status: invalid code {int(status[i])} at video {first + i} ({len(bad)} invalid; allowed 0, 1, 2)"
     ]
+
+
+def length_problems(path: Path, num_ids: int, rows: int, lengths: Mapping[str, int]) -> list[str]:
+    """Problems of dataset lengths (``lengths``: name -> length of those present): ``status`` and ``error`` need
+    one entry per video, ``timestamps`` and ``tokens`` one per feature row."""
+    out = []
+    for name, n in lengths.items():
+        if name in ("status", "error") and n != num_ids:
+            out.append(f"{path}: {name}: {n} entries for {num_ids} videos")
+        elif name in ("timestamps", "tokens") and n != rows:
+            out.append(f"{path}: {name}: {n} rows, but features has {rows}")
+    return out
 
 
 def corrupt(path: Path, name: str, err: Exception) -> ShardError:
@@ -424,12 +481,8 @@ def verify_shard(path: str | Path) -> list[str]:
         num_ids, rows = len(f["video_ids"]), len(f["features"])
         problems += index_problems(path, num_ids, f["offsets"][()], rows)
         problems += status_problems(path, f["status"][()])
-        for name in ("status", "error"):
-            if len(f[name]) != num_ids:
-                problems.append(f"{path}: {name}: {len(f[name])} entries for {num_ids} videos")
-        for name in ("timestamps", "tokens"):
-            if isinstance(f.get(name), h5py.Dataset) and f[name].ndim and len(f[name]) != rows:
-                problems.append(f"{path}: {name}: {len(f[name])} rows, but features has {rows}")
+        lengths = {n: len(f[n]) for n in ("status", "error", "timestamps", "tokens") if n in f and f[n].ndim}
+        problems += length_problems(path, num_ids, rows, lengths)
         return problems
 
 
@@ -463,6 +516,10 @@ def read_shard(path: str | Path) -> ShardData:
         except OSError as err:
             raise corrupt(path, "data", err) from err
     problems = index_problems(path, len(ids), offsets, len(data.features))
+    lengths = {"status": len(data.status), "error": len(data.error), "timestamps": len(data.timestamps)}
+    if data.tokens is not None:
+        lengths["tokens"] = len(data.tokens)
+    problems += length_problems(path, len(ids), len(data.features), lengths)
     problems += status_problems(path, data.status)
     if problems:
         raise ShardError(problems[0])

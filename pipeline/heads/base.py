@@ -212,7 +212,7 @@ class RetrievalHead(nn.Module, metaclass=ABCMeta):
     """
 
     name: ClassVar[str]
-    config_class: ClassVar[type]
+    config_class: ClassVar[type[Config]]
     video_embedding: ClassVar[type[Embedding]]
     text_conditioned: ClassVar[bool] = True
     ablation_variants: ClassVar[dict[str, dict[str, Any]]] = {}

@@ -116,7 +116,7 @@ class CRETHead(InnerProductHead):
     """CRET (see the module docstring)."""
 
     name: ClassVar[str] = "cret"
-    config_class: ClassVar[type] = CRETConfig
+    config_class: ClassVar[type[Config]] = CRETConfig
     video_embedding: ClassVar[type[Embedding]] = CRETVideoEmbedding
 
     def __init__(self, config: CRETConfig, expert_dims: dict[str, int], text_dim: int) -> None:

@@ -104,7 +104,7 @@ class MGFIHead(RetrievalHead):
     """MGFI/CMFI (see the module docstring): text-conditioned, so search re-ranks candidates of a proxy index."""
 
     name: ClassVar[str] = "mgfi"
-    config_class: ClassVar[type] = MGFIConfig
+    config_class: ClassVar[type[Config]] = MGFIConfig
     video_embedding: ClassVar[type[Embedding]] = MGFIVideoEmbedding
     text_conditioned: ClassVar[bool] = True
     training_stages: ClassVar[tuple[str, ...]] = ("frames_text", "audio")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
+    from pipeline.config import Config
     from pipeline.heads.base import RetrievalHead
 
 H = TypeVar("H", bound=type)
@@ -87,7 +88,7 @@ def head_class(name: str) -> type[RetrievalHead]:
     return _REGISTRY[name]
 
 
-def head_config_class(name: str) -> type:
+def head_config_class(name: str) -> type[Config]:
     """The typed config class of a head (its defaults are the paper's settings)."""
     return head_class(name).config_class
 

@@ -134,7 +134,7 @@ class T2VLADHead(InnerProductHead):
     """T2VLAD (see the module docstring); the ablation table trains the paper's variants (Tables 4-5)."""
 
     name: ClassVar[str] = "t2vlad"
-    config_class: ClassVar[type] = T2VLADConfig
+    config_class: ClassVar[type[Config]] = T2VLADConfig
     video_embedding: ClassVar[type[Embedding]] = T2VLADVideoEmbedding
     scoring_branches: ClassVar[tuple[str, ...]] = SCORING_BRANCHES
     # trained variant -> head_options; the paper's "w/o global/local alignment" rows are the full run scored with

@@ -6,8 +6,7 @@ Two readers, each the other's fallback when it fails to open or errors mid-strea
   frame times and keyframes), seeks to the keyframe before a needed frame when that skips work, decodes
   forward, and lets the decoder skip non-reference frames that no row needs (``skip_frame=NONREF``, which
   cannot change the frames that are kept). Bit-identical frames to decord, and faster on 2 cores
-  (tests/benchmarks/bench_decode.py, 60 s 640x360 clip: dense 11.4 vs 15.9 s, 1 fps 3.9 vs 8.8 s,
-  16 uniform frames 2.3 vs 5.6 s).
+  (tests/benchmarks/bench_decode.py; numbers in the README).
 - decord (``backend="decord"`` tries it first): ``get_batch`` of the needed indices; its VP9 threading bug is
   retried with one thread before PyAV takes over. decord ignores rotation metadata (and returns wrongly shaped
   frames for rotated files), so rotated videos are always read with PyAV.
@@ -33,6 +32,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from pipeline.media.audio import audio_windows, load_audio
 from pipeline.media.readers import DecodeFailure, FrameReader, VideoInfo, open_decord, open_pyav, probe_video
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 KINDS = ("uniform", "fps", "clips", "all")
 BACKENDS = ("auto", "decord", "pyav")
@@ -126,6 +127,13 @@ def output_size(width: int, height: int, short_side: int | None, max_side: int |
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def _required(value: _T | None, spec: FrameSpec, name: str) -> _T:
+    """A field the spec's kind requires (``FrameSpec`` checks it on creation; this also narrows its type)."""
+    if value is None:
+        raise ConfigError(f"FrameSpec({spec.kind}): {name} is required")
+    return value
+
+
 def _frame_at(starts: np.ndarray, times: np.ndarray) -> np.ndarray:
     """Index of the frame shown at each time (the last frame starting at or before it)."""
     idx = np.searchsorted(starts, np.asarray(times) + _EPS, side="right") - 1
@@ -138,12 +146,13 @@ def plan_frames(spec: FrameSpec, starts: np.ndarray, ends: np.ndarray) -> tuple[
     if spec.kind == "all":
         return np.arange(len(starts), dtype=np.int64), np.stack([starts, ends], 1).astype(np.float32)
     if spec.kind == "uniform":
-        edges = np.linspace(0.0, duration, spec.num_frames + 1)
+        edges = np.linspace(0.0, duration, _required(spec.num_frames, spec, "num_frames") + 1)
         times = np.stack([edges[:-1], edges[1:]], 1)
         return _frame_at(starts, (edges[:-1] + edges[1:]) / 2), times.astype(np.float32)
     if spec.kind == "fps":
-        step = 1.0 / spec.fps
-        count = max(1, int(np.ceil(duration * spec.fps - _EPS)))
+        rate = _required(spec.fps, spec, "fps")
+        step = 1.0 / rate
+        count = max(1, int(np.ceil(duration * rate - _EPS)))
         t = np.arange(count) * step
         times = np.stack([t, np.minimum(t + step, duration)], 1)
         return _frame_at(starts, t), times.astype(np.float32)
@@ -161,15 +170,15 @@ def plan_clips(
     duration = float(ends[-1])
     native_fps = len(starts) / duration if duration > 0 else 1.0
     fps = spec.fps or native_fps
-    length = spec.clip_len
+    length = _required(spec.clip_len, spec, "clip_len")
     span = length / fps
     stride = spec.clip_stride_s or span
     n_full = int(np.floor((duration - span) / stride + _EPS)) + 1 if duration + _EPS >= span else 0
-    clip_starts = list(np.arange(n_full) * stride)
+    starts_list = list(np.arange(n_full) * stride)
     next_start = n_full * stride
-    if n_full == 0 or (next_start < duration - 0.5 / fps and clip_starts[-1] + span < duration - 0.5 / fps):
-        clip_starts.append(next_start if n_full else 0.0)
-    clip_starts = np.asarray(clip_starts, dtype=np.float64)
+    if n_full == 0 or (next_start < duration - 0.5 / fps and starts_list[-1] + span < duration - 0.5 / fps):
+        starts_list.append(next_start if n_full else 0.0)
+    clip_starts = np.asarray(starts_list, dtype=np.float64)
     frame_times = clip_starts[:, None] + np.arange(length)[None, :] / fps
     real = frame_times < duration - _EPS
     real[:, 0] = True
@@ -301,14 +310,15 @@ def iter_clips(
         starts, ends = _checked_times(decoder)
         idx, times, valid = plan_clips(spec, starts, ends)
         decoder.want(idx)
-        step = decoder.rows_per_batch(batch, spec.clip_len)
+        clip_len = _required(spec.clip_len, spec, "clip_len")
+        step = decoder.rows_per_batch(batch, clip_len)
         for i in range(0, len(idx), step):
             v = valid[i : i + step]
             yield ClipBatch(
                 clips=_gather(decoder, idx[i : i + step]),
                 timestamps=times[i : i + step],
                 valid=v,
-                padded=v < spec.clip_len,
+                padded=v < clip_len,
             )
     finally:
         decoder.close()

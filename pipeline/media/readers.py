@@ -210,6 +210,8 @@ class _PyAVReader:
         try:
             with av.open(str(self.path)) as container:
                 stream = container.streams.video[0]
+                if stream.time_base is None:
+                    raise DecodeFailure(f"{self.path}: video stream has no time base")
                 self._tb = float(stream.time_base)
                 for packet in container.demux(stream):
                     if packet.size == 0:
@@ -257,7 +259,7 @@ class _PyAVReader:
         if target <= self._pos:
             return True
         k = np.searchsorted(self._key_idx, target, side="right") - 1
-        return k >= 0 and int(self._key_idx[k]) > self._pos + 1
+        return bool(k >= 0 and int(self._key_idx[k]) > self._pos + 1)
 
     def _advance(self, target: int) -> np.ndarray:
         target_pts = self._pts[target]

@@ -1,7 +1,7 @@
 """The static HTML report of a run: ``OUT/index.html`` with inline CSS and its images as files under ``OUT/img``.
 
 Sections: run summary; metrics of every evaluated split (``metrics-*.json`` in the run folder); the ablation table
-(``ablation.md`` in the run folder or up to three folders above it, or in an ``ablation/`` folder there, where
+(``ablation.json`` in the run folder or up to three folders above it, or in an ``ablation/`` folder there, where
 ``t2v run`` has ``AblationTable`` write it, or a given file); training curves (the run's ``curves.png``); for each query (default: the first caption of the first
 ``num_queries`` test videos of the store) the top-5 videos as thumbnail strips with scores, the ground-truth video
 marked (Fig. 4 of the T2VLAD paper); for T2VLAD, center-assignment views (Fig. 3): per center the caption words and
@@ -20,6 +20,7 @@ from pipeline.errors import StoreError
 from pipeline.features.reader import FeatureReader
 from pipeline.report.assignments import CenterView, center_views, video_rows
 from pipeline.report.thumbnails import FrameLookup, write_strip
+from pipeline.runs.ablation import ABLATION_JSON, ablation_table, load_ablation
 from pipeline.runs.record import RunFolder
 from pipeline.stores.search import QueryEncoder, Searcher, SearchResult
 from pipeline.stores.store import EmbeddingStore, TrainedRun, encode_store, load_trained_run
@@ -70,29 +71,22 @@ def _metrics_html(folder: RunFolder) -> str:
 
 
 def find_ablation(run_dir: Path) -> Path | None:
-    """``ablation.md`` in the run folder or up to three folders above it, or in an ``ablation/`` folder there
-    (``t2v run`` writes ``<out>/ablation/ablation.md`` next to ``<out>/runs/<head>/<run>``)."""
+    """``ablation.json`` in the run folder or up to three folders above it, or in an ``ablation/`` folder there
+    (``t2v run`` writes ``<out>/ablation/ablation.json`` next to ``<out>/runs/<head>/<run>``)."""
     for folder in [run_dir, *list(run_dir.parents)[:3]]:
-        for candidate in (folder / "ablation.md", folder / "ablation" / "ablation.md"):
+        for candidate in (folder / ABLATION_JSON, folder / "ablation" / ABLATION_JSON):
             if candidate.is_file():
                 return candidate
     return None
 
 
-def markdown_table_html(text: str) -> str:
-    """The Markdown of ``pipeline.runs.ablation.ablation_markdown`` (### title + one pipe table) as HTML."""
-    parts, rows = [], []
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("#"):
-            parts.append(f"<h3>{escape(line.lstrip('#').strip())}</h3>")
-        elif line.startswith("|") and not set(line) <= set("|-: "):
-            rows.append([c.strip() for c in line.strip("|").split("|")])
-    if rows:
-        head = "".join(f"<th>{escape(c)}</th>" for c in rows[0])
-        body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
-        parts.append(f"<table><tr>{head}</tr>{body}</table>")
-    return "".join(parts)
+def ablation_html(path: Path) -> str:
+    """The ablation results of ``path`` (an ``ablation.json``) as a titled HTML table."""
+    title, results = load_ablation(path)
+    head, rows = ablation_table(results)
+    cells = "".join(f"<th>{escape(c)}</th>" for c in head)
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<h3>{escape(title)}</h3><table><tr>{cells}</tr>{body}</table>"
 
 
 class _Images:
@@ -220,7 +214,8 @@ def build_report(
     if not pairs:
         raise StoreError(f"{store.path}: no captioned video to take example queries from (give --query)")
 
-    searches, assignments = [], []
+    searches: list[str] = []
+    assignments: list[str] = []
     readers = {e: FeatureReader(d) for e, d in json.loads(store.attrs["feature_dirs"]).items()}
     for q, gt in pairs:
         text_emb = searcher.encode_queries([q])
@@ -243,10 +238,10 @@ def build_report(
             shutil.copyfile(folder.curves_png, tmp)
         curves = '<img src="curves.png" alt="training curves" style="max-width:100%">'
     ablation_path = Path(ablation) if ablation else find_ablation(run_dir)
-    ablation_html = (
-        markdown_table_html(ablation_path.read_text(encoding="utf-8"))
+    ablation_section = (
+        ablation_html(ablation_path)
         if ablation_path
-        else '<p class="muted">No ablation table (ablation.md) found.</p>'
+        else '<p class="muted">No ablation results (ablation.json) found.</p>'
     )
     if not run.head.has_center_view:
         assignments = [
@@ -261,7 +256,7 @@ def build_report(
     page = (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>t2v report: {escape(run_dir.name)}</title>"
         f"<style>{CSS}</style></head><body><h1>t2v report: {escape(run_dir.name)}</h1><p>{summary}</p>"
-        f"<h2>Metrics</h2>{_metrics_html(folder)}<h2>Ablations</h2>{ablation_html}"
+        f"<h2>Metrics</h2>{_metrics_html(folder)}<h2>Ablations</h2>{ablation_section}"
         f"<h2>Training curves</h2>{curves or '<p class=muted>No curves.png.</p>'}"
         f"<h2>Text-to-video search (top 5)</h2>{''.join(searches)}"
         f"<h2>Center assignments</h2>{''.join(assignments)}</body></html>"

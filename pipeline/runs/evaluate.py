@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from data_manifest.errors import T2VError
+from pipeline.heads.base import RetrievalHead
 from pipeline.metrics import retrieval_metrics
 from pipeline.runs.folder import load_run
 from pipeline.runs.record import BEST, RunFolder, metrics_name, write_json
@@ -26,7 +27,7 @@ METRIC_KEYS = ("R1", "R5", "R10", "R50", "MdR", "MnR", "geometric_mean")
 
 @torch.no_grad()
 def similarity_matrix(
-    head: torch.nn.Module,
+    head: RetrievalHead,
     text_side: TextSide,
     dataset: RetrievalDataset,
     texts: list[str],
@@ -55,7 +56,7 @@ def similarity_matrix(
 
 
 def evaluate_dataset(
-    head: torch.nn.Module,
+    head: RetrievalHead,
     text_side: TextSide,
     dataset: RetrievalDataset,
     *,

@@ -25,7 +25,7 @@ from data_manifest.errors import T2VError
 from data_manifest.schema import VideoRecord
 from pipeline.errors import ConfigError
 from pipeline.features.reader import FeatureReader, latest_feature_dir
-from pipeline.heads import build_head
+from pipeline.heads import RetrievalHead, build_head
 from pipeline.runs.record import BEST, RunFolder
 from pipeline.training.config import TextConfig, TrainConfig
 from pipeline.training.dataset import RetrievalDataset, row_caps
@@ -125,7 +125,7 @@ class RunContext:
     feature_dirs: dict[str, Path]
     readers: dict[str, FeatureReader]
     records: list[VideoRecord]
-    head: torch.nn.Module
+    head: RetrievalHead
     text_side: TextSide
     device: torch.device
     epoch: int = 0

@@ -20,8 +20,8 @@ than 256 vectors (PQ codebooks need 256 training points) are built as `ivf`; the
 with the index.
 
 **Choosing a kind** (``choose_spec``, what ``t2v encode`` does unless ``--index`` is given): `flat` while the
-flat vectors take at most ``FLAT_MAX_BYTES`` (256 MB: 12 800 videos at P = 5120; a flat scan of that many takes
-~50 ms on one core) or the store has fewer than ``RERANK_MIN_VIDEOS`` (10 000) videos, else `ivfpq-rerank` with
+flat vectors take at most ``FLAT_MAX_BYTES`` (256 MB: 12 800 videos at P = 5120; the README's search section
+has the timings) or the store has fewer than ``RERANK_MIN_VIDEOS`` (10 000) videos, else `ivfpq-rerank` with
 ``nlist = 4·√n`` (rounded to a multiple of 64), ``nprobe = nlist / 8`` (neighbours of real-looking vectors spread
 over many lists: recall was bound by the lists probed, not by the candidates, in ``tests/benchmarks/search_scale.py``),
 m = 64, rotate = 512 and 256 candidates. **Retraining**: an IVF/PQ index is trained again from scratch when
@@ -38,7 +38,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import h5py
 import numpy as np
@@ -141,6 +141,7 @@ def train_index(sample: np.ndarray, spec: IndexSpec, n: int | None = None) -> tu
         return faiss.IndexIDMap2(faiss.IndexFlatIP(dim)), IndexSpec("flat", *_rest(spec))
     nlist = max(1, min(spec.nlist, n // MIN_POINTS_PER_LIST, len(sample) // MIN_POINTS_PER_LIST))
     kind = "ivf" if min(n, len(sample)) < PQ_MIN_POINTS else spec.kind
+    index: faiss.Index
     if kind == "ivf":
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
     elif kind == "ivfpq":
@@ -148,12 +149,14 @@ def train_index(sample: np.ndarray, spec: IndexSpec, n: int | None = None) -> tu
     else:
         rotate, m = _pq_dims(spec, dim)
         index = faiss.index_factory(dim, f"OPQ{m}_{rotate},IVF{nlist},PQ{m}", faiss.METRIC_INNER_PRODUCT)
-        opq = faiss.downcast_VectorTransform(faiss.downcast_index(index).chain.at(0))
+        # faiss's type hints miss SWIG's members: chain is a C++ vector (``at``), IVF-PQ has do_polysemous_training
+        chain = cast(faiss.IndexPreTransform, faiss.downcast_index(index)).chain
+        opq = cast(faiss.OPQMatrix, faiss.downcast_VectorTransform(chain.at(0)))  # type: ignore[attr-defined]
         # the rotation only orders candidates (the re-rank is exact): a cheap one
         opq.niter, opq.max_train_points = 4, 16_384
     ivf = faiss.extract_index_ivf(index)
     if kind != "ivf":  # polysemous training: minutes of annealing for a Hamming filter search never uses
-        faiss.downcast_index(ivf).do_polysemous_training = False
+        cast(faiss.IndexIVFPQ, faiss.downcast_index(ivf)).do_polysemous_training = False  # type: ignore[attr-defined]
     index.train(sample)
     ivf.nprobe = min(spec.nprobe, nlist)
     used = IndexSpec(kind, nlist, ivf.nprobe, spec.m, spec.rotate, spec.candidates)
@@ -203,8 +206,8 @@ def search_index(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.nd
 
 
 def read_rows(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
-    """``ds[rows]`` for sorted unique ``rows`` of a dataset chunked by row: one hyperslab read per row (~11 µs
-    warm for a 10 kB row; h5py's fancy indexing costs ~20x more)."""
+    """``ds[rows]`` for sorted unique ``rows`` of a dataset chunked by row: one hyperslab read per row (cheaper
+    than h5py's fancy indexing)."""
     out = np.empty((len(rows), *ds.shape[1:]), ds.dtype)
     space = ds.id.get_space()
     mem = h5py.h5s.create_simple((1, *ds.shape[1:]))

@@ -8,7 +8,7 @@ Scoring (``Searcher.rank``), with ``s`` = the head's own ``similarity``:
   by the set of experts they have, each group against the head's own ``query_vectors(t, available=that set)``
   (a flat scan of the group's video vectors, kept in memory), and videos without any expert with
   ``head.similarity`` on their stored embeddings. The k best of the union are returned. (Scoring the groups with
-  ``head.similarity`` gives the same numbers; T2VLAD's ``einsum`` local score is ~100x slower on CPU.)
+  ``head.similarity`` gives the same numbers, far slower on CPU: T2VLAD's local score is an ``einsum``.)
   **Guarantee**: with the flat index the result is exactly the top k of ``s`` over the whole store (ties
   broken by store row); with ``ivf``/``ivfpq``/``ivfpq-rerank`` only the complete videos are approximate. With
   ``ivfpq-rerank`` the index's ``candidates`` rows are scored exactly against their float16 vectors read from the
@@ -22,7 +22,7 @@ Scoring (``Searcher.rank``), with ``s`` = the head's own ``similarity``:
 The text encoder is loaded once per ``Searcher``; frozen-text runs round token features to float16 as the
 training cache (``pipeline.training.text_cache``) did, fine-tuned runs load the run's fine-tuned encoder. Queries are encoded
 with one torch thread by default (``QueryEncoder(threads=...)``): a short query gains nothing from intra-op threads,
-and on shared, busy cores OpenMP's spin-waiting made MiniLM 10-40x slower (1 s instead of 25-70 ms per query).
+and on shared, busy cores OpenMP's spin-waiting makes it many times slower.
 """
 
 from __future__ import annotations

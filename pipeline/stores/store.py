@@ -151,7 +151,7 @@ class EmbeddingStore:
             rows = np.asarray(rows, np.int64)
             uniq, order = np.unique(rows, return_inverse=True)
             rows = uniq
-        values = {}
+        values: dict[str, torch.Tensor | None] = {}
         with h5py.File(self.h5_path, "r") as f:
             for fld in fields(self.embedding_class):
                 name = f"emb/{fld.name}"
@@ -174,8 +174,8 @@ class EmbeddingStore:
 
 
 def _read_rows(ds: h5py.Dataset, rows: np.ndarray | slice, block: int = 8192) -> np.ndarray:
-    """``ds[rows]`` for a slice or sorted unique rows. h5py's point selection costs ~1.5 ms per row, so a few
-    rows are read one by one (~25 µs each) and many rows as contiguous blocks."""
+    """``ds[rows]`` for a slice or sorted unique rows. h5py's point selection is far slower than slicing, so a
+    few rows are read one by one and many rows as contiguous blocks."""
     if isinstance(rows, slice):
         return ds[rows]
     if len(rows) <= 64:
@@ -510,8 +510,10 @@ def _update_index(
     auto, grown = spec is None, needs_retraining(info, len(indexed_rows))
     if spec is None:
         chosen = choose_spec(len(indexed_rows), dim)
-        same = old_spec is not None and info.get("auto") and old_spec.kind == chosen.kind and not grown
-        spec = old_spec if same else chosen
+        if old_spec is not None and info.get("auto") and old_spec.kind == chosen.kind and not grown:
+            spec = old_spec
+        else:
+            spec = chosen
     covered = int(info.get("num_videos", -1)) == n - appended and (out / INDEX_FILE).is_file()
     retrain = old_spec is None or spec != old_spec or not covered or grown
     if not retrain and not rebuild and appended == 0:

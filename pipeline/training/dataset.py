@@ -112,13 +112,12 @@ class RetrievalDataset(torch.utils.data.Dataset):
             rows, missing = [], []
             for vid in ids:
                 vf = got.get(vid)
-                ok = vf is not None and int(vf.status) == STATUS_OK and len(vf.features) > 0
-                arr = np.asarray(vf.features, np.float32) if ok else empty
-                if ok and not train:
-                    arr = arr[uniform_rows(len(arr), self.max_rows[expert])]
-                rows.append(arr)
-                if not ok:
+                if vf is None or int(vf.status) != STATUS_OK or len(vf.features) == 0:
+                    rows.append(empty)
                     missing.append(vid)
+                    continue
+                arr = np.asarray(vf.features, np.float32)
+                rows.append(arr if train else arr[uniform_rows(len(arr), self.max_rows[expert])])
             self.rows[expert] = rows
             self.missing[expert] = missing
         self._rng = np.random.default_rng([seed, 0])

@@ -92,7 +92,11 @@ class FrozenTextCache:
         return len(self._tokens)
 
     def ensure(
-        self, texts: Iterable[str], batch_size: int = 128, device: str = "cpu", progress: bool = False
+        self,
+        texts: Iterable[str],
+        batch_size: int = 128,
+        device: torch.device | str = "cpu",
+        progress: bool = False,
     ) -> int:
         """Encode the captions not yet cached (one encoder load, batches of ``batch_size``); returns how many."""
         missing = sorted({t for t in texts if t not in self._tokens})
@@ -151,14 +155,15 @@ class TextSide(torch.nn.Module):
         self.encoder: TextEncoder | None = None
         if self.mode == "frozen":
             self.cache = FrozenTextCache(cache_dir, config.model or None, config.max_length)
+            self.model_digest = self.cache.digest
         else:
             self.encoder = TextEncoder(config.model or None, max_length=config.max_length)
             self.encoder.model.train()
-        self.model_digest = (
-            self.cache.digest if self.cache is not None else model_dir_digest(self.encoder.model_dir)
-        )
+            self.model_digest = model_dir_digest(self.encoder.model_dir)
 
-    def prepare(self, texts: Iterable[str], device: str = "cpu", progress: bool = False) -> None:
+    def prepare(
+        self, texts: Iterable[str], device: torch.device | str = "cpu", progress: bool = False
+    ) -> None:
         """Frozen mode: make sure every caption is cached. Finetune mode: nothing to do."""
         if self.cache is not None:
             self.cache.ensure(texts, device=device, progress=progress)
@@ -176,4 +181,6 @@ class TextSide(torch.nn.Module):
         if self.encoder is not None:
             tok = self.encoder(texts)
             return TextBatch(tokens=tok.features, mask=tok.mask)
+        if self.cache is None:
+            raise ConfigError("text side: neither a text encoder nor a frozen cache")
         return self.cache.batch(texts).to(device)

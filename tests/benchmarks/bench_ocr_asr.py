@@ -31,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import pipeline  # noqa: E402,F401  (torchvision CPU fix first)
 from data_manifest.schema import VideoRecord  # noqa: E402
 from extractors.registry import get_expert  # noqa: E402
-from extractors.words import split_words, word_error_rate  # noqa: E402
+from extractors.words import split_words  # noqa: E402
 from pipeline.errors import MediaError  # noqa: E402
+from tests.words import word_error_rate  # noqa: E402
 
 
 def load_records(manifest: Path) -> list[VideoRecord]:

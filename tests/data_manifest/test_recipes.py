@@ -23,7 +23,7 @@ from data_manifest.recipes.lsmdc import movie_of, prepare_lsmdc
 from data_manifest.recipes.msrvtt import prepare_msrvtt
 from data_manifest.recipes.msvd import prepare_msvd
 from data_manifest.schema import VideoRecord, write_manifest
-from data_manifest.validate import validate_manifest
+from tests.manifests import manifest_problems
 
 
 def _touch(folder: Path, *names: str) -> None:
@@ -184,7 +184,7 @@ def test_contract_every_recipe_writes_a_valid_manifest(tmp_path: Path, name: str
     assert records and all(isinstance(r, VideoRecord) for r in records)
     assert len({r.video_id for r in records}) == len(records)
     write_manifest(tmp_path / "m.jsonl", records)
-    assert validate_manifest(tmp_path / "m.jsonl") == []
+    assert manifest_problems(tmp_path / "m.jsonl") == []
     kept = get_recipe(name)(ann, vids, None, True)
     assert len(kept) == len(records) + MISSING.get(name, 1)  # files each fixture deliberately lacks
     without_videos = get_recipe(name)(ann, None, None, False) if name != "generic" else kept
@@ -383,7 +383,7 @@ def test_cli_import_writes_relative_valid_manifest(
     assert main([*args, "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == f"{out}: wrote 11 videos (train 9, test 2), 182 captions"
     assert json.loads(out.read_text().splitlines()[0])["path"] == "msrvtt_videos/TrainValVideo/video0.mp4"
-    assert validate_manifest(out) == []
+    assert manifest_problems(out) == []
     (ann / "MSRVTT_JSFUSION_test.csv").write_text("key,vid_key\nret0,msr9\n")
     assert main([*args, "--out", str(out)]) == 1
     err = capsys.readouterr().err

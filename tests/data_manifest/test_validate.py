@@ -12,7 +12,8 @@ import pytest
 
 from data_manifest.errors import ManifestError
 from data_manifest.schema import MAX_CAPTION_CHARS, MAX_LINE_BYTES
-from data_manifest.validate import load_manifest, validate_manifest
+from data_manifest.validate import load_manifest
+from tests.manifests import manifest_problems
 from workflows.cli import main
 
 
@@ -97,7 +98,7 @@ CASES = {
 def test_each_problem_kind(mdir: Path, case: str) -> None:
     line, expected = CASES[case]
     path = _write(mdir, [_good("v0"), line])
-    problems = validate_manifest(path)
+    problems = manifest_problems(path)
     assert len(problems) == 1, problems
     assert problems[0].startswith(f"{path}:2: ")
     assert expected in problems[0]
@@ -105,7 +106,7 @@ def test_each_problem_kind(mdir: Path, case: str) -> None:
 
 def test_caption_at_the_limit_and_escaped_text_are_valid(mdir: Path) -> None:
     path = _write(mdir, [_good(captions=["a" * MAX_CAPTION_CHARS, "caf\u00e9 \U0001f600 \\u0000 is text"])])
-    assert validate_manifest(path) == []
+    assert manifest_problems(path) == []
     assert load_manifest(path)[0].captions[1] == "caf\u00e9 \U0001f600 \\u0000 is text"
 
 
@@ -118,7 +119,7 @@ def test_over_long_line_is_reported_without_reading_it_whole(mdir: Path) -> None
         fh.write(json.dumps(_good("v2", split="dev")).encode() + b"\n")
     tracemalloc.start()
     try:
-        problems = validate_manifest(path)
+        problems = manifest_problems(path)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -134,8 +135,8 @@ def test_line_limit_is_exact(mdir: Path, extra: bytes) -> None:
     line = json.dumps(_good("v0")).encode()
     path = mdir / "m.jsonl"
     path.write_bytes(line + extra)
-    assert validate_manifest(path, max_line_bytes=len(line)) == []
-    assert validate_manifest(path, max_line_bytes=len(line) - 1) == [
+    assert manifest_problems(path, max_line_bytes=len(line)) == []
+    assert manifest_problems(path, max_line_bytes=len(line) - 1) == [
         f"{path}:1: line: longer than the limit of {len(line) - 1} bytes (not read)"
     ]
 
@@ -143,13 +144,13 @@ def test_line_limit_is_exact(mdir: Path, extra: bytes) -> None:
 def test_manifest_must_be_a_regular_file(mdir: Path) -> None:
     fifo = mdir / "fifo.jsonl"
     os.mkfifo(fifo)
-    assert validate_manifest(fifo) == [f"{fifo}:0: file: cannot read manifest: not a regular file: {fifo}"]
-    assert "not a regular file" in validate_manifest(Path("/dev/zero"))[0]
+    assert manifest_problems(fifo) == [f"{fifo}:0: file: cannot read manifest: not a regular file: {fifo}"]
+    assert "not a regular file" in manifest_problems(Path("/dev/zero"))[0]
 
 
 def test_duplicate_id_names_first_line(mdir: Path) -> None:
     path = _write(mdir, [_good("v0"), _good("v1"), _good("v0")])
-    assert validate_manifest(path) == [f"{path}:3: video_id: duplicate 'v0' (first on line 1)"]
+    assert manifest_problems(path) == [f"{path}:3: video_id: duplicate 'v0' (first on line 1)"]
 
 
 def test_all_problems_in_one_run(mdir: Path) -> None:
@@ -162,7 +163,7 @@ def test_all_problems_in_one_run(mdir: Path) -> None:
         _good("x y", captions=[""]),
     ]
     path = _write(mdir, lines)
-    problems = validate_manifest(path)
+    problems = manifest_problems(path)
     assert [p.split(": ")[0].rsplit(":", 1)[1] for p in problems] == ["2", "3", "3", "4", "5", "6", "6"]
     with pytest.raises(ManifestError) as err:
         load_manifest(path)
@@ -171,8 +172,8 @@ def test_all_problems_in_one_run(mdir: Path) -> None:
 
 
 def test_empty_manifest_and_unreadable_file(mdir: Path) -> None:
-    assert validate_manifest(_write(mdir, [])) == [f"{mdir / 'm.jsonl'}:1: file: empty manifest (no videos)"]
-    assert "cannot read manifest" in validate_manifest(mdir / "absent.jsonl")[0]
+    assert manifest_problems(_write(mdir, [])) == [f"{mdir / 'm.jsonl'}:1: file: empty manifest (no videos)"]
+    assert "cannot read manifest" in manifest_problems(mdir / "absent.jsonl")[0]
 
 
 def test_load_valid_manifest(mdir: Path) -> None:
@@ -187,7 +188,7 @@ def test_load_valid_manifest(mdir: Path) -> None:
 
 def test_check_paths_off(mdir: Path) -> None:
     path = _write(mdir, [_good(path="videos/nope.mp4")])
-    assert validate_manifest(path, check_paths=False) == []
+    assert manifest_problems(path, check_paths=False) == []
 
 
 def test_load_is_fast(mdir: Path) -> None:

@@ -15,11 +15,12 @@ from data_manifest.schema import VideoRecord
 from extractors.asr_engine import POCKETSPHINX_EN_US, SphinxASR, peak_rms_db, speech_present
 from extractors.registry import get_expert
 from extractors.weights import resolve_file
-from extractors.words import MINILM, word_error_rate
+from extractors.words import MINILM
 from pipeline.errors import ConfigError
 from pipeline.features.shards import STATUS_EMPTY, STATUS_OK
 from pipeline.media.decode import load_audio
 from tests.media import make_video
+from tests.words import word_error_rate
 
 PHRASE = "please open the window before dinner"
 WER_BOUND = (

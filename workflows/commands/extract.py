@@ -8,7 +8,9 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``t2v extract``."""
-    p = sub.add_parser("extract", help="extract expert features into HDF5 shards (Luigi DAG)")
+    p = sub.add_parser(
+        "extract", help="extract expert features of a manifest's videos (resumable, incremental)"
+    )
     p.add_argument("--manifest", required=True, type=Path, help="manifest JSONL")
     p.add_argument("--experts", required=True, help="comma-separated expert names (see `t2v weights list`)")
     p.add_argument("--out", type=Path, help="features root (default: <manifest folder>/features)")
@@ -17,9 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--shards-per-task",
         type=int,
         default=16,
-        help="shards one Luigi task extracts (scheduler task count)",
+        help="shards one task extracts (fewer, larger tasks keep a central scheduler fast)",
     )
-    p.add_argument("--workers", type=int, default=1, help="parallel Luigi workers (one process per shard)")
+    p.add_argument("--workers", type=int, default=1, help="shard tasks run at once, one process each")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="model device")
     p.add_argument("--weights-dir", type=Path, help="weights folder (default: $T2V_WEIGHTS_DIR or ./weights)")
     p.add_argument("--expert-config", type=Path, help="TOML/JSON with a table of options per expert")

@@ -158,14 +158,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's sub-commands."""
     p = sub.add_parser(
-        "encode", help="encode a run's video side into an embedding store (HDF5 + faiss index)"
+        "encode", help="encode a run's videos into a searchable embedding store (created or extended)"
     )
     p.add_argument("run_dir", help="training run folder (config.json + best.pt)")
     p.add_argument("--out", required=True, help="store folder (created or extended)")
     p.add_argument("--manifest", default=None, help="manifest (default: the run's training manifest)")
     p.add_argument("--split", default=None, help="only this split (default: every video)")
     p.add_argument("--features", default=None, help="features root (default: the run's feature folders)")
-    p.add_argument("--checkpoint", default=BEST)
+    p.add_argument("--checkpoint", default=BEST, help="checkpoint file in the run folder")
     p.add_argument(
         "--index",
         choices=("auto", "flat", "ivf", "ivfpq", "ivfpq-rerank"),
@@ -179,7 +179,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--candidates", type=int, default=256, help="rows re-ranked exactly per query (ivfpq-rerank)"
     )
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_encode)
 
@@ -192,7 +192,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per query")
     p.add_argument("--interactive", action="store_true", help="prompt for queries until end of input")
     p.add_argument("--run", default=None, help="run folder (default: the one that built the store)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("report", help="static HTML report of a run (metrics, curves, searches, assignments)")
@@ -203,6 +203,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="report folder (index.html + images)")
     p.add_argument("--query", action="append", help="a query to show (repeatable; default: test captions)")
     p.add_argument("--num-queries", type=int, default=8, help="test captions shown when no --query is given")
-    p.add_argument("--ablation", default=None, help="ablation.md (default: looked up next to the run)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--ablation",
+        default=None,
+        help="ablation.json of t2v ablation / t2v run (default: looked up next to the run)",
+    )
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
     p.set_defaults(func=cmd_report)

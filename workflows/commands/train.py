@@ -108,11 +108,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--head", choices=head_names(), default=None, help="head (default: config's)")
     p.add_argument("--manifest", required=True, help="manifest JSONL (train split trains, val split selects)")
     p.add_argument(
-        "--config", default=None, help="TOML or JSON training config (see pipeline/training/config.py)"
+        "--config",
+        default=None,
+        help="TOML or JSON training config (examples: configs/sample/; default: the paper's settings)",
     )
     p.add_argument("--features", default=None, help="features root (default: 'features' beside the manifest)")
     p.add_argument("--out", required=True, help="run folder (resumed when it holds a matching last.pt)")
-    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default=None)
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default=None, help="default: the config's")
     p.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
     p.add_argument("--seed", type=int, default=None, help="override the config's seed")
     p.add_argument("--experts", default=None, help="comma-separated experts (default: config's, else all)")
@@ -122,10 +124,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="retrieval metrics of a trained run (R@1/5/10/50, MdR, MnR)")
     p.add_argument("run_dir", help="run folder written by t2v train")
     p.add_argument("--manifest", default=None, help="manifest to evaluate (default: the training manifest)")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", help="split of the manifest to score (default: test)")
     p.add_argument("--features", default=None, help="features root (default: the folders the run trained on)")
     p.add_argument("--checkpoint", default=BEST, help="checkpoint file in the run folder")
-    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default=None)
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default=None, help="default: the run's")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument(
         "--branches",
@@ -137,16 +139,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "ablation",
-        help="ablation table of a head's variants as Markdown (T2VLAD: full / no global / no local / ...)",
+        help="train and score a head's ablation variants (T2VLAD: full / no global / ...); print the table",
     )
     p.add_argument(
         "--head", choices=head_names(), default=None, help="head whose variants to train (default: config's)"
     )
-    p.add_argument("--manifest", required=True)
+    p.add_argument("--manifest", required=True, help="manifest JSONL (train, val and the scored split)")
     p.add_argument("--features", default=None, help="features root (default: 'features' beside the manifest)")
-    p.add_argument("--out", required=True, help="folder for runs/ and ablation.md")
+    p.add_argument("--out", required=True, help="folder for runs/, ablation.md and ablation.json")
     p.add_argument("--config", default=None, help="base training config (TOML/JSON)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default=None)
+    p.add_argument("--split", default="test", help="split the variants are scored on (default: test)")
+    p.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default=None, help="default: auto")
     p.set_defaults(func=cmd_ablation)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,10 +24,12 @@ from pipeline.features.shards import (
     STATUS_OK,
     ShardWriter,
     read_shard,
+    read_shard_index,
     shard_attr,
     shard_attrs,
     shard_counts,
     shard_name,
+    verify_shard,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -174,6 +177,24 @@ def test_unreadable_shard(tmp_path: Path) -> None:
         read_shard(bad)
     with pytest.raises(ShardError, match="shard-00000.h5"):
         shard_attrs(bad)
+
+
+def test_read_shard_index_reads_all_but_rows_and_lengths_that_disagree_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "shard-00000.h5"
+    with _writer(path) as w:
+        w.add("a", np.ones((2, 4)), np.zeros((2, 2)))
+        w.add("b", np.ones((1, 4)), np.zeros((1, 2)), status=STATUS_FAILED, error="bad")
+    index = read_shard_index(path)
+    assert (index.video_ids, index.rows, index.dim, index.offsets.tolist()) == (["a", "b"], 3, 4, [0, 2, 3])
+    assert index.status.tolist() == [STATUS_OK, STATUS_FAILED] and index.error == ["", "bad"]
+    with h5py.File(path, "a") as f:
+        del f["status"], f["timestamps"]
+        f.create_dataset("status", data=np.zeros(3, np.int8))
+        f.create_dataset("timestamps", data=np.zeros((2, 2), np.float32))
+    problems = [f"{path}: status: 3 entries for 2 videos", f"{path}: timestamps: 2 rows, but features has 3"]
+    assert verify_shard(path) == problems
+    with pytest.raises(ShardError, match=re.escape(problems[0])):
+        read_shard(path)
 
 
 def test_many_rows_stream_in_blocks(tmp_path: Path) -> None:

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 import pipeline  # noqa: F401
+from pipeline.errors import ConfigError
 from pipeline.metrics import retrieval_metrics
-from pipeline.runs.ablation import ablation_markdown
+from pipeline.report.html import ablation_html
+from pipeline.runs.ablation import ablation_json, ablation_markdown
 from pipeline.training.curves import write_curves
 from tests.media import make_video
 from tests.store_fixtures import make_tree, save_run
@@ -57,13 +59,28 @@ def _fill_run_dir(run: Path) -> None:
     (run / "metrics-test.json").write_text(
         json.dumps({"num_texts": 12, "num_videos": 6, "metrics": _metrics(0)})
     )
-    (run.parent / "ablation.md").write_text(
-        ablation_markdown({"full": _metrics(1), "no_local": _metrics(2)}, "T2VLAD")
-    )
+    results = {"full": _metrics(1), "no_local": _metrics(2)}
+    (run.parent / "ablation.json").write_text(json.dumps(ablation_json(results, "T2VLAD")))
     history = [
         {"epoch": e, "train_loss": 1.0 / e, "lr": 1e-3, "elapsed_s": e, "val": _metrics(e)} for e in (1, 2)
     ]
     write_curves(history, run)
+
+
+def test_ablation_html_shows_the_rows_of_the_markdown_table(tmp_path: Path) -> None:
+    results = {"no_local": _metrics(2), "full": _metrics(1)}
+    path = tmp_path / "ablation.json"
+    path.write_text(json.dumps(ablation_json(results, "T2VLAD <x>"), sort_keys=True))
+    page = ablation_html(path)
+    assert "<h3>T2VLAD &lt;x&gt;</h3>" in page
+    body = "".join(
+        "<tr>" + "".join(f"<td>{c.strip()}</td>" for c in line.strip("|").split("|")) + "</tr>"
+        for line in ablation_markdown(results).splitlines()[2:]
+    )
+    assert body in page and page.index("no_local") < page.index("full")
+    path.write_text("{}")
+    with pytest.raises(ConfigError, match="not an ablation results file"):
+        ablation_html(path)
 
 
 def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:

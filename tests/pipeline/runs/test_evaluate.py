@@ -13,7 +13,7 @@ import pipeline  # noqa: F401
 from data_manifest.errors import T2VError
 from pipeline.heads import head_class
 from pipeline.metrics import retrieval_metrics
-from pipeline.runs.ablation import ablation_markdown, ablation_rows
+from pipeline.runs.ablation import ablation_markdown, ablation_rows, load_ablation
 from pipeline.runs.evaluate import evaluate_run, format_metrics_table, similarity_matrix
 from pipeline.runs.folder import load_run
 from pipeline.training.dataset import make_loader
@@ -226,6 +226,8 @@ def test_ablation_table(trained, capsys):
     }
     assert len(list((out / "runs" / "t2vlad").glob("trained_local_only-*"))) == 1
     assert "t2v R@1" in text and text in capsys.readouterr().out
+    title, results = load_ablation(out / "ablation.json")
+    assert list(results) == list(ablation_rows(head_class("t2vlad"))) and title in text
 
 
 def test_ablation_markdown_format():
