@@ -5,6 +5,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import av
+import numpy as np
+
 
 def make_video(
     path: str | Path,
@@ -42,4 +45,21 @@ def truncate(src: str | Path, dst: str | Path, fraction: float = 0.5) -> Path:
     """Copy the first ``fraction`` of a file's bytes (a truncated download)."""
     data = Path(src).read_bytes()
     Path(dst).write_bytes(data[: int(len(data) * fraction)])
+    return Path(dst)
+
+
+def corrupt_packets(src: str | Path, dst: str | Path, stream: str, count: int = 2, keep: int = 0) -> Path:
+    """Copy ``src`` with ``count`` packets in the middle of its first ``stream`` ("audio"/"video") overwritten by
+    noise (container headers intact: only packet payload bytes change, after the first ``keep`` of each)."""
+    data = bytearray(Path(src).read_bytes())
+    with av.open(str(src)) as container:
+        chosen = container.streams.audio[0] if stream == "audio" else container.streams.video[0]
+        packets = [(p.pos, bytes(p)) for p in container.demux(chosen) if p.size and p.pos is not None]
+    noise = np.random.default_rng(0)
+    middle = len(packets) // 2
+    for pos, payload in packets[middle : middle + count]:
+        start = data.find(payload, pos)
+        assert start >= 0, f"{src}: packet payload not found at {pos}"
+        data[start + keep : start + len(payload)] = noise.integers(0, 256, len(payload) - keep, np.uint8).tobytes()
+    Path(dst).write_bytes(bytes(data))
     return Path(dst)

@@ -1,4 +1,9 @@
-"""Audio decoding to mono float32 at a requested rate (PyAV's resampler, streamed), and windows over it."""
+"""Audio decoding to mono float32 at a requested rate (PyAV's resampler, streamed), and windows over it.
+
+Decoding is tolerant (``pipeline.media.glitches``): a packet the decoder rejects is skipped and counted, and its
+span is filled with silence, like any timestamp gap, so the sample timeline stays that of the file (to within the
+resampler's delay of a few samples); too much loss fails the track.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,19 @@ import av
 import numpy as np
 
 from pipeline.errors import ConfigError, MediaError, NoAudioError
+from pipeline.media.glitches import LOSS_TOLERANCE, ends_early, lost_packet, timestamp_gap
+
+
+def _seconds(value: int | None, time_base: object) -> float | None:
+    return None if value is None or time_base is None else float(value * time_base)
 
 
 def iter_audio(path: str | Path, sample_rate: int) -> Iterator[np.ndarray]:
     """Yield consecutive chunks (float32 mono in [-1, 1], ~1 s each) of a file's first audio track at
-    ``sample_rate`` Hz (PyAV's resampler, streamed).
+    ``sample_rate`` Hz (PyAV's resampler, streamed); lost packets and timestamp gaps come out as silence.
 
-    Raises NoAudioError when the file has no audio track, MediaError when it can't be read.
+    Raises NoAudioError when the file has no audio track, MediaError when it can't be read or loses more than
+    ``LOSS_TOLERANCE`` of its duration to undecodable packets.
     """
     path = Path(path)
     if sample_rate <= 0:
@@ -27,19 +38,50 @@ def iter_audio(path: str | Path, sample_rate: int) -> Iterator[np.ndarray]:
             if not container.streams.audio:
                 raise NoAudioError(f"{path}: no audio track")
             stream = container.streams.audio[0]
+            tb = stream.time_base
+            duration = _seconds(stream.duration, tb) or (
+                container.duration / 1e6 if container.duration else None
+            )
             resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
             parts: list[np.ndarray] = []
             size = 0
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    parts.append(out.to_ndarray().reshape(-1))
-                    size += parts[-1].size
+            next_t: float | None = None  # where the next frame should start (s, stream time)
+            skipped = False  # a packet was skipped since the last decoded frame
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError as err:
+                    seconds = _seconds(packet.duration, tb) or 0.0
+                    key = packet.pts if packet.pts is not None else -1 - packet.pos
+                    lost_packet(path, "audio", key, seconds, duration, str(err))
+                    skipped = True
+                    continue
+                for frame in frames:
+                    start = _seconds(frame.pts, tb)
+                    if start is not None and next_t is not None:
+                        gap = start - next_t
+                        half_frame = 0.5 * frame.samples / frame.sample_rate
+                        if gap > half_frame:
+                            if not skipped:
+                                timestamp_gap("audio", gap)
+                            parts.append(np.zeros(round(gap * sample_rate), np.float32))
+                            size += parts[-1].size
+                    if start is not None:
+                        next_t = start + frame.samples / frame.sample_rate
+                    skipped = False
+                    for out in resampler.resample(frame):
+                        parts.append(out.to_ndarray().reshape(-1))
+                        size += parts[-1].size
                 if size >= sample_rate:
                     yield np.clip(np.concatenate(parts), -1.0, 1.0)
                     parts, size = [], 0
             parts += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
             if parts:
                 yield np.clip(np.concatenate(parts), -1.0, 1.0)
+            if next_t is not None and container.duration:
+                file_end = (container.start_time or 0) / 1e6 + container.duration / 1e6
+                if file_end - next_t > LOSS_TOLERANCE * container.duration / 1e6:
+                    ends_early("audio", file_end - next_t)
     except (av.FFmpegError, OSError) as err:
         raise MediaError(f"{path}: cannot decode audio: {err}") from err
 
