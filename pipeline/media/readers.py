@@ -196,7 +196,9 @@ class _PyAVReader:
         if len(self._pts) == 0:
             raise MediaError(f"{path}: no decodable video frames")
         fallback = 1.0 / info.fps if info.fps else 0.04
-        _check_truncation(path, len(self._pts), info, float(self._pts[-1] - self._pts[0]) * self._tb + fallback)
+        _check_truncation(
+            path, len(self._pts), info, float(self._pts[-1] - self._pts[0]) * self._tb + fallback
+        )
         self._starts, self._ends = _times_from_starts(self._pts * self._tb, fallback)
         try:
             self._container = av.open(str(path))
