@@ -16,9 +16,30 @@ import numpy as np
 from pipeline.errors import ConfigError, MediaError, NoAudioError
 from pipeline.media.glitches import LOSS_TOLERANCE, ends_early, lost_packet, timestamp_gap
 
+EARLY_END_S = (
+    0.5  # audio ending less than this before the file is codec padding / -shortest, not worth a warning
+)
+
 
 def _seconds(value: int | None, time_base: object) -> float | None:
     return None if value is None or time_base is None else float(value * time_base)
+
+
+def _check_end(
+    path: Path, container: av.container.InputContainer, stream: av.AudioStream, end: float
+) -> None:
+    """MediaError when the track stops more than ``LOSS_TOLERANCE`` short of its own declared duration (a
+    truncated file, as for video); a warning when it ends more than ``EARLY_END_S`` and ``LOSS_TOLERANCE`` of
+    the file's duration before the file does (audio shorter than the video)."""
+    declared = _seconds(stream.duration, stream.time_base)
+    start = _seconds(stream.start_time, stream.time_base) or 0.0
+    if declared and end - start < (1 - LOSS_TOLERANCE) * declared:
+        raise MediaError(f"{path}: truncated: decoded {end - start:.2f} s of {declared:.2f} s of audio")
+    if container.duration:
+        file_s = container.duration / 1e6
+        short = (container.start_time or 0) / 1e6 + file_s - end
+        if short > max(EARLY_END_S, LOSS_TOLERANCE * file_s):
+            ends_early("audio", short)
 
 
 def iter_audio(path: str | Path, sample_rate: int) -> Iterator[np.ndarray]:
@@ -78,10 +99,8 @@ def iter_audio(path: str | Path, sample_rate: int) -> Iterator[np.ndarray]:
             parts += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
             if parts:
                 yield np.clip(np.concatenate(parts), -1.0, 1.0)
-            if next_t is not None and container.duration:
-                file_end = (container.start_time or 0) / 1e6 + container.duration / 1e6
-                if file_end - next_t > LOSS_TOLERANCE * container.duration / 1e6:
-                    ends_early("audio", file_end - next_t)
+            if next_t is not None:
+                _check_end(path, container, stream, next_t)
     except (av.FFmpegError, OSError) as err:
         raise MediaError(f"{path}: cannot decode audio: {err}") from err
 

@@ -12,6 +12,7 @@ from data_manifest.schema import VideoRecord, write_manifest
 from pipeline.features.reader import FeatureReader
 from pipeline.features.shards import STATUS_EMPTY, STATUS_FAILED, STATUS_OK
 from tests.media import corrupt_packets, make_video, truncate
+from workflows.commands.features import list_failures
 from workflows.extraction import run_extraction
 from workflows.tasks_extract import ProbedManifest
 
@@ -187,3 +188,9 @@ def test_glitches_end_in_features_and_a_warning(corpus_run: tuple[Path, dict[str
         got = _reader(feats, name).get(vid)
         assert got.status == STATUS_OK and len(got.features) >= 1, got.error
         assert got.error.startswith(warning) if name == expert else not got.error, got.error
+
+
+def test_failures_command_lists_warned_videos(corpus_run: tuple[Path, dict[str, str]]) -> None:
+    feats, _ = corpus_run
+    warned = {(r["video_id"], r["expert"]) for r in list_failures(feats) if r["status"] == "ok"}
+    assert warned == {(vid, expert) for vid, (expert, _) in EXPECT_WARNING.items()}

@@ -208,7 +208,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def list_failures(path: Path) -> list[dict[str, str]]:
-    """Videos whose status is not ok, with expert, shard, status name and error."""
+    """Videos whose status is not ok, or ok with a decoding warning in ``error``, with expert, shard, status name
+    and error."""
     out = []
     files = [path] if path.is_file() else [p for d in _fingerprint_dirs(path) for p in shard_files(d)]
     for shard in files:
@@ -220,7 +221,7 @@ def list_failures(path: Path) -> list[dict[str, str]]:
                 expert = attr_value(f.attrs.get("expert", ""))
         except (OSError, KeyError, ValueError) as err:
             raise ShardError(f"{shard}: cannot read shard: {err}") from err
-        for i in np.flatnonzero(status != 0):
+        for i in np.flatnonzero((status != 0) | (errors != "")):
             out.append(
                 {
                     "video_id": str(ids[i]),
@@ -240,7 +241,7 @@ def _failures(args: argparse.Namespace) -> int:
         return 0
     rows = [{k: printable(v) for k, v in r.items()} for r in rows]
     if not rows:
-        print(f"{args.path}: no failed or empty videos")
+        print(f"{args.path}: no failed, empty or warned videos")
         return 0
     width = max(len("video_id"), *(len(r["video_id"]) for r in rows))
     expert_w = max(len("expert"), *(len(r["expert"]) for r in rows))
@@ -314,7 +315,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=_check)
 
-    p = fsub.add_parser("failures", help="videos with status empty or failed, and why")
+    p = fsub.add_parser("failures", help="videos with status empty or failed, or ok with a decoding warning, and why")
     p.add_argument("path", help="a shard file, a fingerprint folder, an expert folder or a features root")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_failures)
