@@ -14,7 +14,7 @@ import av
 import numpy as np
 
 from pipeline.errors import ConfigError, MediaError, NoAudioError
-from pipeline.media.glitches import LOSS_TOLERANCE, ends_early, lost_packet, timestamp_gap
+from pipeline.media.glitches import LOSS_TOLERANCE, StreamLoss, track
 
 EARLY_END_S = (
     0.5  # audio ending less than this before the file is codec padding / -shortest, not worth a warning
@@ -26,7 +26,7 @@ def _seconds(value: int | None, time_base: object) -> float | None:
 
 
 def _check_end(
-    path: Path, container: av.container.InputContainer, stream: av.AudioStream, end: float
+    path: Path, container: av.container.InputContainer, stream: av.AudioStream, end: float, loss: StreamLoss
 ) -> None:
     """MediaError when the track stops more than ``LOSS_TOLERANCE`` short of its own declared duration (a
     truncated file, as for video); a warning when it ends more than ``EARLY_END_S`` and ``LOSS_TOLERANCE`` of
@@ -39,7 +39,7 @@ def _check_end(
         file_s = container.duration / 1e6
         short = (container.start_time or 0) / 1e6 + file_s - end
         if short > max(EARLY_END_S, LOSS_TOLERANCE * file_s):
-            ends_early("audio", short)
+            loss.short_by_s = short
 
 
 def iter_audio(path: str | Path, sample_rate: int) -> Iterator[np.ndarray]:
@@ -67,6 +67,7 @@ def iter_audio(path: str | Path, sample_rate: int) -> Iterator[np.ndarray]:
             parts: list[np.ndarray] = []
             size = 0
             next_t: float | None = None  # where the next frame should start (s, stream time)
+            loss = track("audio")
             skipped = False  # a packet was skipped since the last decoded frame
             for packet in container.demux(stream):
                 try:
@@ -74,7 +75,7 @@ def iter_audio(path: str | Path, sample_rate: int) -> Iterator[np.ndarray]:
                 except av.FFmpegError as err:
                     seconds = _seconds(packet.duration, tb) or 0.0
                     key = packet.pts if packet.pts is not None else -1 - packet.pos
-                    lost_packet(path, "audio", key, seconds, duration, str(err))
+                    loss.lost_packet(path, key, seconds, duration, str(err))
                     skipped = True
                     continue
                 for frame in frames:
@@ -84,7 +85,7 @@ def iter_audio(path: str | Path, sample_rate: int) -> Iterator[np.ndarray]:
                         half_frame = 0.5 * frame.samples / frame.sample_rate
                         if gap > half_frame:
                             if not skipped:
-                                timestamp_gap("audio", gap)
+                                loss.gap_s += gap
                             parts.append(np.zeros(round(gap * sample_rate), np.float32))
                             size += parts[-1].size
                     if start is not None:
@@ -100,7 +101,7 @@ def iter_audio(path: str | Path, sample_rate: int) -> Iterator[np.ndarray]:
             if parts:
                 yield np.clip(np.concatenate(parts), -1.0, 1.0)
             if next_t is not None:
-                _check_end(path, container, stream, next_t)
+                _check_end(path, container, stream, next_t, loss)
     except (av.FFmpegError, OSError) as err:
         raise MediaError(f"{path}: cannot decode audio: {err}") from err
 

@@ -7,9 +7,10 @@ of its duration; below that the video keeps its features and the loss is a warni
 lost packet, and any timestamp gap, is filled with silence (zeros) of the same length, so later windows keep their
 times. Video keeps the real frame times; a frame whose packet was lost is shown as the next decodable frame.
 
-Decoders report into the ``DecodeLog`` of the current ``recording()`` context (one per video, opened by the
-extraction engine around an expert's decoding); ``DecodeLog.warning()`` is the one line stored in the shard's
-``error`` column of a video whose status stays ok. Without a recording context losses are only logged.
+Each decoding pass counts its own losses (``track``) and fails on its own count; passes started inside a
+``recording()`` context (one per video, opened by the extraction engine around an expert's decoding) are also
+collected in its ``DecodeLog``, whose ``warning()`` is the one line stored in the shard's ``error`` column of a
+video whose status stays ok.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ STREAMS = ("audio", "video")
 
 @dataclass
 class StreamLoss:
-    """What one stream lost: seconds per undecodable packet (keyed by its timestamp), silence-filled gaps, and
-    how far the stream ends before the file does."""
+    """What one decoding pass over a stream lost: seconds per undecodable packet (keyed by its timestamp),
+    silence-filled timestamp gaps, and how far the stream ends before the file does."""
 
+    stream: str
     packets: dict[int, float] = field(default_factory=dict)
     gap_s: float = 0.0
     short_by_s: float = 0.0
@@ -43,27 +45,49 @@ class StreamLoss:
     def lost_s(self) -> float:
         return sum(self.packets.values())
 
-    def describe(self) -> str:
-        """One phrase, '' when nothing happened."""
-        parts = []
-        if self.packets:
-            parts.append(f"{len(self.packets)} undecodable packet(s) skipped ({self.lost_s:.3f} s)")
-        if self.gap_s > 0:
-            parts.append(f"timestamp gap(s) of {self.gap_s:.3f} s")
-        if self.short_by_s > 0:
-            parts.append(f"ends {self.short_by_s:.3f} s before the file")
-        return ", ".join(parts)
+    def lost_packet(self, path: Path, key: int, seconds: float, duration: float | None, reason: str) -> None:
+        """Count one undecodable packet (``key``: its timestamp) of ``seconds``; MediaError naming the file once
+        the lost packets exceed ``LOSS_TOLERANCE`` of the stream's ``duration`` (s; None: unknown, never fails)."""
+        if key in self.packets:
+            return
+        self.packets[key] = seconds
+        log.debug("%s: %s packet at %d undecodable (%s), skipped", path, self.stream, key, reason)
+        if duration and self.lost_s > LOSS_TOLERANCE * duration:
+            raise MediaError(
+                f"{path}: {self.stream}: {len(self.packets)} undecodable packet(s), {self.lost_s:.2f} s of "
+                f"{duration:.2f} s (more than {LOSS_TOLERANCE:.0%}); last: {' '.join(reason.split())}"
+            )
+
+
+def describe(passes: list[StreamLoss]) -> str:
+    """One phrase for the passes over one stream ('' when nothing happened): packets counted once across passes
+    (a reader that seeks back meets the same packet again), gaps and early end as the largest pass saw them."""
+    packets = {key: s for loss in passes for key, s in loss.packets.items()}
+    gap = max((loss.gap_s for loss in passes), default=0.0)
+    short = max((loss.short_by_s for loss in passes), default=0.0)
+    parts = []
+    if packets:
+        parts.append(f"{len(packets)} undecodable packet(s) skipped ({sum(packets.values()):.3f} s)")
+    if gap > 0:
+        parts.append(f"timestamp gap(s) of {gap:.3f} s")
+    if short > 0:
+        parts.append(f"ends {short:.3f} s before the file")
+    return ", ".join(parts)
 
 
 @dataclass
 class DecodeLog:
-    """The glitches met while decoding one video, per stream (``audio`` / ``video``)."""
+    """The decoding passes over one video's streams (``audio`` / ``video``) and what they lost."""
 
-    streams: dict[str, StreamLoss] = field(default_factory=lambda: {s: StreamLoss() for s in STREAMS})
+    passes: list[StreamLoss] = field(default_factory=list)
+
+    def stream(self, name: str) -> list[StreamLoss]:
+        """The passes over stream ``name``."""
+        return [loss for loss in self.passes if loss.stream == name]
 
     def warning(self) -> str:
         """``warning: audio: ...; video: ...`` (one line), or '' for a clean decode."""
-        parts = [f"{name}: {text}" for name, loss in self.streams.items() if (text := loss.describe())]
+        parts = [f"{name}: {text}" for name in STREAMS if (text := describe(self.stream(name)))]
         return WARNING_PREFIX + "; ".join(parts) if parts else ""
 
 
@@ -72,7 +96,7 @@ _CURRENT: ContextVar[DecodeLog | None] = ContextVar("decode_log", default=None)
 
 @contextmanager
 def recording() -> Iterator[DecodeLog]:
-    """Collect the glitches that decoding reports in this context (this thread) into a fresh ``DecodeLog``."""
+    """Collect the decoding passes started in this context (this thread) into a fresh ``DecodeLog``."""
     current = DecodeLog()
     token = _CURRENT.set(current)
     try:
@@ -81,34 +105,10 @@ def recording() -> Iterator[DecodeLog]:
         _CURRENT.reset(token)
 
 
-def _stream(stream: str) -> StreamLoss:
+def track(stream: str) -> StreamLoss:
+    """A new decoding pass over ``stream`` ("audio" / "video"), reported to the current recording if any."""
+    loss = StreamLoss(stream)
     current = _CURRENT.get()
-    return (current or DecodeLog()).streams[stream]
-
-
-def lost_packet(
-    path: Path, stream: str, key: int, seconds: float, duration: float | None, reason: str
-) -> None:
-    """Count one undecodable packet (``key``: its timestamp) of ``seconds``; MediaError naming the file once the
-    stream's lost packets exceed ``LOSS_TOLERANCE`` of its ``duration`` (seconds; None: unknown, never fails)."""
-    loss = _stream(stream)
-    if key in loss.packets:
-        return
-    loss.packets[key] = seconds
-    log.debug("%s: %s packet at %d undecodable (%s), skipped", path, stream, key, reason)
-    if duration and loss.lost_s > LOSS_TOLERANCE * duration:
-        raise MediaError(
-            f"{path}: {stream}: {len(loss.packets)} undecodable packet(s), {loss.lost_s:.2f} s of {duration:.2f} s "
-            f"(more than {LOSS_TOLERANCE:.0%}); last: {' '.join(reason.split())}"
-        )
-
-
-def timestamp_gap(stream: str, seconds: float) -> None:
-    """Count a jump in the stream's timestamps of ``seconds`` (filled with silence for audio)."""
-    _stream(stream).gap_s += seconds
-
-
-def ends_early(stream: str, seconds: float) -> None:
-    """Record that the stream ends ``seconds`` before the file's duration."""
-    loss = _stream(stream)
-    loss.short_by_s = max(loss.short_by_s, seconds)
+    if current is not None:
+        current.passes.append(loss)
+    return loss

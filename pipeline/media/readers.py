@@ -22,7 +22,7 @@ import av
 import numpy as np
 
 from pipeline.errors import MediaError
-from pipeline.media.glitches import LOSS_TOLERANCE, lost_packet
+from pipeline.media.glitches import LOSS_TOLERANCE, track
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,7 @@ class _PyAVReader:
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"
         self._wanted: set[int] | None = None
+        self._loss = track("video")
         self._frames = self._decode()
         self._pos = -1
         self._last: np.ndarray | None = None
@@ -267,7 +268,7 @@ class _PyAVReader:
             else float(self._ends[-1]) / len(self._starts)
         )
         key = packet.pts if packet.pts is not None else -1 - packet.pos
-        lost_packet(self.path, "video", key, seconds, float(self._ends[-1]), str(err))
+        self._loss.lost_packet(self.path, key, seconds, float(self._ends[-1]), str(err))
 
     def _seek(self, target: int) -> None:
         k = np.searchsorted(self._key_idx, target, side="right") - 1
