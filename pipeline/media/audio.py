@@ -16,9 +16,8 @@ import numpy as np
 from pipeline.errors import ConfigError, MediaError, NoAudioError
 from pipeline.media.glitches import LOSS_TOLERANCE, StreamLoss, track
 
-EARLY_END_S = (
-    0.5  # audio ending less than this before the file is codec padding / -shortest, not worth a warning
-)
+# audio ending less than this before the file is codec padding or ``-shortest``, not worth a warning
+EARLY_END_S = 0.5
 
 
 def _seconds(value: int | None, time_base: object) -> float | None:
@@ -69,11 +68,12 @@ def iter_audio(path: str | Path, sample_rate: int) -> Iterator[np.ndarray]:
             next_t: float | None = None  # where the next frame should start (s, stream time)
             loss = track("audio")
             skipped = False  # a packet was skipped since the last decoded frame
+            frame_s = 0.0  # duration of the last decoded frame: a lost packet's when it has none
             for packet in container.demux(stream):
                 try:
                     frames = packet.decode()
                 except av.FFmpegError as err:
-                    seconds = _seconds(packet.duration, tb) or 0.0
+                    seconds = _seconds(packet.duration, tb) or frame_s
                     key = packet.pts if packet.pts is not None else -1 - packet.pos
                     loss.lost_packet(path, key, seconds, duration, str(err))
                     skipped = True
@@ -88,8 +88,9 @@ def iter_audio(path: str | Path, sample_rate: int) -> Iterator[np.ndarray]:
                                 loss.gap_s += gap
                             parts.append(np.zeros(round(gap * sample_rate), np.float32))
                             size += parts[-1].size
+                    frame_s = frame.samples / frame.sample_rate
                     if start is not None:
-                        next_t = start + frame.samples / frame.sample_rate
+                        next_t = start + frame_s
                     skipped = False
                     for out in resampler.resample(frame):
                         parts.append(out.to_ndarray().reshape(-1))
