@@ -6,6 +6,9 @@ of its duration; below that the video keeps its features and the loss is a warni
 (keyed by its timestamp), however often a reader seeks back over it. Audio keeps its sample timeline: the span of a
 lost packet, and any timestamp gap, is filled with silence (zeros) of the same length, so later windows keep their
 times. Video keeps the real frame times; a frame whose packet was lost is shown as the next decodable frame.
+The same 5 % makes a truncated file fail: video with too few frames (``readers``), audio that stops more than 5 %
+short of its own declared duration (``audio``); audio that merely ends before the file (more than 0.5 s and 5 %
+of it: a shorter audio track) is a warning.
 
 Each decoding pass counts its own losses (``track``) and fails on its own count; passes started inside a
 ``recording()`` context (one per video, opened by the extraction engine around an expert's decoding) are also
