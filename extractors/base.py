@@ -41,6 +41,7 @@ from pipeline.errors import MediaError, NoAudioError
 from pipeline.features.fingerprint import fingerprint as _fingerprint
 from pipeline.features.shards import STATUS_EMPTY, STATUS_FAILED, STATUS_OK
 from pipeline.media.decode import FrameSpec, iter_frames
+from pipeline.media.glitches import recording
 
 log = logging.getLogger(__name__)
 _M = TypeVar("_M", bound=torch.nn.Module)
@@ -108,6 +109,13 @@ class ExpertOutput:
         if isinstance(err, NoAudioError):
             return cls.empty(dim, NO_AUDIO, token_level)
         return cls.failed(dim, str(err), token_level)
+
+
+def with_warning(out: ExpertOutput, warning: str) -> ExpertOutput:
+    """``out`` with a decoding ``warning`` as its ``error`` when it is ok (a failure keeps its own reason)."""
+    if warning and out.status == STATUS_OK:
+        out.error = warning
+    return out
 
 
 def _marking_loaded(load: Callable[..., None]) -> Callable[..., None]:
@@ -211,12 +219,14 @@ class Expert(ABC):
         )
 
     def extract(self, path: Path, record: VideoRecord) -> ExpertOutput:
-        """All of one video, without the engine (tests, one-off use); media errors become statuses."""
+        """All of one video, without the engine (tests, one-off use); media errors become statuses, decoding
+        glitches a warning in ``error``."""
         try:
-            parts = list(self.iter_prepare(path, record))
+            with recording() as glitches:
+                parts = list(self.iter_prepare(path, record))
         except MediaError as err:
             return ExpertOutput.from_media_error(self.dim, err, self.token_level)
-        return self.merge(self.forward(parts))
+        return with_warning(self.merge(self.forward(parts)), glitches.warning())
 
 
 def resolve_device(device: str) -> str:

@@ -6,7 +6,9 @@ whatever the video length). The calling thread walks the videos in shard order, 
 until ``config.batch_size`` rows are pending, calls ``expert.forward`` on them, and writes finished videos to the
 ``ShardWriter`` in order. Decoding the next videos thus overlaps the model on the current ones.
 
-Failures: a ``MediaError`` becomes status failed (``NoAudioError``: empty) with its one-line message; a model error
+Failures: a ``MediaError`` becomes status failed (``NoAudioError``: empty) with its one-line message; glitches that
+decoding survived (``pipeline.media.glitches``: skipped packets, timestamp gaps, a stream ending early) leave the
+status ok and put a ``warning: ...`` line in the video's ``error``; a model error
 on a batch is retried video by video so that only the offending video is marked failed. Anything else is a bug and
 propagates (the temp file is removed, no partial shard appears).
 
@@ -30,9 +32,10 @@ import torch
 from tqdm import tqdm
 
 from data_manifest.schema import VideoRecord
-from extractors.base import Expert, ExpertOutput, Prepared, one_line
+from extractors.base import Expert, ExpertOutput, Prepared, one_line, with_warning
 from pipeline.errors import MediaError, ShardError
 from pipeline.features.shards import STATUS_EMPTY, STATUS_FAILED, STATUS_OK, ShardWriter, read_shard
+from pipeline.media.glitches import DecodeLog, recording
 from pipeline.threads import threads_per_process
 
 log = logging.getLogger(__name__)
@@ -109,7 +112,8 @@ def _previous_outputs(
 
 
 def _produce(expert: Expert, path: Path, record: VideoRecord, q: queue.Queue, stop: threading.Event) -> None:
-    """Decode one video into ``q``: its parts, then a MediaError if one happened, then ``_END`` (always)."""
+    """Decode one video into ``q``: its parts, then its ``DecodeLog`` if decoding met glitches or a MediaError if
+    it failed, then ``_END`` (always)."""
 
     def put(item: object) -> None:
         while not stop.is_set():
@@ -122,10 +126,13 @@ def _produce(expert: Expert, path: Path, record: VideoRecord, q: queue.Queue, st
     try:
         if stop.is_set():
             return
-        for part in expert.iter_prepare(path, record):
-            put(part)
-            if stop.is_set():
-                return
+        with recording() as glitches:
+            for part in expert.iter_prepare(path, record):
+                put(part)
+                if stop.is_set():
+                    return
+        if glitches.warning():
+            put(glitches)
     except MediaError as err:
         put(err)
     finally:
@@ -150,6 +157,7 @@ class _Runner:
         self.pending: list[tuple[str, Prepared]] = []
         self.parts: dict[str, list[ExpertOutput]] = {}
         self.done: dict[str, ExpertOutput] = {}
+        self.warnings: dict[str, str] = {}
 
     def _checked(self, vid: str, out: ExpertOutput) -> ExpertOutput:
         dim = self.expert.dim
@@ -203,7 +211,10 @@ class _Runner:
             if vid not in self.done:
                 if vid not in finished or vid in pending_ids:
                     break
-                self.done[vid] = _no_silent_nothing(self.expert.merge(self.parts.pop(vid)), self.expert)
+                merged = self.expert.merge(self.parts.pop(vid))
+                self.done[vid] = _no_silent_nothing(
+                    with_warning(merged, self.warnings.pop(vid, "")), self.expert
+                )
             out = self.done.pop(vid)
             self.writer.add(vid, out.features, out.timestamps, out.status, out.error, out.tokens)
             self.summary.count(out.status, len(out.features))
@@ -298,6 +309,8 @@ def extract_shard(
                             break
                         if isinstance(item, MediaError):
                             runner.drop(rec.video_id, item)
+                        elif isinstance(item, DecodeLog):
+                            runner.warnings[rec.video_id] = item.warning()
                         else:
                             runner.add_part(rec.video_id, item)
                     finished.add(rec.video_id)

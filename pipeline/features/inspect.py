@@ -177,13 +177,14 @@ def check_shard(
 
 
 def failures(path: Path) -> list[dict[str, str]]:
-    """Videos whose status is not ok, with expert, shard, status name and error."""
+    """Videos whose status is not ok, or ok with a decoding warning in ``error``, with expert, shard, status name
+    and error."""
     out = []
     files = [path] if path.is_file() else [p for d in fingerprint_dirs(path) for p in shard_files(d)]
     for shard in files:
         index = read_shard_index(shard)
         expert = str(index.attrs.get("expert", ""))
-        for i in np.flatnonzero(index.status != 0):
+        for i in np.flatnonzero((index.status != 0) | (np.asarray(index.error) != "")):
             out.append(
                 {
                     "video_id": index.video_ids[i],

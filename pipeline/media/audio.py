@@ -1,21 +1,53 @@
-"""Audio decoding to mono float32 at a requested rate (PyAV's resampler, streamed), and windows over it."""
+"""Audio decoding to mono float32 at a requested rate (PyAV's resampler, streamed), and windows over it.
+
+Decoding is tolerant (``pipeline.media.glitches``): a packet the decoder rejects is skipped and counted, and its
+span is filled with silence, like any timestamp gap, so the sample timeline stays that of the file (to within the
+resampler's delay of a few samples); too much loss fails the track.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
 from pipeline.errors import ConfigError, MediaError, NoAudioError
+from pipeline.media.glitches import LOSS_TOLERANCE, StreamLoss, track
+
+# audio ending less than this before the file is codec padding or ``-shortest``, not worth a warning
+EARLY_END_S = 0.5
+
+
+def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
+    return None if value is None or time_base is None else float(value * time_base)
+
+
+def _check_end(
+    path: Path, container: av.container.InputContainer, stream: av.AudioStream, end: float, loss: StreamLoss
+) -> None:
+    """MediaError when the track stops more than ``LOSS_TOLERANCE`` short of its own declared duration (a
+    truncated file, as for video); a warning when it ends more than ``EARLY_END_S`` and ``LOSS_TOLERANCE`` of
+    the file's duration before the file does (audio shorter than the video)."""
+    declared = _seconds(stream.duration, stream.time_base)
+    start = _seconds(stream.start_time, stream.time_base) or 0.0
+    if declared and end - start < (1 - LOSS_TOLERANCE) * declared:
+        raise MediaError(f"{path}: truncated: decoded {end - start:.2f} s of {declared:.2f} s of audio")
+    if container.duration:
+        file_s = container.duration / 1e6
+        short = (container.start_time or 0) / 1e6 + file_s - end
+        if short > max(EARLY_END_S, LOSS_TOLERANCE * file_s):
+            loss.short_by_s = short
 
 
 def iter_audio(path: str | Path, sample_rate: int) -> Iterator[np.ndarray]:
     """Yield consecutive chunks (float32 mono in [-1, 1], ~1 s each) of a file's first audio track at
-    ``sample_rate`` Hz (PyAV's resampler, streamed).
+    ``sample_rate`` Hz (PyAV's resampler, streamed); lost packets and timestamp gaps come out as silence.
 
-    Raises NoAudioError when the file has no audio track, MediaError when it can't be read.
+    Raises NoAudioError when the file has no audio track, MediaError when it can't be read or loses more than
+    ``LOSS_TOLERANCE`` of its duration to undecodable packets.
     """
     path = Path(path)
     if sample_rate <= 0:
@@ -27,19 +59,51 @@ def iter_audio(path: str | Path, sample_rate: int) -> Iterator[np.ndarray]:
             if not container.streams.audio:
                 raise NoAudioError(f"{path}: no audio track")
             stream = container.streams.audio[0]
+            tb = stream.time_base
+            duration = _seconds(stream.duration, tb) or (
+                container.duration / 1e6 if container.duration else None
+            )
             resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
             parts: list[np.ndarray] = []
             size = 0
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    parts.append(out.to_ndarray().reshape(-1))
-                    size += parts[-1].size
+            next_t: float | None = None  # where the next frame should start (s, stream time)
+            loss = track("audio")
+            skipped = False  # a packet was skipped since the last decoded frame
+            frame_s = 0.0  # duration of the last decoded frame: a lost packet's when it has none
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError as err:
+                    seconds = _seconds(packet.duration, tb) or frame_s
+                    key = packet.pts if packet.pts is not None else -1 - (packet.pos or 0)
+                    loss.lost_packet(path, key, seconds, duration, str(err))
+                    skipped = True
+                    continue
+                for frame in frames:
+                    start = _seconds(frame.pts, tb)
+                    if start is not None and next_t is not None:
+                        gap = start - next_t
+                        half_frame = 0.5 * frame.samples / frame.sample_rate
+                        if gap > half_frame:
+                            if not skipped:
+                                loss.gap_s += gap
+                            parts.append(np.zeros(round(gap * sample_rate), np.float32))
+                            size += parts[-1].size
+                    frame_s = frame.samples / frame.sample_rate
+                    if start is not None:
+                        next_t = start + frame_s
+                    skipped = False
+                    for out in resampler.resample(frame):
+                        parts.append(out.to_ndarray().reshape(-1))
+                        size += parts[-1].size
                 if size >= sample_rate:
                     yield np.clip(np.concatenate(parts), -1.0, 1.0)
                     parts, size = [], 0
             parts += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
             if parts:
                 yield np.clip(np.concatenate(parts), -1.0, 1.0)
+            if next_t is not None:
+                _check_end(path, container, stream, next_t, loss)
     except (av.FFmpegError, OSError) as err:
         raise MediaError(f"{path}: cannot decode audio: {err}") from err
 

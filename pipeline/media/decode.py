@@ -21,6 +21,9 @@ Sampling (``FrameSpec.kind``), all times in seconds from the first frame, rows a
   last real frame and flagged; a video shorter than one clip gives exactly one padded clip, never nothing.
 - ``all``: every frame, with the real (VFR-aware) frame times.
 
+Glitches: PyAV skips an undecodable packet and counts it; more than 5 % of the stream lost fails the video
+(``pipeline.media.glitches``, the same share as the truncation check in ``readers``).
+
 Frames are decoded in chunks of ``batch`` rows (fewer when a batch would exceed MAX_BATCH_BYTES, e.g. 8K
 video), only the frames a spec needs; nothing holds a whole video. Arrays are uint8 RGB ``(n, H, W, 3)``,
 resized at decode time when ``short_side`` / ``max_side`` is set.

@@ -22,10 +22,11 @@ import av
 import numpy as np
 
 from pipeline.errors import MediaError
+from pipeline.media.glitches import LOSS_TOLERANCE, track
 
 log = logging.getLogger(__name__)
 
-TRUNCATION_TOLERANCE = 0.05
+TRUNCATION_TOLERANCE = LOSS_TOLERANCE  # one rule for truncation and undecodable packets
 ESTIMATE_TOLERANCE = 0.2  # containers without a frame count: audio may outlast the video
 
 
@@ -101,14 +102,19 @@ def probe_video(path: str | Path) -> VideoInfo:
         raise MediaError(f"{path}: cannot open video: {err}") from err
 
 
-def _check_truncation(path: Path, found: int, info: VideoInfo) -> None:
-    """MediaError when far fewer frames exist than the container declares (or its duration implies)."""
+def _check_truncation(path: Path, found: int, info: VideoInfo, span: float | None = None) -> None:
+    """MediaError when far fewer frames exist than the container declares (or its duration implies).
+
+    ``span``: seconds from the first to past the last frame found, when known; a duration estimate is then met by
+    the frames' time span, so a timestamp gap (MPEG-TS) is not taken for missing frames.
+    """
     if info.num_frames:
         if found < (1 - TRUNCATION_TOLERANCE) * info.num_frames:
             raise MediaError(f"{path}: truncated: decoded {found} of {info.num_frames} frames")
     elif info.duration and info.fps:
         expected = round(info.duration * info.fps)
-        if found < (1 - ESTIMATE_TOLERANCE) * expected:
+        covered = max(found, round(span * info.fps)) if span is not None else found
+        if covered < (1 - ESTIMATE_TOLERANCE) * expected:
             raise MediaError(f"{path}: truncated: decoded {found} of ~{expected} frames (from the duration)")
 
 
@@ -189,8 +195,10 @@ class _PyAVReader:
         self._key_idx = np.flatnonzero(keys[order][uniq])
         if len(self._pts) == 0:
             raise MediaError(f"{path}: no decodable video frames")
-        _check_truncation(path, len(self._pts), info)
         fallback = 1.0 / info.fps if info.fps else 0.04
+        _check_truncation(
+            path, len(self._pts), info, float(self._pts[-1] - self._pts[0]) * self._tb + fallback
+        )
         self._starts, self._ends = _times_from_starts(self._pts * self._tb, fallback)
         try:
             self._container = av.open(str(path))
@@ -199,6 +207,7 @@ class _PyAVReader:
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"
         self._wanted: set[int] | None = None
+        self._loss = track("video")
         self._frames = self._decode()
         self._pos = -1
         self._last: np.ndarray | None = None
@@ -246,7 +255,22 @@ class _PyAVReader:
         for packet in self._container.demux(self._stream):
             if self._wanted is not None and packet.pts is not None:
                 ctx.skip_frame = "DEFAULT" if packet.pts in self._wanted else "NONREF"
-            yield from ctx.decode(packet)
+            try:
+                frames = ctx.decode(packet)
+            except av.FFmpegError as err:
+                self._lost(packet, err)
+                continue
+            yield from frames
+
+    def _lost(self, packet: av.Packet, err: av.FFmpegError) -> None:
+        """Skip an undecodable packet (counted once, see ``pipeline.media.glitches``); too many fail the video."""
+        seconds = (
+            float(packet.duration * self._tb)
+            if packet.duration
+            else float(self._ends[-1]) / len(self._starts)
+        )
+        key = packet.pts if packet.pts is not None else -1 - (packet.pos or 0)
+        self._loss.lost_packet(self.path, key, seconds, float(self._ends[-1]), str(err))
 
     def _seek(self, target: int) -> None:
         k = np.searchsorted(self._key_idx, target, side="right") - 1

@@ -21,7 +21,7 @@ from extractors.experts.vggish import VGG, VGGISH_PCA, VGGISH_WEIGHTS, load_pca_
 from pipeline.errors import WeightsError
 from pipeline.features.shards import STATUS_EMPTY, STATUS_OK
 from pipeline.media.decode import load_audio
-from tests.media import make_video
+from tests.media import corrupt_packets, make_video
 
 OFFICIAL_VGGISH_KEYS = [
     f"{block}.{i}.{kind}"
@@ -243,3 +243,14 @@ def test_pann_rejects_checkpoint_that_does_not_fit(tmp_path):
     (tmp_path / CNN14_WEIGHTS.filename).write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="cannot read"):
         get_expert("pann").load(weights_dir=tmp_path)
+
+
+def test_a_corrupt_audio_packet_is_a_warning_not_a_failure(tmp_path):
+    clean = make_video(tmp_path / "clean.avi", codec="mpeg4", audio_codec="ac3")
+    bad = corrupt_packets(clean, tmp_path / "bad.avi", "audio", count=1)
+    expert = get_expert("vggish")
+    expert.load(random_init=True)
+    good, out = expert.extract(clean, None), expert.extract(bad, None)
+    assert out.status == STATUS_OK and out.error.startswith("warning: audio: 1 undecodable packet(s) skipped")
+    assert good.error == ""
+    np.testing.assert_array_equal(out.timestamps, good.timestamps)

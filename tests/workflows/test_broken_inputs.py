@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from data_manifest.schema import VideoRecord, write_manifest
+from pipeline.features.inspect import failures as list_failures
 from pipeline.features.reader import FeatureReader
 from pipeline.features.shards import STATUS_EMPTY, STATUS_FAILED, STATUS_OK
-from tests.media import make_video, truncate
+from tests.media import corrupt_packets, make_video, truncate
 from workflows.extraction import run_extraction
 from workflows.tasks_extract import ProbedManifest
 
@@ -60,6 +61,44 @@ def build_corpus(root: Path) -> dict[str, str]:
     files["non_ascii_spaces"] = "ünïcødé name with spaces.mp4"
     shutil.copy(good, v / "vanishing.mp4")
     files["vanished_after_probe"] = "vanishing.mp4"
+    files.update(build_glitches(v))
+    return files
+
+
+def build_glitches(v: Path) -> dict[str, str]:
+    """Files ffmpeg decodes with warnings: corrupt packets mid-stream, a timestamp gap, audio ending early."""
+    files = {}
+    for vid, name, codec, audio in (
+        ("audio_corrupt_mp3_avi", "mp3.avi", "mpeg4", "libmp3lame"),
+        ("audio_corrupt_ac3_avi", "ac3.avi", "mpeg4", "ac3"),
+        ("audio_corrupt_aac_mkv", "aac.mkv", "libx264", "aac"),
+    ):
+        clean = make_video(v / f"clean_{name}", codec=codec, audio_codec=audio)
+        corrupt_packets(clean, v / name, "audio", count=1)
+        clean.unlink()
+        files[vid] = name
+    for vid, name, codec in (
+        ("video_corrupt_h264_mkv", "h264.mkv", "libx264"),
+        ("video_corrupt_vp9_webm", "vp9_bad.webm", "libvpx-vp9"),
+    ):
+        clean = make_video(v / f"clean_{name}", fps=25, codec=codec)
+        corrupt_packets(clean, v / name, "video", count=1, keep=8)
+        clean.unlink()
+        files[vid] = name
+    first = make_video(v / "first.ts", duration=1, codec="mpeg2video", audio_codec="mp2")
+    second = make_video(
+        v / "second.ts",
+        duration=1,
+        codec="mpeg2video",
+        audio_codec="mp2",
+        extra_args=("-output_ts_offset", "3"),
+    )
+    (v / "gap.ts").write_bytes(first.read_bytes() + second.read_bytes())
+    first.unlink()
+    second.unlink()
+    files["ts_timestamp_gap"] = "gap.ts"
+    make_video(v / "short_audio.mov", audio_codec="pcm_s16le", audio_duration=1)
+    files["audio_ends_early_mov_pcm"] = "short_audio.mov"
     return files
 
 
@@ -102,6 +141,17 @@ EXPECT_RGB = {
     "non_ascii_spaces": STATUS_OK,
     "vanished_after_probe": STATUS_FAILED,
 }
+# glitches ffmpeg decodes with warnings: (expert, expected start of the warning recorded with status ok)
+EXPECT_WARNING = {
+    "audio_corrupt_mp3_avi": ("audio_stats", "warning: audio: 1 undecodable packet(s) skipped"),
+    "audio_corrupt_ac3_avi": ("audio_stats", "warning: audio: 1 undecodable packet(s) skipped"),
+    "audio_corrupt_aac_mkv": ("audio_stats", "warning: audio: 1 undecodable packet(s) skipped"),
+    "video_corrupt_h264_mkv": ("rgb", "warning: video: 1 undecodable packet(s) skipped"),
+    "video_corrupt_vp9_webm": ("rgb", "warning: video: 1 undecodable packet(s) skipped"),
+    "ts_timestamp_gap": ("audio_stats", "warning: audio: timestamp gap(s) of"),
+    "audio_ends_early_mov_pcm": ("audio_stats", "warning: audio: ends 1.0"),
+}
+EXPECT_RGB.update(dict.fromkeys(EXPECT_WARNING, STATUS_OK))
 
 
 @pytest.mark.parametrize("vid", sorted(EXPECT_RGB))
@@ -126,3 +176,21 @@ def test_failure_reasons_name_the_problem(corpus_run: tuple[Path, dict[str, str]
     assert "truncat" in rgb.get("truncated").error.lower()
     assert "vanishing.mp4" in rgb.get("vanished_after_probe").error
     assert rgb.get("rotated").features.shape[1] == 1280
+
+
+@pytest.mark.parametrize("vid", sorted(EXPECT_WARNING))
+def test_glitches_end_in_features_and_a_warning(corpus_run: tuple[Path, dict[str, str]], vid: str) -> None:
+    feats, files = corpus_run
+    path = feats.parent / "videos" / files[vid]
+    assert subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"]).returncode == 0
+    expert, warning = EXPECT_WARNING[vid]
+    for name in ("rgb", "audio_stats"):
+        got = _reader(feats, name).get(vid)
+        assert got.status == STATUS_OK and len(got.features) >= 1, got.error
+        assert got.error.startswith(warning) if name == expert else not got.error, got.error
+
+
+def test_failures_command_lists_warned_videos(corpus_run: tuple[Path, dict[str, str]]) -> None:
+    feats, _ = corpus_run
+    warned = {(r["video_id"], r["expert"]) for r in list_failures(feats) if r["status"] == "ok"}
+    assert warned == {(vid, expert) for vid, (expert, _) in EXPECT_WARNING.items()}

@@ -58,7 +58,7 @@ def _failures(args: argparse.Namespace) -> int:
         return 0
     rows = [{k: printable(v) for k, v in r.items()} for r in rows]
     if not rows:
-        print(f"{args.path}: no failed or empty videos")
+        print(f"{args.path}: no failed, empty or warned videos")
         return 0
     width = max(len("video_id"), *(len(r["video_id"]) for r in rows))
     expert_w = max(len("expert"), *(len(r["expert"]) for r in rows))
@@ -122,7 +122,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=_check)
 
-    p = fsub.add_parser("failures", help="videos with status empty or failed, and why")
+    p = fsub.add_parser("failures", help="videos with status empty or failed, or ok with a decoding warning, and why")
     p.add_argument("path", help="a shard file, a fingerprint folder, an expert folder or a features root")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_failures)
