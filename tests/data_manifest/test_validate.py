@@ -191,15 +191,21 @@ def test_check_paths_off(mdir: Path) -> None:
     assert manifest_problems(path, check_paths=False) == []
 
 
-def test_load_is_fast(mdir: Path) -> None:
+def test_load_grows_linearly(mdir: Path) -> None:
+    """A growth guard, not a timing: loading 4x the lines costs well under 16x (quadratic) the time."""
     captions = [f"caption number {i} of a video" for i in range(20)]
-    lines = [
-        _good(f"video{i}", captions=captions, duration=10.0, fps=25.0, codec="h264") for i in range(10_000)
-    ]
-    path = _write(mdir, lines)
-    start = time.perf_counter()
-    assert len(load_manifest(path)) == 10_000
-    assert time.perf_counter() - start < 2.0  # ~0.2 s on an idle 2-core machine; loose for busy CI
+
+    def seconds(n: int) -> float:
+        lines = [_good(f"video{i}", captions=captions, duration=10.0, fps=25.0, codec="h264") for i in range(n)]
+        path = _write(mdir, lines)
+        best = float("inf")
+        for _ in range(2):  # the better of two: the machine may be busy
+            start = time.perf_counter()
+            assert len(load_manifest(path)) == n
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    assert seconds(8_000) / seconds(2_000) < 8.0
 
 
 def test_cli_reports_problems_without_traceback(mdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
