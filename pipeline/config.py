@@ -64,7 +64,7 @@ def config_error(err: ValidationError, model: type[BaseModel], source: str) -> C
     return ConfigError("\n".join(lines))
 
 
-def _describe(problem: Any, model: type[BaseModel], loc: tuple) -> str:
+def _describe(problem: Any, model: type[BaseModel], loc: tuple[str | int, ...]) -> str:
     kind = problem["type"]
     if kind == "extra_forbidden":
         known = _known_keys(model, loc[:-1])
@@ -72,11 +72,11 @@ def _describe(problem: Any, model: type[BaseModel], loc: tuple) -> str:
     if kind == "value_error":
         return str(problem["ctx"]["error"])
     if kind == "missing" or isinstance(problem.get("input"), dict):
-        return problem["msg"]
+        return str(problem["msg"])
     return f"{problem['msg']}, got {problem['input']!r}"
 
 
-def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+def _known_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
     """Field names of the (nested) model at ``loc``; empty when ``loc`` leads into a plain dict."""
     current: Any = model
     for part in loc:
