@@ -349,21 +349,21 @@ class T2VLADHead(InnerProductHead):
     @torch.no_grad()
     def center_assignments(self, text: TextBatch, video: VideoBatch) -> CenterAssignments:
         """The local branch's soft assignments, recomputed as ``encode_text``/``encode_video`` do: caption tokens
-        through ``text_proj`` against the shared centres; video rows through ``local_proj`` and the transformer
-        layer, then the variant's video-side centres (shared for ``full``, ``video_vlad`` for ``separate_vlads``,
-        the detached shared centres + video bias for ``public_port``)."""
+        through ``text_proj`` and the VLAD input norm against the shared centres; video rows through ``local_proj``,
+        the transformer layer and the VLAD input norm, then the variant's video-side centres (shared for ``full``,
+        ``video_vlad`` for ``separate_vlads``, the detached shared centres + video bias for ``public_port``)."""
         if not self.has_center_view:
             raise ConfigError(f"t2vlad: variant {self.config.variant!r} has no centre/assignment view")
         k = self.config.num_clusters
         mask = text.mask.bool()
         tokens = text.tokens.masked_fill(~mask.unsqueeze(-1), 0.0)
-        text_assign = vlad_assign(self.text_proj(tokens), mask, self.text_vlad.centers, self.text_vlad.bias)[
-            0
-        ]
+        text_rows = self.vlad_norm(self.text_proj(tokens))
+        text_assign = vlad_assign(text_rows, mask, self.text_vlad.centers, self.text_vlad.bias)[0]
         feats, masks = self.prepare_video(video)
         z = torch.cat([self.local_proj[e](feats[e]) for e in self.expert_names], dim=1)
         row_mask = torch.cat([masks[e] for e in self.expert_names], dim=1)
         z = self.encoder(z, src_key_padding_mask=~row_mask & row_mask.any(dim=1, keepdim=True))
+        z = self.vlad_norm(z)
         centers, bias = self.text_vlad.centers, self.text_vlad.bias
         if self.config.variant == "separate_vlads":
             centers, bias = self.video_vlad.centers, self.video_vlad.bias
