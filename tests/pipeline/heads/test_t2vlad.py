@@ -218,6 +218,40 @@ def test_both_modalities_reach_the_assignment_at_the_same_scale(variant, monkeyp
             assert text_norms.mean() > 5 * video_norms.mean()
 
 
+@pytest.mark.parametrize("vlad_input_norm", ["layernorm", "none"])
+@pytest.mark.parametrize("variant", ["full", "separate_vlads", "public_port"])
+def test_center_view_shows_the_assignments_the_scores_use(variant, vlad_input_norm, monkeypatch):
+    import pipeline.heads.netvlad as netvlad
+    import pipeline.heads.t2vlad as t2vlad
+
+    used = []
+    original = netvlad.vlad_assign
+
+    def recording(*args):
+        used.append(original(*args))
+        return used[-1]
+
+    monkeypatch.setattr(netvlad, "vlad_assign", recording)
+    monkeypatch.setattr(t2vlad, "vlad_assign", recording)
+    head = make_head(variant, vlad_input_norm=vlad_input_norm).eval()
+    video, text = make_batches()
+    first_video = VideoBatch(
+        {e: x[:1] for e, x in video.features.items()},
+        {e: m[:1] for e, m in video.masks.items()},
+        video.available[:1],
+        video.experts,
+    )
+    first_text = TextBatch(text.tokens[:1], text.mask[:1])
+    head.encode_video(first_video)
+    head.encode_text(first_text)
+    video_used, text_used = used[0][0], used[1][0]
+    used.clear()
+    view = head.center_assignments(first_text, first_video)
+    k = SMALL["num_clusters"]
+    torch.testing.assert_close(view.text, text_used[:, :k])
+    torch.testing.assert_close(view.video, video_used[:, :k])
+
+
 def test_public_port_detaches_video_assignment():
     head = make_head("public_port").train()
     video, _ = make_batches()
