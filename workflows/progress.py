@@ -62,10 +62,18 @@ class RunProgress:
         self._thread.join()
 
     def _loop(self) -> None:
+        """Print until stopped, or until every expert has all its videos (``t2v run`` goes on training)."""
         while not self._stop.wait(self.interval):
             line = self.line()
             if line:
                 print(line, file=self.stream, flush=True)
+            if self.finished():
+                return
+
+    def finished(self) -> bool:
+        """Whether every expert's planned videos are all in current shards (as of the last ``line()``)."""
+        states = self.experts.values()
+        return bool(states) and all(s.total and s.done() == s.total for s in states)
 
     def _update(self, task: FeatureSet, state: _ExpertProgress) -> None:
         probed = task.probed()

@@ -48,9 +48,11 @@ def test_one_progress_line_for_the_run(tmp_path: Path) -> None:
     (task,) = feature_sets(manifest, [EXPERT], features, shard_size=8)
     progress = RunProgress([task])
     assert f"{EXPERT} 100/100 videos (100%)" in progress.line() and "failed 0" in progress.line()
+    assert progress.finished()  # the line stops once extraction is done (t2v run goes on training)
     first = sorted(task.feature_dir().glob(SHARD_GLOB))[0]
     first.unlink()
     assert f"{EXPERT} 92/100 videos (92%)" in progress.line()
+    assert not progress.finished()
 
 
 def _watch_shards(root: Path, stop: threading.Event, seen: dict[str, set[int]]) -> None:
