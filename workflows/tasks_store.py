@@ -92,7 +92,7 @@ class EncodeStore(_StoreParams):
             "skipped": summary.skipped,
             "index": summary.index,
         }
-        with self.output().temporary_path() as tmp:  # replaced: the store grows in place
+        with self.output().temporary_path() as tmp:  # replaced: the store moves to a new version
             Path(tmp).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 

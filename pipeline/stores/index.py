@@ -46,7 +46,7 @@ import numpy as np
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is logged at INFO
 import faiss  # noqa: E402
 
-from data_manifest.atomic import atomic_path  # noqa: E402
+from data_manifest.hashing import sha256_file  # noqa: E402
 from pipeline.errors import StoreError  # noqa: E402
 
 INDEX_KINDS = ("flat", "ivf", "ivfpq", "ivfpq-rerank")
@@ -253,15 +253,20 @@ def recall_at(truth: np.ndarray, found: np.ndarray) -> float:
 
 
 def write_index(index: faiss.Index, path: Path) -> None:
-    """Write atomically (temp file + rename)."""
-    with atomic_path(path) as tmp:
-        faiss.write_index(index, str(tmp))
+    """Write ``index`` to ``path``: a temp file of the store version being written, published with it."""
+    faiss.write_index(index, str(path))
 
 
-def read_index(path: Path, spec: IndexSpec) -> faiss.Index:
-    """Read an index written by ``write_index``; IVF kinds get ``spec.nprobe``."""
+def read_index(path: Path, spec: IndexSpec, sha256: str | None = None) -> faiss.Index:
+    """Read an index written by ``write_index``, checked against its recorded ``sha256`` when given (a flipped
+    byte otherwise gives confident wrong hits); IVF kinds get ``spec.nprobe``."""
     if not path.is_file():
         raise StoreError(f"{path}: index file missing (re-run t2v encode)")
+    if sha256 is not None and (actual := sha256_file(path)) != sha256:
+        raise StoreError(
+            f"{path}: index does not match its recorded sha256 ({actual[:12]} != {sha256[:12]}); "
+            "re-run t2v encode to rebuild it"
+        )
     try:
         index = faiss.read_index(str(path))
     except RuntimeError as err:

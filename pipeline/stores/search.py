@@ -167,7 +167,7 @@ class Searcher:
         self.spec = store.index_spec
         self.vectors: h5py.Dataset | None = None
         if self.spec.reranked:
-            self.vectors = h5py.File(store.h5_path, "r")["vectors"]
+            self.vectors = h5py.File(store.h5_path, "r", locking=False)["vectors"]  # versions never change
         self.all_emb: Embedding | None = None
         self.groups: list[tuple[torch.Tensor, np.ndarray, torch.Tensor]] = []
         self.fallback_rows = np.zeros(0, np.int64)

@@ -1,6 +1,12 @@
 """Embedding stores (DESIGN.md §3.4): a trained head's video side in HDF5 plus a faiss index, grown incrementally.
 
-A store is a folder ``STORE/`` with ``embeddings.h5`` and ``index.faiss``. ``embeddings.h5``:
+A store is a folder ``STORE/`` holding versions: ``embeddings-<n>.h5`` and ``index-<n>.faiss``, and ``CURRENT``, the
+number n of the published version (a store written before versions has ``embeddings.h5`` and ``index.faiss``: version
+0). A version is never changed once published: an encode copies the current one to temp files in the folder
+(``data_manifest.atomic``), changes the copy, publishes it as n + 1 and switches ``CURRENT`` with one atomic rename,
+then removes the versions before n. Readers open read-only without HDF5 file locking, so a search keeps working on
+the version it opened while an encode runs (and after it, until the encode after next); a killed or failed encode
+(kill -9, full disk) leaves only temp files, which the next encode removes. ``embeddings-<n>.h5``:
 
 | dataset          | shape / type        | meaning                                                            |
 |------------------|---------------------|--------------------------------------------------------------------|
@@ -16,7 +22,8 @@ Attributes: ``format_version``, ``num_videos`` (rows committed; rows past it are
 by the next one), ``head``, ``run_dir``, ``checkpoint``, ``checkpoint_sha256``, ``text_model_digest``,
 ``run_config`` (JSON), ``feature_fingerprints`` and ``feature_dirs`` (JSON), ``experts`` (JSON), ``manifest``,
 ``index`` (JSON: the ``IndexSpec`` used, the ``num_videos`` it covers, ``indexed``, ``dim``, ``trained_on``
-(vectors at its last training), ``auto`` (kind chosen by size), ``recall_at_10`` (and ``recall_queries``,
+(vectors at its last training), ``auto`` (kind chosen by size), ``sha256`` (of the index file, checked each time
+the index is loaded: a mismatch is a StoreError, and ``encode_store`` then builds the index again), ``recall_at_10`` (and ``recall_queries``,
 ``fp16_max_score_error`` for re-ranked kinds) measured when it was last filled).
 
 A data file never chooses the code that runs: the ``emb/`` rows are rebuilt into the ``video_embedding`` class of
@@ -43,8 +50,10 @@ every vector in memory except for a flat index, which is in memory anyway.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -53,6 +62,8 @@ import h5py
 import numpy as np
 import torch
 
+from data_manifest.atomic import publish, remove_stale_temps, temp_path, write_text
+from data_manifest.hashing import sha256_file
 from data_manifest.schema import VideoRecord
 from pipeline.errors import ConfigError, StoreError
 from pipeline.features.reader import FeatureReader, latest_feature_dir
@@ -81,6 +92,7 @@ from pipeline.training.dataset import VideoSample, collate, row_caps, uniform_ro
 FORMAT_VERSION = 1
 STORE_FILE = "embeddings.h5"
 INDEX_FILE = "index.faiss"
+CURRENT_FILE = "CURRENT"
 CHUNK_BYTES = 1 << 18  # HDF5 chunks of whole rows, ~256 kB: reading one video touches one chunk per field
 _META = ("video_ids", "captions", "paths", "splits", "content_hash")
 __all__ = [
@@ -93,21 +105,89 @@ __all__ = [
 ]
 
 
+# ----- versions -----
+def version_files(out: Path, version: int) -> tuple[Path, Path]:
+    """The (embeddings, index) files of ``version`` of the store ``out`` (0: a store written before versions)."""
+    if version == 0:
+        return out / STORE_FILE, out / INDEX_FILE
+    return out / f"embeddings-{version}.h5", out / f"index-{version}.faiss"
+
+
+def current_version(out: Path) -> int | None:
+    """The published version of the store ``out`` (``CURRENT``; 0 for a store written before versions), None when
+    the folder holds no store."""
+    pointer = out / CURRENT_FILE
+    if pointer.is_file():
+        text = pointer.read_text(encoding="utf-8").strip()
+        if not text.isdigit():
+            raise StoreError(f"{pointer}: not a store version number ({text[:40]!r})")
+        return int(text)
+    return 0 if (out / STORE_FILE).is_file() else None
+
+
+@contextmanager
+def _new_version(out: Path) -> Iterator[tuple[Path, Path]]:
+    """Yield temp (embeddings, index) files holding a copy of the current version (a new empty HDF5 file and no
+    index for a new store) to change in place; on a clean exit publish them as the next version, switch
+    ``CURRENT`` to it and remove the versions before the previous one. On any error the temps are deleted and the
+    store keeps its current version; a write error (full disk, read-only folder) is a one-line StoreError."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (STORE_FILE, INDEX_FILE, CURRENT_FILE):
+        remove_stale_temps(out / name)
+    version = current_version(out)
+    new = (version or 0) + 1
+    h5_tmp, index_tmp = temp_path(out / STORE_FILE), temp_path(out / INDEX_FILE)
+    index_tmp.unlink()
+    try:
+        if version is None:
+            _open(h5_tmp, "w").close()
+        else:
+            old_h5, old_index = version_files(out, version)
+            shutil.copyfile(old_h5, h5_tmp)
+            if old_index.is_file():
+                shutil.copyfile(old_index, index_tmp)
+        yield h5_tmp, index_tmp
+        new_h5, new_index = version_files(out, new)
+        publish(h5_tmp, new_h5)
+        if index_tmp.is_file():
+            publish(index_tmp, new_index)
+        write_text(out / CURRENT_FILE, f"{new}\n")
+    except OSError as err:
+        raise StoreError(
+            f"{out}: could not write store version {new} ({err}); the store keeps its previous version"
+        ) from err
+    finally:
+        h5_tmp.unlink(missing_ok=True)
+        index_tmp.unlink(missing_ok=True)
+    keep = {*version_files(out, new), *version_files(out, new - 1)}
+    for old in [out / STORE_FILE, out / INDEX_FILE, *out.glob("embeddings-*.h5"), *out.glob("index-*.faiss")]:
+        if old not in keep:
+            old.unlink(missing_ok=True)
+
+
 # ----- reading -----
 def _strings(ds: h5py.Dataset, n: int) -> list[str]:
     return list(ds.asstr()[:n]) if n else []
 
 
 class EmbeddingStore:
-    """Read side of a store folder: metadata in memory, embeddings read by rows, the index on demand."""
+    """Read side of a store folder's current version (or of ``files``, the (embeddings, index) an encode is
+    writing): metadata in memory, embeddings read by rows, the index on demand."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, files: tuple[Path, Path] | None = None):
         self.path = Path(path)
-        self.h5_path = self.path / STORE_FILE
+        if files is None:
+            version = current_version(self.path)
+            if version is None:
+                raise StoreError(
+                    f"{self.path}: no embedding store here ({STORE_FILE} missing; run t2v encode)"
+                )
+            files = version_files(self.path, version)
+        self.h5_path, self.index_path = files
         if not self.h5_path.is_file():
-            raise StoreError(f"{self.path}: no embedding store here ({STORE_FILE} missing; run t2v encode)")
+            raise StoreError(f"{self.h5_path}: embedding store file missing (re-run t2v encode)")
         try:
-            with h5py.File(self.h5_path, "r") as f:
+            with _open(self.h5_path) as f:
                 self.attrs = {k: _attr(v) for k, v in f.attrs.items()}
                 n = int(self.attrs.get("num_videos", 0))
                 meta = {name: _strings(f[name], n) for name in _META}
@@ -152,7 +232,7 @@ class EmbeddingStore:
             uniq, order = np.unique(rows, return_inverse=True)
             rows = uniq
         values: dict[str, torch.Tensor | None] = {}
-        with h5py.File(self.h5_path, "r") as f:
+        with _open(self.h5_path) as f:
             for fld in fields(self.embedding_class):
                 name = f"emb/{fld.name}"
                 if name not in f:
@@ -164,13 +244,19 @@ class EmbeddingStore:
         return self.embedding_class(**values)
 
     def index(self) -> Any:
-        """The faiss index (StoreError when it does not cover the committed rows)."""
+        """The faiss index (StoreError when it does not cover the committed rows or its sha256 does not match)."""
         info = json.loads(self.attrs["index"])
         if int(info.get("num_videos", -1)) != len(self):
             raise StoreError(
                 f"{self.path}: index covers {info.get('num_videos')} of {len(self)} videos; re-run t2v encode"
             )
-        return read_index(self.path / INDEX_FILE, self.index_spec)
+        return read_index(self.index_path, self.index_spec, info.get("sha256"))
+
+
+def _open(path: Path, mode: str = "r") -> h5py.File:
+    """``path`` without HDF5 file locking: published versions never change and the copy an encode writes is its
+    own temp file, so no lock is needed, and readers never wait for (or block) an encode."""
+    return h5py.File(path, mode, locking=False)
 
 
 def _read_rows(ds: h5py.Dataset, rows: np.ndarray | slice, block: int = 8192) -> np.ndarray:
@@ -338,11 +424,9 @@ def append_embeddings(
     feature_dirs: dict[str, Path],
 ) -> int:
     """Append video embeddings computed elsewhere (``records`` in ``emb`` order, ``available`` (B, E) bool) to
-    the store ``out`` (created when missing); returns the new number of videos. The index is not touched: call
-    ``rebuild_index`` afterwards."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with h5py.File(out / STORE_FILE, "a") as f:
+    the store ``out`` (created when missing), as a new version; returns the new number of videos. The index is not
+    touched: call ``rebuild_index`` afterwards."""
+    with _new_version(Path(out)) as (h5_path, _), _open(h5_path, "a") as f:
         if "format_version" not in f.attrs:
             _init_attrs(f, run, feature_dirs, run.checkpoint.name, manifest)
         start = int(f.attrs["num_videos"])
@@ -354,9 +438,10 @@ def append_embeddings(
 def rebuild_index(
     out: str | Path, head: RetrievalHead, spec: IndexSpec | None, device: str = "cpu"
 ) -> dict[str, Any]:
-    """Build the store's index from scratch (``spec`` None: chosen by size, see ``pipeline.stores.index``);
-    returns its parameters."""
-    return _update_index(Path(out), head, spec, None, appended=0, rebuild=True, device=device)
+    """Build the store's index from scratch (``spec`` None: chosen by size, see ``pipeline.stores.index``), as a
+    new version; returns its parameters."""
+    with _new_version(Path(out)) as files:
+        return _update_index(Path(out), files, head, spec, None, appended=0, rebuild=True, device=device)
 
 
 def encode_store(
@@ -383,12 +468,10 @@ def encode_store(
     records = [r for r in listed if split is None or r.split == split]
     readers = {e: FeatureReader(dirs[e]) for e in run.head.expert_names}
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    h5_path = out / STORE_FILE
     identity = _identity(run, dirs)
     existing: dict[str, tuple[int, str]] = {}
-    old_spec, removed = None, []
-    if h5_path.exists():
+    old_spec, old_auto, removed, keep = None, False, [], np.zeros(0, bool)
+    if current_version(out) is not None:
         store = EmbeddingStore(out)
         for key, value in identity.items():
             if str(store.attrs.get(key)) != str(value):
@@ -396,13 +479,12 @@ def encode_store(
                     f"{out}: store was built with another {key} ({store.attrs.get(key)} != {value}); "
                     "use a new --out folder"
                 )
-        old_spec = store.index_spec
+        old_spec, old_auto = store.index_spec, bool(json.loads(store.attrs["index"]).get("auto"))
         in_manifest = {r.video_id for r in listed}
-        removed = [v for v in store.video_ids if v not in in_manifest]
-        if removed:
-            _remove_rows(h5_path, np.array([v in in_manifest for v in store.video_ids]))
-            store = EmbeddingStore(out)
-        existing = {v: (i, store.content_hash[i]) for i, v in enumerate(store.video_ids)}
+        keep = np.array([v in in_manifest for v in store.video_ids], bool)
+        removed = [v for v, k in zip(store.video_ids, keep, strict=True) if not k]
+        kept = np.flatnonzero(keep)
+        existing = {store.video_ids[i]: (row, store.content_hash[i]) for row, i in enumerate(kept)}
     skipped = [r.video_id for r in records if not all(r.video_id in rd for rd in readers.values())]
     skip = set(skipped)
     new = [r for r in records if r.video_id not in existing and r.video_id not in skip]
@@ -419,49 +501,65 @@ def encode_store(
             f"{f' ({len(skipped)} not extracted yet)' if skipped else ''}"
         )
     spec = index if index is not None and index.kind != "auto" else None
-    if index is None and old_spec is not None and not json.loads(store.attrs["index"]).get("auto"):
+    if index is None and old_spec is not None and not old_auto:
         spec = old_spec  # an explicitly asked kind stays until another is asked for
-    with h5py.File(h5_path, "a") as f:
-        committed = int(f.attrs.get("num_videos", 0))
-        if not existing:
-            _init_attrs(f, run, dirs, checkpoint, manifest_path)
-        jobs = [(existing[r.video_id][0], r) for r in changed] + [
-            (committed + i, r) for i, r in enumerate(new)
-        ]
-        for b in range(0, len(jobs), batch_size):
-            block = jobs[b : b + batch_size]
-            recs = [r for _, r in block]
-            batch = collate(
-                _samples(recs, readers, row_caps(run.config, readers)),
-                run.head.expert_names,
-                {e: rd.dim for e, rd in readers.items()},
-            )
-            with torch.no_grad():
-                emb = run.head.encode_video(batch.video.to(device))
-            available, complete = batch.video.available.numpy(), complete_mask(run.head, emb)
-            for j, (row, rec) in enumerate(block):  # re-encoded videos keep their (scattered) rows
-                if row < committed:
-                    _write_rows(
-                        f, row, [rec], manifest_path.parent, emb[j], available[j : j + 1], complete[j : j + 1]
-                    )
-            fresh = [j for j, (row, _) in enumerate(block) if row >= committed]  # consecutive new rows
-            if fresh:
-                _write_rows(
-                    f,
-                    block[fresh[0]][0],
-                    [block[j][1] for j in fresh],
-                    manifest_path.parent,
-                    emb[torch.tensor(fresh)],
-                    available[fresh],
-                    complete[fresh],
+    with _new_version(out) as files:
+        if removed:
+            _remove_rows(files[0], keep)
+        with _open(files[0], "a") as f:
+            committed = int(f.attrs.get("num_videos", 0))
+            if not existing:
+                _init_attrs(f, run, dirs, checkpoint, manifest_path)
+            jobs = [(existing[r.video_id][0], r) for r in changed] + [
+                (committed + i, r) for i, r in enumerate(new)
+            ]
+            for b in range(0, len(jobs), batch_size):
+                block = jobs[b : b + batch_size]
+                recs = [r for _, r in block]
+                batch = collate(
+                    _samples(recs, readers, row_caps(run.config, readers)),
+                    run.head.expert_names,
+                    {e: rd.dim for e, rd in readers.items()},
                 )
-            if progress:
-                print(f"encoded {min(b + batch_size, len(jobs))}/{len(jobs)} videos", flush=True)
-        f.attrs["num_videos"] = committed + len(new)
-        f.flush()
-    info = _update_index(
-        out, run.head, spec, old_spec, appended=len(new), rebuild=bool(changed or removed), device=device
-    )
+                with torch.no_grad():
+                    emb = run.head.encode_video(batch.video.to(device))
+                available, complete = batch.video.available.numpy(), complete_mask(run.head, emb)
+                for j, (row, rec) in enumerate(block):  # re-encoded videos keep their (scattered) rows
+                    if row < committed:
+                        _write_rows(
+                            f,
+                            row,
+                            [rec],
+                            manifest_path.parent,
+                            emb[j],
+                            available[j : j + 1],
+                            complete[j : j + 1],
+                        )
+                fresh = [j for j, (row, _) in enumerate(block) if row >= committed]  # consecutive new rows
+                if fresh:
+                    _write_rows(
+                        f,
+                        block[fresh[0]][0],
+                        [block[j][1] for j in fresh],
+                        manifest_path.parent,
+                        emb[torch.tensor(fresh)],
+                        available[fresh],
+                        complete[fresh],
+                    )
+                if progress:
+                    print(f"encoded {min(b + batch_size, len(jobs))}/{len(jobs)} videos", flush=True)
+            f.attrs["num_videos"] = committed + len(new)
+            f.flush()
+        info = _update_index(
+            out,
+            files,
+            run.head,
+            spec,
+            old_spec,
+            appended=len(new),
+            rebuild=bool(changed or removed),
+            device=device,
+        )
     store = EmbeddingStore(out)
     return EncodeSummary(
         out, len(store), len(new), len(changed), skipped, info, time.monotonic() - t0, len(removed)
@@ -469,10 +567,10 @@ def encode_store(
 
 
 def _remove_rows(h5_path: Path, keep: np.ndarray, block: int = 4096) -> None:
-    """Drop the rows where ``keep`` is False from every row dataset, moving the kept rows up in order (in place;
-    ``num_videos`` is set last, so a kill midway leaves rows that the next encode re-checks by content hash)."""
+    """Drop the rows where ``keep`` is False from every row dataset, moving the kept rows up in order (in place,
+    in the copy an encode is writing)."""
     kept = np.flatnonzero(keep)
-    with h5py.File(h5_path, "a") as f:
+    with _open(h5_path, "a") as f:
         names: list[str] = []
         f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
         for name in names:
@@ -486,6 +584,7 @@ def _remove_rows(h5_path: Path, keep: np.ndarray, block: int = 4096) -> None:
 
 def _update_index(
     out: Path,
+    files: tuple[Path, Path],
     head: RetrievalHead,
     spec: IndexSpec | None,
     old_spec: IndexSpec | None,
@@ -497,8 +596,11 @@ def _update_index(
 ) -> dict[str, Any]:
     """Bring the index up to the store's rows: append the new rows' vectors, refill a trained index when rows were
     re-encoded or removed, or train a new one (no index yet, another kind asked for or chosen by size, or the
-    retraining trigger of ``pipeline.stores.index``). ``spec`` None: the kind chosen by ``choose_spec``."""
-    store = EmbeddingStore(out)
+    retraining trigger of ``pipeline.stores.index``), or when the index file fails its recorded sha256. Works on
+    ``files``, the (embeddings, index) of the version being written. ``spec`` None: the kind chosen by
+    ``choose_spec``."""
+    h5_path, index_path = files
+    store = EmbeddingStore(out, files)
     info = json.loads(store.attrs["index"])
     n = len(store)
     indexed_rows = np.arange(n) if head.text_conditioned else np.flatnonzero(store.complete)
@@ -514,7 +616,11 @@ def _update_index(
             spec = old_spec
         else:
             spec = chosen
-    covered = int(info.get("num_videos", -1)) == n - appended and (out / INDEX_FILE).is_file()
+    covered = (
+        int(info.get("num_videos", -1)) == n - appended
+        and index_path.is_file()
+        and info.get("sha256") in (None, sha256_file(index_path))  # stores before digests have none
+    )
     retrain = old_spec is None or spec != old_spec or not covered or grown
     if not retrain and not rebuild and appended == 0:
         return info
@@ -528,13 +634,13 @@ def _update_index(
         trained_on = len(indexed_rows)
         del sample
     else:
-        index, used = read_index(out / INDEX_FILE, spec), spec
+        index, used = read_index(index_path, spec), spec
         trained_on = int(info.get("trained_on", 0))
         if rebuild:
             index.reset()  # keeps the trained quantizer and codebooks
     refill = retrain or rebuild
     start = 0 if refill else n - appended
-    with h5py.File(out / STORE_FILE, "a") as f:
+    with _open(h5_path, "a") as f:
         if refill and "vectors" in f:
             del f["vectors"]
         for a in range(start, n, block):
@@ -544,7 +650,7 @@ def _update_index(
                 _put(f, "vectors", vectors.astype(np.float16), a, row_chunks=True)
             keep = np.ones(len(emb), bool) if head.text_conditioned else store.complete[a : a + len(emb)]
             add_to_index(index, vectors[keep], np.arange(a, a + len(emb))[keep])
-    write_index(index, out / INDEX_FILE)
+    write_index(index, index_path)
     measured = ("recall_at_10", "recall_queries", "fp16_max_score_error")  # appends keep the last fill's
     info = {
         **used.to_dict(),
@@ -553,13 +659,14 @@ def _update_index(
         "dim": dim,
         "trained_on": trained_on,
         "auto": auto,
+        "sha256": sha256_file(index_path),
         **({} if refill else {k: info[k] for k in measured if k in info}),
     }
     if used.kind == "flat":
         info["recall_at_10"] = 1.0
     elif refill:
-        info.update(_measure_recall(out, head, index, used, indexed_rows, dim, device, block))
-    with h5py.File(out / STORE_FILE, "a") as f:
+        info.update(_measure_recall(store, head, index, used, indexed_rows, dim, device, block))
+    with _open(h5_path, "a") as f:
         f.attrs["index"] = json.dumps(info, sort_keys=True)
     return info
 
@@ -575,7 +682,7 @@ def _vectors(
 
 
 def _measure_recall(
-    out: Path,
+    store: EmbeddingStore,
     head: RetrievalHead,
     index: Any,
     spec: IndexSpec,
@@ -587,14 +694,13 @@ def _measure_recall(
     """recall@10 of ``index`` against exact search, with ``RECALL_QUERIES`` of the indexed vectors as queries
     (each query's own row left out of both lists), and for re-ranked kinds the largest score error of the float16
     vectors on disk over every (query, video) pair."""
-    store = EmbeddingStore(out)
     rows = np.sort(
         np.random.default_rng(1).choice(indexed_rows, min(RECALL_QUERIES, len(indexed_rows)), False)
     )
     queries = _vectors(store, head, rows, device, dim)
     k = min(11, len(indexed_rows))
     error = [0.0]
-    with h5py.File(out / STORE_FILE, "r") as f:
+    with _open(store.h5_path) as f:
 
         def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
             for a in range(0, len(indexed_rows), block):

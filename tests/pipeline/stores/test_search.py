@@ -13,6 +13,7 @@ import pipeline  # noqa: F401
 import pipeline.stores.search as search_module
 from data_manifest.schema import MAX_LINE_BYTES
 from pipeline.stores.search import Hit, SearchResult
+from pipeline.stores.store import EmbeddingStore
 from tests.store_fixtures import make_tree, save_run
 from workflows.cli import main
 from workflows.commands.store import _print_result
@@ -71,7 +72,7 @@ def test_search_errors_are_one_line(store, tmp_path, capsys):
     assert err == "t2v search: error: empty query"
     assert main(["search", str(tmp_path / "nope"), "a query"]) == 1
     assert "no embedding store" in capsys.readouterr().err
-    with h5py.File(store / "embeddings.h5", "a") as f:
+    with h5py.File(EmbeddingStore(store).h5_path, "a") as f:
         digest = f.attrs["text_model_digest"]
         f.attrs["text_model_digest"] = "0" * 64
     try:
@@ -80,7 +81,7 @@ def test_search_errors_are_one_line(store, tmp_path, capsys):
         assert err.startswith("t2v search: error: ") and "text model 000000000000" in err
         assert len(err.splitlines()) == 1  # checked before the encoder is loaded
     finally:
-        with h5py.File(store / "embeddings.h5", "a") as f:
+        with h5py.File(EmbeddingStore(store).h5_path, "a") as f:
             f.attrs["text_model_digest"] = digest
 
 

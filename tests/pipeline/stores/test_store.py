@@ -82,13 +82,13 @@ def test_incremental_append_and_reencode(tree):
     store_dir = tmp / "store-inc"
     first = encode_store(run_dir, store_dir, split="test", progress=False)
     assert first.added == 9 and first.num_videos == 9
-    with h5py.File(store_dir / "embeddings.h5") as f:
+    with h5py.File(EmbeddingStore(store_dir).h5_path) as f:
         before = f["emb/centers"][:9].copy()
     second = encode_store(run_dir, store_dir, progress=False)
     assert (second.added, second.reencoded, second.num_videos) == (6, 0, 15)
     store = EmbeddingStore(store_dir)
     assert store.video_ids[:9] == [r.video_id for r in records if r.split == "test"]
-    with h5py.File(store_dir / "embeddings.h5") as f:
+    with h5py.File(EmbeddingStore(store_dir).h5_path) as f:
         np.testing.assert_array_equal(f["emb/centers"][:9], before)
     assert store.index().ntotal == int(store.complete.sum())
     again = encode_store(run_dir, store_dir, progress=False)
@@ -156,7 +156,7 @@ def test_video_without_any_expert_is_scored_by_the_head(tree):
     run_dir = save_run(tmp / "run-none", "t2vlad", manifest, features, seed=4)
     store_dir = tmp / "store-none"
     encode_store(run_dir, store_dir, progress=False)
-    with h5py.File(store_dir / "embeddings.h5", "a") as f:
+    with h5py.File(EmbeddingStore(store_dir).h5_path, "a") as f:
         assert not f["complete"][0]  # video 0 lacks speech; now it lacks every expert
         f["emb/available"][0] = False
         f["emb/experts"][0] = 0.0
