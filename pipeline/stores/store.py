@@ -49,7 +49,9 @@ every vector in memory except for a flat index, which is in memory anyway.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -93,6 +95,7 @@ FORMAT_VERSION = 1
 STORE_FILE = "embeddings.h5"
 INDEX_FILE = "index.faiss"
 CURRENT_FILE = "CURRENT"
+LOCK_FILE = "encode.lock"
 CHUNK_BYTES = 1 << 18  # HDF5 chunks of whole rows, ~256 kB: reading one video touches one chunk per field
 _META = ("video_ids", "captions", "paths", "splits", "content_hash")
 __all__ = [
@@ -126,43 +129,72 @@ def current_version(out: Path) -> int | None:
 
 
 @contextmanager
-def _new_version(out: Path) -> Iterator[tuple[Path, Path]]:
-    """Yield temp (embeddings, index) files holding a copy of the current version (a new empty HDF5 file and no
-    index for a new store) to change in place; on a clean exit publish them as the next version, switch
-    ``CURRENT`` to it and remove the versions before the previous one. On any error the temps are deleted and the
-    store keeps its current version; a write error (full disk, read-only folder) is a one-line StoreError."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name in (STORE_FILE, INDEX_FILE, CURRENT_FILE):
-        remove_stale_temps(out / name)
-    version = current_version(out)
-    new = (version or 0) + 1
-    h5_tmp, index_tmp = temp_path(out / STORE_FILE), temp_path(out / INDEX_FILE)
-    index_tmp.unlink()
+def _store_lock(out: Path) -> Iterator[None]:
+    """Hold ``out/encode.lock`` exclusively: one encode writes a store at a time (a second is a StoreError)."""
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        if version is None:
-            _open(h5_tmp, "w").close()
-        else:
-            old_h5, old_index = version_files(out, version)
-            shutil.copyfile(old_h5, h5_tmp)
-            if old_index.is_file():
-                shutil.copyfile(old_index, index_tmp)
-        yield h5_tmp, index_tmp
-        new_h5, new_index = version_files(out, new)
-        publish(h5_tmp, new_h5)
-        if index_tmp.is_file():
-            publish(index_tmp, new_index)
-        write_text(out / CURRENT_FILE, f"{new}\n")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreError(
+                f"{out}: another t2v encode is writing this store (holds {LOCK_FILE}); wait for it to finish"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _new_version(out: Path, base: int | None) -> Iterator[tuple[Path, Path]]:
+    """Yield temp (embeddings, index) files holding a copy of version ``base``, the one the caller read (a new
+    empty HDF5 file and no index when None), to change in place; on a clean exit publish them as the next version,
+    switch ``CURRENT`` to it and remove the versions before the previous one. On any error the temps are deleted
+    and the store keeps its current version; a write error (full disk, read-only folder) is a one-line
+    StoreError, and so is another encode that holds the store or has published since ``base`` was read."""
+    temps: list[Path] = []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with _store_lock(out):
+            for name in (STORE_FILE, INDEX_FILE, CURRENT_FILE):
+                remove_stale_temps(out / name)
+            if current_version(out) != base:
+                raise StoreError(
+                    f"{out}: another encode published version {current_version(out)} after this one read "
+                    f"version {base}; re-run t2v encode"
+                )
+            new = (base or 0) + 1
+            h5_tmp, index_tmp = temp_path(out / STORE_FILE), temp_path(out / INDEX_FILE)
+            temps += [h5_tmp, index_tmp]
+            index_tmp.unlink()
+            if base is None:
+                _open(h5_tmp, "w").close()
+            else:
+                old_h5, old_index = version_files(out, base)
+                shutil.copyfile(old_h5, h5_tmp)
+                if old_index.is_file():
+                    shutil.copyfile(old_index, index_tmp)
+            yield h5_tmp, index_tmp
+            new_h5, new_index = version_files(out, new)
+            publish(h5_tmp, new_h5)
+            if index_tmp.is_file():
+                publish(index_tmp, new_index)
+            write_text(out / CURRENT_FILE, f"{new}\n")
+            keep = {*version_files(out, new), *version_files(out, new - 1)}
+            for old in [
+                out / STORE_FILE,
+                out / INDEX_FILE,
+                *out.glob("embeddings-*.h5"),
+                *out.glob("index-*.faiss"),
+            ]:
+                if old not in keep:
+                    old.unlink(missing_ok=True)
     except OSError as err:
         raise StoreError(
-            f"{out}: could not write store version {new} ({err}); the store keeps its previous version"
+            f"{out}: could not write a new store version ({err}); the store keeps its previous version"
         ) from err
     finally:
-        h5_tmp.unlink(missing_ok=True)
-        index_tmp.unlink(missing_ok=True)
-    keep = {*version_files(out, new), *version_files(out, new - 1)}
-    for old in [out / STORE_FILE, out / INDEX_FILE, *out.glob("embeddings-*.h5"), *out.glob("index-*.faiss")]:
-        if old not in keep:
-            old.unlink(missing_ok=True)
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
 
 
 # ----- reading -----
@@ -176,13 +208,14 @@ class EmbeddingStore:
 
     def __init__(self, path: str | Path, files: tuple[Path, Path] | None = None):
         self.path = Path(path)
+        self.version: int | None = None  # the published version read (None: ``files`` given)
         if files is None:
-            version = current_version(self.path)
-            if version is None:
+            self.version = current_version(self.path)
+            if self.version is None:
                 raise StoreError(
                     f"{self.path}: no embedding store here ({STORE_FILE} missing; run t2v encode)"
                 )
-            files = version_files(self.path, version)
+            files = version_files(self.path, self.version)
         self.h5_path, self.index_path = files
         if not self.h5_path.is_file():
             raise StoreError(f"{self.h5_path}: embedding store file missing (re-run t2v encode)")
@@ -426,7 +459,7 @@ def append_embeddings(
     """Append video embeddings computed elsewhere (``records`` in ``emb`` order, ``available`` (B, E) bool) to
     the store ``out`` (created when missing), as a new version; returns the new number of videos. The index is not
     touched: call ``rebuild_index`` afterwards."""
-    with _new_version(Path(out)) as (h5_path, _), _open(h5_path, "a") as f:
+    with _new_version(Path(out), current_version(Path(out))) as (h5_path, _), _open(h5_path, "a") as f:
         if "format_version" not in f.attrs:
             _init_attrs(f, run, feature_dirs, run.checkpoint.name, manifest)
         start = int(f.attrs["num_videos"])
@@ -440,7 +473,7 @@ def rebuild_index(
 ) -> dict[str, Any]:
     """Build the store's index from scratch (``spec`` None: chosen by size, see ``pipeline.stores.index``), as a
     new version; returns its parameters."""
-    with _new_version(Path(out)) as files:
+    with _new_version(Path(out), current_version(Path(out))) as files:
         return _update_index(Path(out), files, head, spec, None, appended=0, rebuild=True, device=device)
 
 
@@ -470,9 +503,10 @@ def encode_store(
     out = Path(out)
     identity = _identity(run, dirs)
     existing: dict[str, tuple[int, str]] = {}
-    old_spec, old_auto, removed, keep = None, False, [], np.zeros(0, bool)
+    old_spec, old_auto, removed, keep, base = None, False, [], np.zeros(0, bool), None
     if current_version(out) is not None:
         store = EmbeddingStore(out)
+        base = store.version
         for key, value in identity.items():
             if str(store.attrs.get(key)) != str(value):
                 raise StoreError(
@@ -503,7 +537,7 @@ def encode_store(
     spec = index if index is not None and index.kind != "auto" else None
     if index is None and old_spec is not None and not old_auto:
         spec = old_spec  # an explicitly asked kind stays until another is asked for
-    with _new_version(out) as files:
+    with _new_version(out, base) as files:
         if removed:
             _remove_rows(files[0], keep)
         with _open(files[0], "a") as f:

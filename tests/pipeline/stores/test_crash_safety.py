@@ -1,5 +1,5 @@
 """Embedding stores under faults: kill -9 during a first or an incremental encode, a full disk, a flipped byte in
-the index, and a search while an encode runs. The store always holds one complete version."""
+the index, a search or a second encode while an encode runs. The store always holds one complete version."""
 
 from __future__ import annotations
 
@@ -119,12 +119,17 @@ def test_search_works_while_an_encode_runs(tree):
     try:
         during = _search(run_dir, out)  # a reader opening the store now gets the previous version, unlocked
         assert len(EmbeddingStore(out)) == 9 and [len(rows) for rows in during] == [3, 3]
+        with pytest.raises(StoreError, match="another t2v encode is writing this store"):
+            encode_store(run_dir, out, progress=False)  # encodes of one store take turns
     finally:
         go.touch()
         assert child.stdout is not None and child.stdout.read().strip() == "done"
         assert child.wait() == 0
     assert len(EmbeddingStore(out)) == len(records)
     assert len(opened.store.embeddings(slice(0, 9)).centers) == 9  # the opened version stays readable
+    with pytest.raises(StoreError, match="another encode published version 2 after this one read version 1"):
+        with store_module._new_version(out, opened.store.version):  # an encode that read version 1 first
+            pass
     encode_store(run_dir, out, progress=False)
     versions = sorted(p.name for p in out.iterdir() if p.suffix in (".h5", ".faiss"))
     assert versions == ["embeddings-2.h5", "embeddings-3.h5", "index-2.faiss", "index-3.faiss"]
