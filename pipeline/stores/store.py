@@ -52,6 +52,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -188,13 +189,34 @@ def _new_version(out: Path, base: int | None) -> Iterator[tuple[Path, Path]]:
             ]:
                 if old not in keep:
                     old.unlink(missing_ok=True)
-    except OSError as err:
-        raise StoreError(
-            f"{out}: could not write a new store version ({err}); the store keeps its previous version"
-        ) from err
+    except (OSError, RuntimeError) as err:
+        reason = _write_failure(err)
+        if reason is None:
+            raise
+        kept = "no store was written" if base is None else f"the store keeps version {base}"
+        raise StoreError(f"{out}: could not write a new store version ({reason}); {kept}") from err
     finally:
         for tmp in temps:
             tmp.unlink(missing_ok=True)
+
+
+_HDF5_IO_ERROR = re.compile(r"errno = (\d+), error message = '([^']*)'")
+
+
+def _write_failure(err: BaseException) -> str | None:
+    """The one-line reason when ``err`` is a failed write: an OSError, or the RuntimeError h5py raises when a flush
+    or close fails (its message, or that of the error it interrupted, names the errno); None for anything else."""
+    chain: BaseException | None = err
+    while chain is not None:
+        if isinstance(chain, OSError):
+            return (
+                f"[Errno {chain.errno}] {chain.strerror}" if chain.strerror else " ".join(str(chain).split())
+            )
+        found = _HDF5_IO_ERROR.search(str(chain))
+        if found:
+            return f"[Errno {found[1]}] {found[2]}"
+        chain = chain.__context__
+    return None
 
 
 # ----- reading -----

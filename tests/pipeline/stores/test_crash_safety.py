@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -136,23 +138,36 @@ def test_search_works_while_an_encode_runs(tree):
     assert (out / "CURRENT").read_text() == "3\n"
 
 
-def test_full_disk_during_incremental_encode_keeps_previous_version(tree, monkeypatch):
+# h5py raises OSError from a failed write, RuntimeError from a failed flush or close (the errno in its message)
+_HDF5_FLUSH_FAILED = (
+    "Unable to synchronously flush file (file write failed: time = Wed Dec  2 00:21:42 2026\n, filename = "
+    "'x.tmp', file descriptor = 4, errno = 28, error message = 'No space left on device', buf = 0x1, "
+    "total write size = 2848, bytes this sub-write = 2848, offset = 4096)"
+)
+
+
+@pytest.mark.parametrize(
+    "failure", [OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), RuntimeError(_HDF5_FLUSH_FAILED)]
+)
+def test_full_disk_during_incremental_encode_keeps_previous_version(tree, monkeypatch, failure):
     tmp, run_dir, _ = tree
-    out = tmp / "full"
+    out = tmp / f"full-{type(failure).__name__}"
     encode_store(run_dir, out, split="test", progress=False)
     before = sorted(p.name for p in out.iterdir())
     write = store_module._write_rows
 
     def full_disk(*args, **kwargs):
         write(*args, **kwargs)
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raise failure
 
     monkeypatch.setattr(store_module, "_write_rows", full_disk)
     with pytest.raises(StoreError) as caught:
         encode_store(run_dir, out, progress=False)
     message = str(caught.value)
-    assert "\n" not in message and str(out) in message and "No space left on device" in message
-    assert "keeps its previous version" in message
+    assert "\n" not in message and message.startswith(
+        f"{out}: could not write a new store version ([Errno 28] "
+    )
+    assert message.endswith("the store keeps version 1")
     assert sorted(p.name for p in out.iterdir()) == before  # temps removed, nothing published
     assert len(EmbeddingStore(out)) == 9 and [len(rows) for rows in _search(run_dir, out)] == [3, 3]
 
@@ -175,3 +190,41 @@ def test_flipped_index_byte_is_one_line_error_and_encode_rebuilds(tree):
     )
     summary = encode_store(run_dir, out, progress=False)
     assert summary.added == 0 and EmbeddingStore(out).index().ntotal == expected
+
+
+@contextmanager
+def _small_disk(folder: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted on ``folder`` (needs root: skipped elsewhere)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_incremental_encode_on_a_full_disk_keeps_previous_version(tree, tmp_path):
+    _, run_dir, records = tree
+    with _small_disk(tmp_path / "disk", "1m") as disk:  # one version fits, not a second copy
+        out = disk / "store"
+        encode_store(run_dir, out, split="test", progress=False)
+        before = sorted(p.name for p in out.iterdir())
+        with pytest.raises(StoreError, match=r"No space left on device\); the store keeps version 1$"):
+            encode_store(run_dir, out, progress=False)
+        assert sorted(p.name for p in out.iterdir()) == before
+        assert len(EmbeddingStore(out)) == 9 and [len(rows) for rows in _search(run_dir, out)] == [3, 3]
+
+
+def test_other_errors_during_an_encode_are_not_reported_as_write_failures(tree, monkeypatch):
+    tmp, run_dir, _ = tree
+    out = tmp / "bug"
+    monkeypatch.setattr(store_module, "_write_rows", lambda *args, **kwargs: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        encode_store(run_dir, out, progress=False)
+    assert [p.name for p in out.iterdir()] == ["encode.lock"]
