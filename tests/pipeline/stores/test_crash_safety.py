@@ -228,3 +228,19 @@ def test_other_errors_during_an_encode_are_not_reported_as_write_failures(tree, 
     with pytest.raises(ZeroDivisionError):
         encode_store(run_dir, out, progress=False)
     assert [p.name for p in out.iterdir()] == ["encode.lock"]
+
+
+def test_store_written_before_versions_opens_and_moves_to_versions(tree):
+    tmp, run_dir, records = tree
+    out = tmp / "legacy"
+    encode_store(run_dir, out, split="test", progress=False)
+    (out / "embeddings-1.h5").rename(out / "embeddings.h5")  # the layout of stores written before versions
+    (out / "index-1.faiss").rename(out / "index.faiss")
+    (out / "CURRENT").unlink()
+    assert EmbeddingStore(out).version == 0 and [len(rows) for rows in _search(run_dir, out)] == [3, 3]
+    encode_store(run_dir, out, progress=False)
+    assert len(EmbeddingStore(out)) == len(records) and (out / "embeddings.h5").is_file()  # kept one encode
+    encode_store(run_dir, out, split="test", progress=False)
+    names = sorted(p.name for p in out.iterdir() if p.suffix in (".h5", ".faiss"))
+    assert names == ["embeddings-1.h5", "embeddings-2.h5", "index-1.faiss", "index-2.faiss"]
+    assert [len(rows) for rows in _search(run_dir, out)] == [3, 3]
