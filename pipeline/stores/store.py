@@ -55,7 +55,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -471,23 +471,22 @@ def _init_attrs(
 def append_embeddings(
     run: TrainedRun,
     out: str | Path,
-    records: list[VideoRecord],
-    emb: Embedding,
-    available: np.ndarray,
+    blocks: Iterable[tuple[list[VideoRecord], Embedding, np.ndarray]],
     *,
     manifest: Path,
     feature_dirs: dict[str, Path],
 ) -> int:
-    """Append video embeddings computed elsewhere (``records`` in ``emb`` order, ``available`` (B, E) bool) to
-    the store ``out`` (created when missing), as a new version; returns the new number of videos. The index is not
-    touched: call ``rebuild_index`` afterwards."""
+    """Append video embeddings computed elsewhere, ``blocks`` of (records in ``emb`` order, emb, ``available``
+    (B, E) bool), to the store ``out`` (created when missing) as one new version; returns the new number of videos.
+    The index is not touched: call ``rebuild_index`` afterwards."""
     with _new_version(Path(out), current_version(Path(out))) as (h5_path, _), _open(h5_path, "a") as f:
         if "format_version" not in f.attrs:
             _init_attrs(f, run, feature_dirs, run.checkpoint.name, manifest)
-        start = int(f.attrs["num_videos"])
-        _write_rows(f, start, records, manifest.parent, emb, available, complete_mask(run.head, emb))
-        f.attrs["num_videos"] = start + len(records)
-    return start + len(records)
+        for records, emb, available in blocks:
+            start = int(f.attrs["num_videos"])
+            _write_rows(f, start, records, manifest.parent, emb, available, complete_mask(run.head, emb))
+            f.attrs["num_videos"] = start + len(records)
+        return int(f.attrs["num_videos"])
 
 
 def rebuild_index(

@@ -24,6 +24,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault(
@@ -87,6 +88,20 @@ def unit(x: np.ndarray) -> np.ndarray:
 def synthetic_store(run_dir: Path, out: Path, n: int, dim: int, seed: int = 0, block: int = 10000) -> None:
     """n T2VLAD video embeddings around 64 cluster centres; 20 % lack one expert."""
     run = load_trained_run(run_dir)
+    append_embeddings(
+        run,
+        out,
+        synthetic_blocks(n, dim, seed, block),
+        manifest=run_dir.parent / "manifest.jsonl",
+        feature_dirs=dict(run.saved.feature_dirs),
+    )
+    rebuild_index(out, run.head, IndexSpec("flat"))
+
+
+def synthetic_blocks(
+    n: int, dim: int, seed: int, block: int
+) -> Iterator[tuple[list[VideoRecord], T2VLADVideoEmbedding, np.ndarray]]:
+    """The blocks of ``synthetic_store``, generated one at a time."""
     rng = np.random.default_rng(seed)
     k, e = 9, len(EXPERTS)
     protos = rng.normal(size=(64, e + k, dim)).astype(np.float32)
@@ -107,16 +122,7 @@ def synthetic_store(run_dir: Path, out: Path, n: int, dim: int, seed: int = 0, b
             VideoRecord(video_id=f"v{i:07d}", path=f"videos/v{i:07d}.mp4", captions=[], split="test")
             for i in range(a, b)
         ]
-        append_embeddings(
-            run,
-            out,
-            records,
-            emb,
-            available,
-            manifest=run_dir.parent / "manifest.jsonl",
-            feature_dirs=dict(run.saved.feature_dirs),
-        )
-    rebuild_index(out, run.head, IndexSpec("flat"))
+        yield records, emb, available
 
 
 def percentile(values: list[float], q: float) -> float:

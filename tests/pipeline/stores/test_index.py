@@ -92,7 +92,7 @@ def big_store(tmp_path_factory):
         VideoRecord(video_id=f"s{i:04d}", path=f"s{i:04d}.mp4", captions=[], split="test") for i in range(n)
     ]
     dirs = dict(run.saved.feature_dirs)
-    append_embeddings(run, tmp / "store", records, emb, available, manifest=manifest, feature_dirs=dirs)
+    append_embeddings(run, tmp / "store", [(records, emb, available)], manifest=manifest, feature_dirs=dirs)
     return tmp / "store", run_dir
 
 
