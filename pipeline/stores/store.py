@@ -18,13 +18,14 @@ the version it opened while an encode runs (and after it, until the encode after
 | `emb/<field>`    | (N, ...) f32 / bool | every tensor of the head's video ``Embedding`` (ragged dims padded) |
 | `vectors`        | (N, P) float16      | ``ivfpq-rerank`` only: the index vectors, chunks of one row, read by the exact re-rank |
 
-Attributes: ``format_version``, ``num_videos`` (rows committed; rows past it are a killed append and are dropped
-by the next one), ``head``, ``run_dir``, ``checkpoint``, ``checkpoint_sha256``, ``text_model_digest``,
-``run_config`` (JSON), ``feature_fingerprints`` and ``feature_dirs`` (JSON), ``experts`` (JSON), ``manifest``,
-``index`` (JSON: the ``IndexSpec`` used, the ``num_videos`` it covers, ``indexed``, ``dim``, ``trained_on``
-(vectors at its last training), ``auto`` (kind chosen by size), ``sha256`` (of the index file, checked each time
-the index is loaded: a mismatch is a StoreError, and ``encode_store`` then builds the index again), ``recall_at_10`` (and ``recall_queries``,
-``fp16_max_score_error`` for re-ranked kinds) measured when it was last filled).
+Attributes: ``format_version``, ``num_videos`` (rows committed; rows past it, in stores written in place before
+versions, are a killed append and are dropped by the next one), ``head``, ``run_dir``, ``checkpoint``,
+``checkpoint_sha256``, ``text_model_digest``, ``run_config`` (JSON), ``feature_fingerprints`` and ``feature_dirs``
+(JSON), ``experts`` (JSON), ``manifest``, ``index`` (JSON: the ``IndexSpec`` used, the ``num_videos`` it covers,
+``indexed``, ``dim``, ``trained_on`` (vectors at its last training), ``auto`` (kind chosen by size), ``sha256`` (of
+the index file, checked each time the index is loaded: a mismatch is a StoreError, and ``encode_store`` then builds
+the index again), ``recall_at_10`` (and ``recall_queries``, ``fp16_max_score_error`` for re-ranked kinds) measured
+when it was last filled).
 
 A data file never chooses the code that runs: the ``emb/`` rows are rebuilt into the ``video_embedding`` class of
 the registered head named by ``head`` (``pipeline.heads.registry``); a name the registry does not know is a
