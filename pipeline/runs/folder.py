@@ -10,8 +10,6 @@ the lock when the process ends, however it ends, so a killed run never leaves th
 
 from __future__ import annotations
 
-import fcntl
-import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data_manifest.atomic import exclusive_lock
 from data_manifest.errors import T2VError
 from data_manifest.schema import VideoRecord
 from pipeline.errors import ConfigError
@@ -53,19 +52,12 @@ def seed_everything(seed: int) -> None:
 @contextmanager
 def lock_run_folder(run_dir: Path) -> Iterator[None]:
     """Hold ``run_dir/train.lock`` exclusively; ConfigError naming the folder when another process holds it."""
-    lock = run_dir / "train.lock"
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(
-                f"{run_dir}: another t2v train is writing this run folder (holds {lock.name}); "
-                "wait for it to finish or use another --out"
-            ) from None
+    busy = ConfigError(
+        f"{run_dir}: another t2v train is writing this run folder (holds train.lock); "
+        "wait for it to finish or use another --out"
+    )
+    with exclusive_lock(run_dir / "train.lock", busy):
         yield
-    finally:
-        os.close(fd)
 
 
 def pick_device(name: str) -> torch.device:

@@ -50,9 +50,7 @@ every vector in memory except for a flat index, which is in memory anyway.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import re
 import shutil
 import time
@@ -66,7 +64,7 @@ import h5py
 import numpy as np
 import torch
 
-from data_manifest.atomic import publish, remove_stale_temps, temp_path, write_text
+from data_manifest.atomic import exclusive_lock, publish, remove_stale_temps, temp_path, write_text
 from data_manifest.hashing import sha256_file
 from data_manifest.schema import VideoRecord
 from pipeline.errors import ConfigError, StoreError
@@ -133,17 +131,9 @@ def current_version(out: Path) -> int | None:
 @contextmanager
 def _store_lock(out: Path) -> Iterator[None]:
     """Hold ``out/encode.lock`` exclusively: one encode writes a store at a time (a second is a StoreError)."""
-    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StoreError(
-                f"{out}: another t2v encode is writing this store (holds {LOCK_FILE}); wait for it to finish"
-            ) from None
+    busy = StoreError(f"{out}: another t2v encode is writing this store (holds {LOCK_FILE}); wait for it to finish")
+    with exclusive_lock(out / LOCK_FILE, busy):
         yield
-    finally:
-        os.close(fd)
 
 
 @contextmanager
