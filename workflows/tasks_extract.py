@@ -34,7 +34,7 @@ from data_manifest.schema import PROBED_FIELDS, VideoRecord, write_manifest
 from data_manifest.validate import load_manifest
 from pipeline.features.plan import ShardPlan, ShardSpec, default_plan_path, members_digest, shard_is_current
 from pipeline.features.shards import shard_attr, shard_counts, shard_name
-from workflows.luigi_runner import apply_thread_budget
+from workflows.luigi_runner import T2VTask, apply_thread_budget
 from workflows.targets import AtomicTarget
 
 _CARRIED = (*PROBED_FIELDS, "probe_error", "file_size", "file_mtime")
@@ -149,7 +149,7 @@ def _fingerprint(expert: str, config_json: str, weights_dir: str | None) -> str:
     return get_expert(expert, json.loads(config_json)).fingerprint(weights_dir)
 
 
-class ProbedManifest(luigi.Task):
+class ProbedManifest(T2VTask):
     """Probe the manifest's media (duration, fps, audio, content hash); unchanged files are not re-probed."""
 
     manifest = luigi.PathParameter()
@@ -201,7 +201,7 @@ class ProbedManifest(luigi.Task):
         journal.unlink(missing_ok=True)
 
 
-class _ExpertTask(luigi.Task):
+class _ExpertTask(T2VTask):
     """Common parameters: which manifest, expert and options, and where features go."""
 
     manifest = luigi.PathParameter()
