@@ -121,7 +121,9 @@ def _jsfusion(folder: Path, videos: dict[str, dict[str, Any]]) -> list[_Assignme
         train_csv = find_annotation(
             folder, ("MSRVTT_train.9k.csv",), "msrvtt 1k-A (train_list_jsfusion.txt or)"
         )
-        out = [(row["video_id"].strip(), "train", None) for _, row in read_csv(train_csv, ("video_id",))]
+        out = [
+            (row["video_id"].strip(), "train", None) for _, row in read_csv(train_csv, ("video_id",))
+        ]
     problems: list[str] = []
     for line, row in read_csv(test_csv, ("key", "vid_key", "video_id", "sentence")):
         vid, sentence = row["video_id"].strip(), row["sentence"].strip()

@@ -215,7 +215,13 @@ def load_run(
     manifest = Path(manifest_path) if manifest_path is not None else saved.manifest
     config = saved.config
     ctx = build_context(
-        config, manifest, root, dirs, pick_device(device or config.device), saved.text_dim, run_dir=Path(run_dir)
+        config,
+        manifest,
+        root,
+        dirs,
+        pick_device(device or config.device),
+        saved.text_dim,
+        run_dir=Path(run_dir),
     )
     state = folder.load_checkpoint(checkpoint, ctx.device)
     load_head_state(ctx.head, state["head"], folder.checkpoint(checkpoint))
