@@ -6,14 +6,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
-from data_manifest.schema import write_manifest
+import pytest
+
+from data_manifest.schema import VideoRecord, write_manifest
 from data_manifest.validate import load_manifest
+from pipeline.features.plan import ShardPlan, default_plan_path
 from pipeline.features.reader import FeatureReader
 from tests.conftest import make_dataset
 from workflows.extraction import run_extraction
-from workflows.tasks_extract import SKIPPED
+from workflows.tasks_extract import SKIPPED, load_plan_specs
 
 
 def _subset(manifest: Path, name: str, ids: set[str]) -> Path:
@@ -78,3 +83,35 @@ def test_concurrent_extracts_of_two_manifests_into_one_root(tmp_path: Path) -> N
     summaries = [json.loads(p.read_text()) for p in (feats / "audio_stats").rglob("summary-s1-*.json")]
     assert sorted(s["manifest"] for s in summaries) == sorted(str(m.absolute()) for m in (first, second))
     assert all(s["ok"] + s["empty"] == 4 and s[SKIPPED] == 0 for s in summaries)
+
+
+def test_plan_updates_of_two_manifests_never_lose_each_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow load (both updates read the plan before either saves) loses no shard: the update is locked."""
+    probed = []
+    for name, start in (("a", 0), ("b", 10)):
+        path = tmp_path / f"{name}.probed.jsonl"
+        records = [VideoRecord(f"v{i}", f"/m/v{i}.mp4", ["c"], "train") for i in range(start, start + 3)]
+        for rec in records:
+            rec.content_hash = "h" + rec.video_id
+        write_manifest(path, records)
+        probed.append(path)
+    load = ShardPlan.load
+
+    def slow_load(path: Path) -> ShardPlan:
+        plan = load(path)
+        time.sleep(0.3)
+        return plan
+
+    monkeypatch.setattr(ShardPlan, "load", staticmethod(slow_load))
+    root = tmp_path / "features"
+    threads = [
+        threading.Thread(target=load_plan_specs, args=(p, root, 1), kwargs={"save": True}) for p in probed
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    specs = load(default_plan_path(root, 1)).specs()
+    assert sorted(s.video_ids[0] for s in specs) == ["v0", "v1", "v10", "v11", "v12", "v2"]
