@@ -14,6 +14,7 @@ import re
 
 import luigi
 import luigi.configuration
+import luigi.rpc
 import luigi.worker
 
 from data_manifest.errors import T2VError
@@ -112,10 +113,10 @@ def run_tasks(tasks: list[luigi.Task], *, workers: int = 1, scheduler_url: str |
 
 
 def _task_error(worker: luigi.worker.Worker, task: luigi.Task) -> str:
-    """The one-line reason a task failed, as its ``on_failure`` told the scheduler."""
-    expl = worker._scheduler.fetch_error(task_id=task.task_id).get("error") or ""
+    """The one-line reason a task failed, as its ``on_failure`` told the scheduler (the worker sends it JSON-encoded);
+    ``failed`` when the scheduler cannot be asked (a central luigid that went away)."""
     try:
-        expl = json.loads(expl)
-    except ValueError:
-        pass
+        expl = json.loads(worker._scheduler.fetch_error(task_id=task.task_id).get("error") or '""')
+    except (luigi.rpc.RPCError, ValueError):
+        expl = ""
     return f"{task.get_task_family()}: {str(expl).strip().splitlines()[-1] if expl else 'failed'}"
