@@ -8,6 +8,7 @@ Lives in data_manifest because it is the bottom package and writes manifests its
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import tempfile
@@ -47,10 +48,28 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = temp_path(path)
     try:
         yield tmp
-    except BaseException:
+    except BaseException as err:
+        disk_error = _disk_error(err, Path(path))  # before the temp file's blocks are freed
         tmp.unlink(missing_ok=True)
+        if disk_error is not None:
+            raise disk_error from err
         raise
     publish(tmp, path)
+
+
+def _disk_error(err: BaseException, path: Path) -> OSError | None:
+    """The OSError naming ``path`` for a write that failed on the disk, else None. Writers that hide the OS error
+    (h5py and torch raise RuntimeError) are recognised by a full filesystem."""
+    if isinstance(err, OSError) and err.errno is not None and err.filename is None:
+        return OSError(err.errno, err.strerror, str(path))
+    if not isinstance(err, OSError) and isinstance(err, Exception):
+        try:
+            full = os.statvfs(path.parent).f_bavail == 0
+        except OSError:
+            return None
+        if full:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return None
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -95,14 +114,17 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
 
 
 @contextmanager
-def exclusive_lock(path: str | Path, busy: Exception) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block; raise ``busy`` at once when
-    another process holds it. The kernel drops the lock when its process ends, however it ends."""
+def exclusive_lock(path: str | Path, busy: Exception | None = None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block. With ``busy``, raise it at once
+    when another process holds the lock; without, wait for it. The kernel drops the lock when its process ends,
+    however it ends."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy is not None else 0))
         except BlockingIOError:
+            if busy is None:
+                raise
             raise busy from None
         yield
     finally:

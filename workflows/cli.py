@@ -9,6 +9,7 @@ import sys
 
 from data_manifest.display import printable
 from data_manifest.errors import T2VError
+from workflows.luigi_runner import DISK_ERRNOS, failure_line
 
 DESCRIPTION = (
     "Offline text-video retrieval: prepare a video manifest, extract expert features, train an alignment head "
@@ -29,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: parse, run the command's ``func(args)``, turn expected errors into one line + exit 1."""
+    """Entry point: parse, run the command's ``func(args)``, turn expected errors (T2VError, and OSError on a full,
+    read-only or forbidden disk) into one line + exit 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -41,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         # one line per problem (a config error lists all of them), each made safe for the terminal
         lines = [printable(line) for line in str(err).splitlines()] or [""]
         print(f"t2v {args.command}: error: " + "\n".join(lines), file=sys.stderr)
+        return 1
+    except OSError as err:
+        if err.errno not in DISK_ERRNOS:
+            raise
+        # a full, read-only or forbidden output: the path and the reason, where the write happened
+        print(f"t2v {args.command}: error: {printable(failure_line(err))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"t2v {args.command}: interrupted", file=sys.stderr)

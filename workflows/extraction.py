@@ -21,7 +21,7 @@ from pipeline.features.shards import SHARD_GLOB, shard_attrs
 from pipeline.runs.record import RunFolder
 from workflows.luigi_runner import run_tasks
 from workflows.progress import RunProgress
-from workflows.tasks_extract import SHARDS_PER_TASK, FeatureSet, ProbedManifest, forget_completion
+from workflows.tasks_extract import SHARDS_PER_TASK, SKIPPED, FeatureSet, ProbedManifest, forget_completion
 
 
 def load_expert_configs(path: str | Path | None) -> dict[str, dict[str, Any]]:
@@ -51,9 +51,11 @@ class ExtractionReport:
         out = []
         for name, s in self.experts.items():
             videos = s["ok"] + s["empty"] + s["failed"]
+            skipped = s.get(SKIPPED, 0)
             out.append(
                 f"{name:12s} {s['fingerprint']}  videos {videos}: ok {s['ok']}, empty {s['empty']}, "
                 f"failed {s['failed']}; rows {s['rows']}; {s['seconds_last_run']:.1f} s"
+                + (f"; {skipped} shards skipped: members not in this manifest" if skipped else "")
             )
         total = sum(s["ok"] + s["empty"] + s["failed"] for s in self.experts.values())
         out.append(f"wall time {self.seconds:.1f} s ({total / max(self.seconds, 1e-9):.2f} expert-videos/s)")

@@ -19,27 +19,31 @@ import functools
 import hashlib
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import luigi
 
-from data_manifest.atomic import write_text
+from data_manifest.atomic import exclusive_lock, write_text
 from data_manifest.hashing import sha256_file
 from data_manifest.probe import journal_path, probe_records, read_probed_copy, unchanged_since_probe
 from data_manifest.schema import PROBED_FIELDS, VideoRecord, write_manifest
 from data_manifest.validate import load_manifest
-from pipeline.features.plan import ShardPlan, ShardSpec, default_plan_path, shard_is_current
+from pipeline.features.plan import ShardPlan, ShardSpec, default_plan_path, members_digest, shard_is_current
 from pipeline.features.shards import shard_attr, shard_counts, shard_name
-from workflows.luigi_runner import apply_thread_budget
+from workflows.luigi_runner import T2VTask, apply_thread_budget
 from workflows.targets import AtomicTarget
 
 _CARRIED = (*PROBED_FIELDS, "probe_error", "file_size", "file_mtime")
 SHARDS_PER_TASK = 16
+# summary key: shards holding this manifest's videos that are left to a manifest holding all their members
+SKIPPED = "skipped: members not in this manifest"
 
 # Per-process memos. Keys carry the files' (size, mtime_ns), so a changed file is re-read; only the probe's
 # completeness (which depends on every media file) is dropped explicitly, by ``forget_completion`` at each run.
-_manifests: dict[str, tuple[tuple[int, int], list[VideoRecord]]] = {}
+_manifests: dict[str, tuple[tuple[int, int], list[VideoRecord], dict[str, VideoRecord]]] = {}
 _plans: dict[tuple[Any, ...], tuple[list[ShardSpec], bool]] = {}  # key -> (specs, not yet saved)
 _probe_complete: set[tuple[Any, ...]] = set()
 
@@ -54,19 +58,27 @@ def _stat_key(path: Path) -> tuple[int, int] | None:
 
 def probed_manifest_path(manifest: str | Path, features_root: str | Path) -> Path:
     """Where the probed copy of ``manifest`` lives under ``features_root``."""
-    manifest = Path(manifest).absolute()
-    tag = hashlib.sha256(str(manifest).encode()).hexdigest()[:8]
-    return Path(features_root) / "_manifests" / f"{manifest.stem}-{tag}.probed.jsonl"
+    return Path(features_root) / "_manifests" / f"{Path(manifest).stem}-{manifest_tag(manifest)}.probed.jsonl"
+
+
+def _probed(probed: Path) -> tuple[tuple[int, int], list[VideoRecord], dict[str, VideoRecord]]:
+    key = _stat_key(probed)
+    cached = _manifests.get(str(probed))
+    if key is None or cached is None or cached[0] != key:
+        records = read_probed_copy(probed)
+        cached = (key, records, {r.video_id: r for r in records})  # type: ignore[assignment]
+        _manifests[str(probed)] = cached  # type: ignore[assignment]
+    return cached  # type: ignore[return-value]
 
 
 def probed_records(probed: Path) -> list[VideoRecord]:
     """The probed manifest's records, parsed once per process while the file keeps its size and mtime."""
-    key = _stat_key(probed)
-    cached = _manifests.get(str(probed))
-    if key is None or cached is None or cached[0] != key:
-        cached = (key, read_probed_copy(probed))
-        _manifests[str(probed)] = cached  # type: ignore[assignment]
-    return cached[1]
+    return _probed(probed)[1]
+
+
+def probed_by_id(probed: Path) -> dict[str, VideoRecord]:
+    """The probed manifest's records by video id (memoised like ``probed_records``)."""
+    return _probed(probed)[2]
 
 
 def load_plan_specs(
@@ -79,15 +91,45 @@ def load_plan_specs(
     cached = _plans.get(key)
     if cached is not None and not (save and cached[1]):
         return cached[0]
-    plan = ShardPlan.load(path)
-    specs = plan.update(probed_records(probed), shard_size)
-    unsaved = plan.changed
-    if save and unsaved:
-        plan.save(path)
-        unsaved = False
-        key = (str(probed), _stat_key(probed), str(path), _stat_key(path), shard_size)
+    with _plan_lock(path):
+        plan = ShardPlan.load(path)
+        specs = plan.update(probed_records(probed), shard_size)
+        unsaved = plan.changed
+        if save and unsaved:
+            plan.save(path)
+            unsaved = False
+            key = (str(probed), _stat_key(probed), str(path), _stat_key(path), shard_size)
     _plans[key] = (specs, unsaved)
     return specs
+
+
+@contextmanager
+def _plan_lock(plan_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<plan>.lock`` around a plan's load-update-save: extracts of different
+    manifests into one features root then never lose each other's shards."""
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(plan_path.with_name(plan_path.name + ".lock")):
+        yield
+
+
+def shard_records(spec: ShardSpec, by_id: dict[str, VideoRecord]) -> list[VideoRecord] | None:
+    """The records of every member of ``spec``, or None when this manifest cannot write the whole shard.
+
+    A shard holds all its plan members or is not written: when some member is missing from this manifest (another
+    manifest sharing the features root owns it) or was probed with another content hash than the plan's, the shard
+    is left for a run whose manifest reproduces the plan's ``members_digest``.
+    """
+    records = [by_id[v] for v in spec.video_ids if v in by_id]
+    if len(records) != len(spec.video_ids):
+        return None
+    if members_digest((r.video_id, r.content_hash or "") for r in records) != spec.members_digest:
+        return None
+    return records
+
+
+def manifest_tag(manifest: str | Path) -> str:
+    """A short digest of the manifest's absolute path: names the files kept per manifest under a features root."""
+    return hashlib.sha256(str(Path(manifest).absolute()).encode()).hexdigest()[:8]
 
 
 def forget_completion() -> None:
@@ -102,7 +144,7 @@ def _fingerprint(expert: str, config_json: str, weights_dir: str | None) -> str:
     return get_expert(expert, json.loads(config_json)).fingerprint(weights_dir)
 
 
-class ProbedManifest(luigi.Task):
+class ProbedManifest(T2VTask):
     """Probe the manifest's media (duration, fps, audio, content hash); unchanged files are not re-probed."""
 
     manifest = luigi.PathParameter()
@@ -154,7 +196,7 @@ class ProbedManifest(luigi.Task):
         journal.unlink(missing_ok=True)
 
 
-class _ExpertTask(luigi.Task):
+class _ExpertTask(T2VTask):
     """Common parameters: which manifest, expert and options, and where features go."""
 
     manifest = luigi.PathParameter()
@@ -218,7 +260,10 @@ class ExtractShards(_ExpertTask):
         return [luigi.LocalTarget(str(folder / shard_name(s.index))) for s in self.specs()]
 
     def shard_done(self, spec: ShardSpec) -> bool:
-        """The shard file matches its plan entry (an attribute read); under a retry token, also holds no failure."""
+        """The shard file matches its plan entry (an attribute read); under a retry token, also holds no failure.
+        A shard this manifest cannot write whole (``shard_records``) counts as done: it is left to its owner."""
+        if shard_records(spec, probed_by_id(self.probed())) is None:
+            return True
         path = self.feature_dir() / shard_name(spec.index)
         if not shard_is_current(path, spec):
             return False
@@ -233,19 +278,23 @@ class ExtractShards(_ExpertTask):
         from extractors.engine import extract_shard
 
         threads = apply_thread_budget()
-        specs = [s for s in self.specs() if not self.shard_done(s)]
-        by_id = {r.video_id: r for r in probed_records(self.probed())}
+        by_id = probed_by_id(self.probed())
+        todo = [
+            (spec, records)
+            for spec in self.specs()
+            if not self.shard_done(spec) and (records := shard_records(spec, by_id)) is not None
+        ]
         expert = self.build_expert()
         expert.load(self.device, self.weights_dir)
         weights_sha256 = expert.weights_sha256(self.weights_dir)
-        for done, spec in enumerate(specs):
-            self.set_status_message(f"{self.expert}: shard {spec.index} ({done} of {len(specs)} shards done)")
-            self.set_progress_percentage(int(100 * done / len(specs)))
+        for done, (spec, records) in enumerate(todo):
+            self.set_status_message(f"{self.expert}: shard {spec.index} ({done} of {len(todo)} shards done)")
+            self.set_progress_percentage(int(100 * done / len(todo)))
             out = self.feature_dir() / shard_name(spec.index)
             previous = out if (self.retry_token and shard_is_current(out, spec)) else None
             extract_shard(
                 expert,
-                [by_id[v] for v in spec.video_ids if v in by_id],
+                records,
                 self.probed().parent,
                 out,
                 fingerprint=out.parent.name,
@@ -258,12 +307,13 @@ class ExtractShards(_ExpertTask):
                 threads=threads,
                 extra_attrs={"retry_token": self.retry_token} if self.retry_token else None,
             )
-        self.set_status_message(f"{self.expert}: {len(specs)} shards written")
+        self.set_status_message(f"{self.expert}: {len(todo)} shards written")
         self.set_progress_percentage(100)
 
 
 class FeatureSet(_ExpertTask):
-    """All shards of one expert for a manifest; writes ``summary-s<shard_size>.json`` beside the shards."""
+    """All shards of one expert for a manifest; writes ``summary-s<shard_size>-<manifest tag>.json`` beside the
+    shards (one per manifest: manifests sharing a features root keep their own summaries)."""
 
     shards_per_task = luigi.IntParameter(default=SHARDS_PER_TASK)
 
@@ -273,7 +323,9 @@ class FeatureSet(_ExpertTask):
         )
 
     def output(self) -> AtomicTarget:
-        return AtomicTarget(str(self.feature_dir() / f"summary-s{self.shard_size}.json"))
+        return AtomicTarget(
+            str(self.feature_dir() / f"summary-s{self.shard_size}-{manifest_tag(self.manifest)}.json")
+        )
 
     def _groups(self, *, save: bool) -> list[ExtractShards]:
         specs = load_plan_specs(self.probed(), self.features_root, self.shard_size, save=save)
@@ -283,15 +335,38 @@ class FeatureSet(_ExpertTask):
     def complete(self) -> bool:
         if not ProbedManifest(manifest=self.manifest, features_root=self.features_root).complete():
             return False
-        return Path(self.output().path).exists() and all(t.complete() for t in self._groups(save=False))
+        if not Path(self.output().path).exists() or not all(t.complete() for t in self._groups(save=False)):
+            return False
+        return not self._skipped(
+            load_plan_specs(self.probed(), self.features_root, self.shard_size, save=False)
+        )
+
+    def _skipped(self, specs: list[ShardSpec]) -> list[ShardSpec]:
+        """Shards holding some of this manifest's videos that it cannot write whole and that are not current: the
+        features are incomplete until a manifest holding all their members extracts them (reported, never final)."""
+        by_id = probed_by_id(self.probed())
+        return [
+            s
+            for s in specs
+            if any(v in by_id for v in s.video_ids)
+            and shard_records(s, by_id) is None
+            and not shard_is_current(self.feature_dir() / shard_name(s.index), s)
+        ]
 
     def run(self):  # type: ignore[no-untyped-def]
         start = time.perf_counter()
         groups = self._groups(save=True)
         yield groups
         specs = load_plan_specs(self.probed(), self.features_root, self.shard_size, save=False)
-        summary = summarize_shards([self.feature_dir() / shard_name(s.index) for s in specs])
+        by_id = probed_by_id(self.probed())
+        mine = [s for s in specs if any(v in by_id for v in s.video_ids)]
+        paths = {s.index: self.feature_dir() / shard_name(s.index) for s in mine}
+        written = [s for s in mine if shard_is_current(paths[s.index], s)]
+        summary: dict[str, Any] = summarize_shards([paths[s.index] for s in written])
+        skipped = self._skipped(mine)
         summary.update(
+            {SKIPPED: len(skipped)},
+            manifest=str(Path(self.manifest).absolute()),
             expert=self.expert,
             fingerprint=self.feature_dir().name,
             seconds_last_run=time.perf_counter() - start,

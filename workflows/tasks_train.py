@@ -27,7 +27,7 @@ from pipeline.features.fingerprint import canonical_json
 from pipeline.runs.ablation import ABLATION_JSON, ablation_json, ablation_markdown, ablation_rows
 from pipeline.runs.record import RunFolder, metrics_name, write_json
 from pipeline.training.config import TrainConfig, load_config
-from workflows.luigi_runner import apply_thread_budget
+from workflows.luigi_runner import T2VTask, apply_thread_budget
 from workflows.targets import AtomicTarget
 
 
@@ -52,7 +52,7 @@ def _manifest_digest(manifest: Path, splits: tuple[str, ...]) -> str:
     return hashlib.sha256(canonical_json(rows).encode()).hexdigest()
 
 
-class _RunParams(luigi.Task):
+class _RunParams(T2VTask):
     """Parameters that identify a training run (see the module docstring)."""
 
     head = luigi.Parameter(default="t2vlad")
@@ -198,7 +198,7 @@ class EvaluateHead(_RunParams):
         print(format_metrics_table(result["metrics"], title=title))
 
 
-class AblationTable(luigi.Task):
+class AblationTable(T2VTask):
     """Train the ablation variants of ``head`` (its class's ``ablation_variants``) and evaluate each row of its
     ``ablation_rows`` (T2VLAD's test-time rows score the ``full`` run with one branch); write
     ``<out_dir>/ablation.json`` (the results, for the report) and ``<out_dir>/ablation.md`` (the table; written

@@ -102,9 +102,10 @@ def load_records(manifest_path: Path) -> list[VideoRecord]:
     return load_manifest(manifest_path, check_paths=False)
 
 
-def default_text_cache_dir(config: TextConfig, features_root: Path) -> Path:
-    """``text.cache_dir`` if set, else ``<features_root>/../text-cache``."""
-    return Path(config.cache_dir) if config.cache_dir else features_root.resolve().parent / "text-cache"
+def default_text_cache_dir(config: TextConfig, run_dir: Path) -> Path:
+    """``text.cache_dir`` if set, else ``<run_dir>/text-cache``: a run writes only under its own folder, so the
+    features may be read-only."""
+    return Path(config.cache_dir) if config.cache_dir else run_dir / "text-cache"
 
 
 @dataclass
@@ -150,11 +151,13 @@ def build_context(
     feature_dirs: dict[str, Path],
     device: torch.device,
     text_dim: int | None = None,
+    *,
+    run_dir: Path,
 ) -> RunContext:
     """Open readers, load the manifest, build text side and head (untrained) on ``device``."""
     readers = open_readers(feature_dirs)
     records = load_records(manifest_path)
-    text_side = TextSide(config.text, default_text_cache_dir(config.text, features_root))
+    text_side = TextSide(config.text, default_text_cache_dir(config.text, run_dir))
     if text_dim is None:
         texts = [c for r in records if r.split in ("train", "val") for c in r.captions]
         text_side.prepare(texts, device=str(device), progress=True)
@@ -203,7 +206,15 @@ def load_run(
         root, dirs = saved.features_root, trained_dirs
     manifest = Path(manifest_path) if manifest_path is not None else saved.manifest
     config = saved.config
-    ctx = build_context(config, manifest, root, dirs, pick_device(device or config.device), saved.text_dim)
+    ctx = build_context(
+        config,
+        manifest,
+        root,
+        dirs,
+        pick_device(device or config.device),
+        saved.text_dim,
+        run_dir=Path(run_dir),
+    )
     state = folder.load_checkpoint(checkpoint, ctx.device)
     load_head_state(ctx.head, state["head"], folder.checkpoint(checkpoint))
     if state.get("text") is not None:

@@ -66,7 +66,7 @@ class TextConfig(Config):
     mode: Literal["frozen", "finetune"] = "frozen"
     max_length: int = Field(37, ge=2)
     lr: float = Field(1e-5, gt=0)
-    cache_dir: str = ""
+    cache_dir: str = ""  # folder of the frozen token cache; "" = <run folder>/text-cache
 
 
 class OptimConfig(Config):

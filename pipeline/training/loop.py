@@ -270,7 +270,7 @@ def _train(
     device = pick_device(config.device)
     feature_dirs = resolve_feature_dirs(config, features_root)
     config = config.replace(experts=list(feature_dirs))
-    ctx = build_context(config, manifest_path, features_root, feature_dirs, device)
+    ctx = build_context(config, manifest_path, features_root, feature_dirs, device, run_dir=run_dir)
     train_set, val_set, selection = selection_sets(ctx)
     if len(train_set) < 2:
         raise T2VError(

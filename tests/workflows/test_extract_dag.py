@@ -152,8 +152,8 @@ def test_two_workers_against_luigid(tmp_path: Path, luigid: str) -> None:
         luigid,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rgb = json.loads(next((feats / "rgb").rglob("summary-s1.json")).read_text())
-    audio = json.loads(next((feats / "audio_stats").rglob("summary-s1.json")).read_text())
+    rgb = json.loads(next((feats / "rgb").rglob("summary-s1-*.json")).read_text())
+    audio = json.loads(next((feats / "audio_stats").rglob("summary-s1-*.json")).read_text())
     assert rgb["ok"] == 4 and rgb["shards"] == 4
     assert audio["ok"] + audio["empty"] == 4
 
@@ -166,7 +166,7 @@ def test_cli_summary_and_bad_expert(tmp_path: Path) -> None:
     bad = _extract("--manifest", str(manifest), "--experts", "nosuch")
     assert bad.returncode == 1
     assert "unknown expert 'nosuch'" in bad.stderr and "Traceback" not in bad.stderr
-    summary = json.loads(next((tmp_path / "f" / "audio_stats").rglob("summary-s64.json")).read_text())
+    summary = json.loads(next((tmp_path / "f" / "audio_stats").rglob("summary-s64-*.json")).read_text())
     assert summary["ok"] + summary["empty"] == 2
 
 

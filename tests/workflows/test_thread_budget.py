@@ -32,7 +32,10 @@ def budget_seen(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         finally:
             torch.set_num_threads(before)
         seen.update(workers=kwargs["workers"], tasks=tasks)
-        return SimpleNamespace(scheduling_succeeded=False, one_line_summary="stopped by the test")
+        no_task_ran = SimpleNamespace(_add_task_history=[])
+        return SimpleNamespace(
+            scheduling_succeeded=False, one_line_summary="stopped by the test", worker=no_task_ran
+        )
 
     monkeypatch.setattr(luigi_runner.luigi, "build", fake_build)
     yield seen

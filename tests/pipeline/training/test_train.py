@@ -114,7 +114,12 @@ def test_no_val_split_holds_out_training_videos_it_does_not_train_on(tmp_path):
     manifest, features, records = make_dataset_tree(tmp_path, {"train": 12, "test": 4})
     config = small_config(tmp_path, epochs=1, holdout_min=3)
     ctx = build_context(
-        config, manifest, features, resolve_feature_dirs(config, features), torch.device("cpu")
+        config,
+        manifest,
+        features,
+        resolve_feature_dirs(config, features),
+        torch.device("cpu"),
+        run_dir=tmp_path / "run",
     )
     train_set, val_set, label = selection_sets(ctx)
     held = holdout_ids(records, 0.05, 3)
