@@ -69,7 +69,7 @@ from data_manifest.hashing import sha256_file
 from data_manifest.schema import VideoRecord
 from pipeline.errors import ConfigError, StoreError
 from pipeline.features.reader import FeatureReader, latest_feature_dir
-from pipeline.features.shards import STATUS_OK
+from pipeline.features.shards import STATUS_OK, attr_value
 from pipeline.heads import Embedding, RetrievalHead, head_class
 from pipeline.runs.record import BEST
 from pipeline.runs.trained import TrainedRun, load_trained_run
@@ -234,7 +234,7 @@ class EmbeddingStore:
             raise StoreError(f"{self.h5_path}: embedding store file missing (re-run t2v encode)")
         try:
             with _open(self.h5_path) as f:
-                self.attrs = {k: _attr(v) for k, v in f.attrs.items()}
+                self.attrs = {k: attr_value(v) for k, v in f.attrs.items()}
                 n = int(self.attrs.get("num_videos", 0))
                 meta = {name: _strings(f[name], n) for name in _META}
                 self.available = f["available"][:n] if n else np.zeros((0, len(self.experts)), bool)
@@ -318,14 +318,6 @@ def _read_rows(ds: h5py.Dataset, rows: np.ndarray | slice, block: int = 8192) ->
         if len(chunk):
             parts.append(ds[a : int(chunk[-1]) + 1][chunk - a])
     return np.concatenate(parts)
-
-
-def _attr(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 # ----- writing -----
