@@ -7,22 +7,22 @@ of 96 frames (0.96 s), a partial last example dropped as in the official code. E
 ``[15360 i, 15360 i + 15600)``; its row time is ``[0.96 i, 0.96 (i + 1))`` seconds (end clipped to the audio).
 Audio shorter than one example (0.975 s) is zero-padded to one example, so a short clip gives one row, not none.
 
-Long tracks are streamed in blocks (``iter_audio_blocks``) so memory stays bounded whatever the duration.
+Long tracks are streamed in blocks (``AudioBlocks``) so memory stays bounded whatever the duration.
 """
 
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from numpy._core import multiarray as np_multiarray
 
+from extractors.base import Prepared
 from extractors.weights import one_line_error
-from pipeline.errors import WeightsError
-from pipeline.media.audio import iter_audio
+from pipeline.errors import NoAudioError, WeightsError
 
 VGGISH_SAMPLE_RATE = 16000
 VGGISH_FRAME = 400  # samples: 25 ms
@@ -95,31 +95,64 @@ def vggish_examples(wave: np.ndarray, pad_short: bool = True) -> tuple[np.ndarra
     return examples, np.stack([starts, ends], 1).astype(np.float32).reshape(count, 2)
 
 
-def iter_audio_blocks(
-    path: str | Path, sample_rate: int, block: int, overlap: int = 0
-) -> Iterator[tuple[int, np.ndarray, bool]]:
-    """Stream a file's audio (mono float32 in [-1, 1] at ``sample_rate``) as ``(offset, samples, last)`` blocks.
+class AudioBlocks:
+    """Consecutive audio chunks regrouped into ``(offset, samples, last)`` blocks: samples
+    ``[offset, offset + block + overlap)``, offsets advancing by ``block``. The last block (``finish``) holds what
+    is left (possibly fewer than ``overlap`` samples, or none for an empty track)."""
 
-    Each block holds samples ``[offset, offset + block + overlap)``; offsets advance by ``block``. The last block
-    holds what is left (possibly fewer than ``overlap`` samples, or none for an empty track). Raises NoAudioError /
-    MediaError like ``load_audio``.
-    """
-    pending: list[np.ndarray] = []
-    buffered = 0
-    offset = 0
-    for chunk in iter_audio(path, sample_rate):
-        pending.append(np.clip(chunk, -1.0, 1.0).astype(np.float32, copy=False))
-        buffered += len(chunk)
-        if buffered < block + overlap:
-            continue
-        data = np.concatenate(pending)
-        while len(data) >= block + overlap:
-            yield offset, data[: block + overlap], False
-            data = data[block:]
-            offset += block
-        pending, buffered = [data], len(data)
-    tail = np.concatenate(pending) if pending else np.zeros(0, np.float32)
-    yield offset, tail, True
+    def __init__(self, block: int, overlap: int = 0):
+        self.block, self.overlap = block, overlap
+        self._pending: list[np.ndarray] = []
+        self._buffered = 0
+        self._offset = 0
+
+    def push(self, chunk: np.ndarray) -> list[tuple[int, np.ndarray, bool]]:
+        """The blocks completed by ``chunk`` (float32 mono)."""
+        self._pending.append(chunk)
+        self._buffered += len(chunk)
+        if self._buffered < self.block + self.overlap:
+            return []
+        data = np.concatenate(self._pending)
+        out = []
+        while len(data) >= self.block + self.overlap:
+            out.append((self._offset, data[: self.block + self.overlap], False))
+            data = data[self.block :]
+            self._offset += self.block
+        self._pending, self._buffered = [data], len(data)
+        return out
+
+    def finish(self) -> tuple[int, np.ndarray, bool]:
+        """The last block."""
+        tail = np.concatenate(self._pending) if self._pending else np.zeros(0, np.float32)
+        return self._offset, tail, True
+
+
+class AudioBlockPreparer:
+    """The ``Preparer`` of an audio expert: the track's chunks regrouped into ``AudioBlocks``, each turned into a
+    part by ``make_part(offset, samples, last)`` (None: no part). NoAudioError for a track without samples."""
+
+    def __init__(
+        self,
+        path: Path,
+        block: int,
+        overlap: int,
+        make_part: Callable[[int, np.ndarray, bool], Prepared | None],
+    ):
+        self.path = path
+        self.blocks = AudioBlocks(block, overlap)
+        self.make_part = make_part
+
+    def _parts(self, blocks: list[tuple[int, np.ndarray, bool]]) -> list[Prepared]:
+        return [part for block in blocks if (part := self.make_part(*block)) is not None]
+
+    def push(self, chunk: np.ndarray) -> list[Prepared]:
+        return self._parts(self.blocks.push(chunk))
+
+    def finish(self) -> list[Prepared]:
+        offset, samples, last = self.blocks.finish()
+        if offset == 0 and len(samples) == 0:
+            raise NoAudioError(f"{self.path}: audio track has no samples")
+        return self._parts([(offset, samples, last)])
 
 
 _NUMPY_ARRAY_GLOBALS: list = [

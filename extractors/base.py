@@ -13,11 +13,13 @@ An expert is a class with these class attributes:
   used by the registry-wide contract test.
 
 Life cycle: ``load(device, weights_dir)`` once (``random_init=True`` for tests: same architecture, no files; the
-base class sets ``self.loaded`` after any subclass's ``load`` returns), then
-``prepare(path, record)`` per video on worker threads (decode + preprocess, CPU only, thread-safe; raises
-``MediaError`` / ``NoAudioError``), then ``forward(items)`` on the main thread with prepared items of several videos.
-``iter_prepare`` may yield a long video in several parts so memory stays bounded; the engine merges the parts'
-outputs with ``merge``.
+base class sets ``self.loaded`` after any subclass's ``load`` returns), then per video, on decode threads (CPU only,
+thread-safe): the expert never decodes itself. It declares what it reads (``media_request()``: frames at its
+sampling and size, or audio at its rate) and a per-video ``preparer`` that receives the decoded batches in time
+order and returns prepared parts (by default ``prepare_batch`` per batch); one decoding pass feeds every expert
+extracted together (``extractors.shared_pass``). Then ``forward(items)`` on the main thread with prepared items of
+several videos. A long video gives several parts, so memory stays bounded; the engine merges the parts' outputs
+with ``merge``. ``iter_prepare`` / ``prepare`` run the expert alone over one video (tests, one-off use).
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from __future__ import annotations
 import functools
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 import numpy as np
 import torch
@@ -40,7 +42,7 @@ from pipeline.config import Config, FloatTriple
 from pipeline.errors import MediaError, NoAudioError
 from pipeline.features.fingerprint import fingerprint as _fingerprint
 from pipeline.features.shards import STATUS_EMPTY, STATUS_FAILED, STATUS_OK
-from pipeline.media.decode import FrameSpec, iter_frames
+from pipeline.media.decode import FrameBatch, FrameRequest, FrameSpec, MediaRequest
 from pipeline.media.glitches import recording
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,28 @@ class ExpertOutput:
         if isinstance(err, NoAudioError):
             return cls.empty(dim, NO_AUDIO, token_level)
         return cls.failed(dim, str(err), token_level)
+
+
+class Preparer(Protocol):
+    """Turns one video's decoded media (batches of frames or clips, or audio chunks), pushed in time order, into
+    prepared parts; raises MediaError / NoAudioError when the media can't be used."""
+
+    def push(self, piece: Any) -> Iterable[Prepared]: ...
+
+    def finish(self) -> Iterable[Prepared]: ...
+
+
+class PerBatch:
+    """A ``Preparer`` that prepares each decoded batch on its own (frame and clip experts)."""
+
+    def __init__(self, prepare: Callable[[Any], Prepared]):
+        self._prepare = prepare
+
+    def push(self, piece: Any) -> Iterable[Prepared]:
+        return (self._prepare(piece),)
+
+    def finish(self) -> Iterable[Prepared]:
+        return ()
 
 
 def with_warning(out: ExpertOutput, warning: str) -> ExpertOutput:
@@ -187,12 +211,33 @@ class Expert(ABC):
         """
 
     @abstractmethod
-    def prepare(self, path: Path, record: VideoRecord) -> Prepared:
-        """Decode and preprocess one video on the CPU (thread-safe). Raises MediaError / NoAudioError."""
+    def media_request(self) -> MediaRequest:
+        """What this expert reads of a video: frames at its sampling and size (``FrameRequest``) or the audio
+        track at its rate (``AudioRequest``)."""
+
+    def preparer(self, path: Path, record: VideoRecord) -> Preparer:
+        """The preparer of one video's decoded media; by default ``prepare_batch`` on each decoded batch."""
+        return PerBatch(self.prepare_batch)
+
+    def prepare_batch(self, batch: Any) -> Prepared:
+        """One decoded ``FrameBatch`` / ``ClipBatch`` as a prepared part (CPU, thread-safe)."""
+        raise TypeError(f"expert {self.name}: defines neither preparer() nor prepare_batch()")
 
     def iter_prepare(self, path: Path, record: VideoRecord) -> Iterator[Prepared]:
-        """``prepare`` in parts of bounded size; by default the whole video as one part."""
-        yield self.prepare(path, record)
+        """This expert alone in a decoding pass over one video: its prepared parts. Raises MediaError."""
+        from extractors.shared_pass import prepare_pass
+
+        for _, part in prepare_pass([self], path, record):
+            if isinstance(part, MediaError):
+                raise part
+            yield part
+
+    def prepare(self, path: Path, record: VideoRecord) -> Prepared:
+        """All of one video as one prepared item (its parts' rows concatenated). Raises MediaError."""
+        parts = list(self.iter_prepare(path, record))
+        return Prepared(
+            np.concatenate([p.data for p in parts]), np.concatenate([p.timestamps for p in parts])
+        )
 
     @abstractmethod
     def forward(self, items: list[Prepared]) -> list[ExpertOutput]:
@@ -226,7 +271,7 @@ class Expert(ABC):
                 parts = list(self.iter_prepare(path, record))
         except MediaError as err:
             return ExpertOutput.from_media_error(self.dim, err, self.token_level)
-        return with_warning(self.merge(self.forward(parts)), glitches.warning())
+        return with_warning(self.merge(self.forward(parts)), glitches.warning(self.media_request().stream))
 
 
 def resolve_device(device: str) -> str:
@@ -303,16 +348,12 @@ class FrameExpert(Expert):
             return FrameSpec("uniform", num_frames=c.num_frames, short_side=c.resize)
         return FrameSpec("fps", fps=c.fps, short_side=c.resize)
 
-    def iter_prepare(self, path: Path, record: VideoRecord) -> Iterator[Prepared]:
-        c = self.config
-        for fb in iter_frames(path, self.frame_spec(), batch=c.part_rows):
-            yield Prepared(resize_crop(fb.frames, c.image_size, c.resize, c.squash), fb.timestamps)
+    def media_request(self) -> FrameRequest:
+        return FrameRequest(self.frame_spec(), self.config.part_rows)
 
-    def prepare(self, path: Path, record: VideoRecord) -> Prepared:
-        parts = list(self.iter_prepare(path, record))
-        return Prepared(
-            np.concatenate([p.data for p in parts]), np.concatenate([p.timestamps for p in parts])
-        )
+    def prepare_batch(self, batch: FrameBatch) -> Prepared:
+        c = self.config
+        return Prepared(resize_crop(batch.frames, c.image_size, c.resize, c.squash), batch.timestamps)
 
     @abstractmethod
     def embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -73,11 +73,13 @@ def feature_sets(
     expert_configs: dict[str, dict[str, Any]] | None = None,
     retry_token: str = "",
     shards_per_task: int = SHARDS_PER_TASK,
+    parallel: int = 1,
 ) -> list[FeatureSet]:
     """The FeatureSet tasks for ``experts``, after checking names, configs and weights (before any decoding).
 
-    ``shards_per_task``: shards extracted by one Luigi task (sets the scheduler's task count, README "Extraction
-    at scale")."""
+    The experts are extracted together (each video decoded once for all of them). ``shards_per_task``: shards
+    extracted by one Luigi task (sets the scheduler's task count, README "Extraction at scale"), lowered so that
+    there are at least ``parallel`` (the Luigi workers) tasks when the plan allows."""
     if shards_per_task < 1:
         raise ConfigError(f"shards per task must be >= 1, got {shards_per_task}")
     forget_completion()
@@ -85,18 +87,23 @@ def feature_sets(
     unknown = sorted(set(expert_configs) - set(experts))
     if unknown:
         raise ConfigError(f"expert config given for experts not requested: {unknown}")
-    tasks = []
+    configs = {}
     for name in experts:
         if name not in expert_names():
             raise ConfigError(f"unknown expert {name!r}; known: {', '.join(expert_names())}")
         expert = get_expert(name, expert_configs.get(name))
         require_weights(expert, weights_dir)
+        configs[name] = expert.config_dict()
+    tasks = []
+    for name, config in configs.items():
         tasks.append(
             FeatureSet(
                 manifest=Path(manifest).absolute(),
                 features_root=Path(features_root).absolute(),
                 expert=name,
-                expert_config=expert.config_dict(),
+                expert_config=config,
+                together=configs,
+                parallel=parallel,
                 shard_size=shard_size,
                 shards_per_task=shards_per_task,
                 weights_dir=Path(weights_dir).absolute() if weights_dir else None,
@@ -137,6 +144,7 @@ def run_extraction(
         expert_configs=expert_configs,
         retry_token=uuid.uuid4().hex[:12] if retry_failed else "",
         shards_per_task=shards_per_task,
+        parallel=workers,
     )
     if not ProbedManifest(
         manifest=Path(manifest).absolute(), features_root=Path(features_root).absolute()

@@ -68,6 +68,7 @@ def pipeline_tasks(cfg: RunConfig) -> dict[str, luigi.Task]:
         device=cfg.extract.device,
         weights_dir=cfg.weights_dir,
         expert_configs=cfg.extract.options,
+        parallel=cfg.extract.workers,
     ):
         tasks[f"features:{fs.expert}"] = fs
     for head in cfg.train.heads:

@@ -196,32 +196,30 @@ class ProbedManifest(T2VTask):
         journal.unlink(missing_ok=True)
 
 
-class _ExpertTask(T2VTask):
-    """Common parameters: which manifest, expert and options, and where features go."""
+class _ExtractionTask(T2VTask):
+    """Common parameters: which manifest, where features go, and how experts run."""
 
     manifest = luigi.PathParameter()
     features_root = luigi.PathParameter()
-    expert = luigi.Parameter()
-    expert_config = luigi.DictParameter(default={})
     shard_size = luigi.IntParameter(default=64)
     weights_dir = luigi.OptionalPathParameter(default=None, significant=False)
     device = luigi.Parameter(default="cpu", significant=False)
     retry_token = luigi.Parameter(default="", significant=False)
     probe_workers = luigi.IntParameter(default=2, significant=False)
 
-    def build_expert(self) -> Any:
-        from extractors.registry import get_expert  # lazy: `luigi --module workflows` should not load torch
-
-        return get_expert(self.expert, dict(self.expert_config))
-
-    def feature_dir(self) -> Path:
+    def expert_dir(self, expert: str, config: Any) -> Path:
         """``features_root/<expert>/<fingerprint>`` (the fingerprint hashes the weights: computed once per process)."""
-        config = luigi.DictParameter().serialize(self.expert_config)
+        config_json = luigi.DictParameter().serialize(config)
         weights = str(self.weights_dir) if self.weights_dir else None
-        return Path(self.features_root) / self.expert / _fingerprint(self.expert, config, weights)
+        return Path(self.features_root) / expert / _fingerprint(expert, config_json, weights)
 
     def probed(self) -> Path:
         return probed_manifest_path(self.manifest, self.features_root)
+
+    def requires(self) -> ProbedManifest:
+        return ProbedManifest(
+            manifest=self.manifest, features_root=self.features_root, workers=self.probe_workers
+        )
 
 
 def _still_missing(rec: VideoRecord) -> bool:
@@ -229,15 +227,18 @@ def _still_missing(rec: VideoRecord) -> bool:
     return rec.probe_error is not None and rec.file_size is None and not Path(rec.path).exists()
 
 
-class ExtractShards(_ExpertTask):
-    """Extract a group of ``shards_per_task`` consecutive shards of one expert, each into
-    ``<expert>/<fingerprint>/shard-NNNNN.h5`` (atomic, one after another).
+class ExtractShards(_ExtractionTask):
+    """Extract a group of ``shards_per_task`` consecutive shards for every expert of ``expert_configs`` (``{expert:
+    options}``), each into ``<expert>/<fingerprint>/shard-NNNNN.h5`` (atomic, one shard after another).
 
-    One Luigi task per group rather than per shard keeps the scheduler's task count at
-    videos / (shard_size × shards_per_task) per expert (README, "Extraction at scale"); a killed task loses at most
-    the shard it was writing.
+    Experts run together: each video of a shard is decoded once for all experts whose shard is not current
+    (``extractors.engine.extract_shards``); an expert whose shard is current is skipped, so changing one expert's
+    options re-runs only that expert. One Luigi task per group rather than per shard keeps the scheduler's task
+    count at videos / (shard_size × shards_per_task) (README, "Extraction at scale"); a killed task loses at most
+    the shards it was writing.
     """
 
+    expert_configs = luigi.DictParameter()
     group = luigi.IntParameter()
     shards_per_task = luigi.IntParameter(default=SHARDS_PER_TASK)
 
@@ -245,26 +246,27 @@ class ExtractShards(_ExpertTask):
     def resources(self) -> dict[str, int]:  # type: ignore[override]
         return {"gpu": 1} if str(self.device).startswith("cuda") else {}
 
-    def requires(self) -> ProbedManifest:
-        return ProbedManifest(
-            manifest=self.manifest, features_root=self.features_root, workers=self.probe_workers
-        )
+    def experts(self) -> list[str]:
+        return sorted(self.expert_configs)
 
     def specs(self) -> list[ShardSpec]:
         """The plan entries of this group's shards."""
         specs = load_plan_specs(self.probed(), self.features_root, self.shard_size, save=False)
         return specs[self.group * self.shards_per_task : (self.group + 1) * self.shards_per_task]
 
-    def output(self) -> list[luigi.LocalTarget]:  # type: ignore[override]
-        folder = self.feature_dir()
-        return [luigi.LocalTarget(str(folder / shard_name(s.index))) for s in self.specs()]
+    def shard_path(self, expert: str, spec: ShardSpec) -> Path:
+        return self.expert_dir(expert, self.expert_configs[expert]) / shard_name(spec.index)
 
-    def shard_done(self, spec: ShardSpec) -> bool:
-        """The shard file matches its plan entry (an attribute read); under a retry token, also holds no failure.
-        A shard this manifest cannot write whole (``shard_records``) counts as done: it is left to its owner."""
+    def output(self) -> list[luigi.LocalTarget]:  # type: ignore[override]
+        return [luigi.LocalTarget(str(self.shard_path(e, s))) for e in self.experts() for s in self.specs()]
+
+    def shard_done(self, expert: str, spec: ShardSpec) -> bool:
+        """The expert's shard file matches its plan entry (an attribute read); under a retry token, also holds no
+        failure. A shard this manifest cannot write whole (``shard_records``) counts as done: it is left to its
+        owner."""
         if shard_records(spec, probed_by_id(self.probed())) is None:
             return True
-        path = self.feature_dir() / shard_name(spec.index)
+        path = self.shard_path(expert, spec)
         if not shard_is_current(path, spec):
             return False
         if self.retry_token and shard_attr(path, "retry_token") != self.retry_token:
@@ -272,55 +274,77 @@ class ExtractShards(_ExpertTask):
         return True
 
     def complete(self) -> bool:
-        return self.probed().exists() and all(self.shard_done(s) for s in self.specs())
+        return self.probed().exists() and all(
+            self.shard_done(e, s) for e in self.experts() for s in self.specs()
+        )
 
     def run(self) -> None:
-        from extractors.engine import extract_shard
+        from extractors.engine import ShardJob, extract_shards
+        from extractors.registry import get_expert
 
         threads = apply_thread_budget()
         by_id = probed_by_id(self.probed())
         todo = [
-            (spec, records)
+            (spec, records, needed)
             for spec in self.specs()
-            if not self.shard_done(spec) and (records := shard_records(spec, by_id)) is not None
+            if (records := shard_records(spec, by_id)) is not None
+            and (needed := [e for e in self.experts() if not self.shard_done(e, spec)])
         ]
-        expert = self.build_expert()
-        expert.load(self.device, self.weights_dir)
-        weights_sha256 = expert.weights_sha256(self.weights_dir)
-        for done, (spec, records) in enumerate(todo):
-            self.set_status_message(f"{self.expert}: shard {spec.index} ({done} of {len(todo)} shards done)")
+        experts = {e: get_expert(e, dict(self.expert_configs[e])) for e in {e for *_, n in todo for e in n}}
+        sha = {}
+        for name, expert in experts.items():
+            expert.load(self.device, self.weights_dir)
+            sha[name] = expert.weights_sha256(self.weights_dir)
+        for done, (spec, records, needed) in enumerate(todo):
+            self.set_status_message(
+                f"shard {spec.index}: {', '.join(needed)} ({done} of {len(todo)} shards done)"
+            )
             self.set_progress_percentage(int(100 * done / len(todo)))
-            out = self.feature_dir() / shard_name(spec.index)
-            previous = out if (self.retry_token and shard_is_current(out, spec)) else None
-            extract_shard(
-                expert,
+            jobs = []
+            for name in needed:
+                out = self.shard_path(name, spec)
+                previous = out if (self.retry_token and shard_is_current(out, spec)) else None
+                jobs.append(
+                    ShardJob(
+                        experts[name],
+                        out,
+                        out.parent.name,
+                        sha[name],
+                        previous=previous,
+                        retry_failed=previous is not None,
+                        extra_attrs={"retry_token": self.retry_token} if self.retry_token else None,
+                    )
+                )
+            extract_shards(
+                jobs,
                 records,
                 self.probed().parent,
-                out,
-                fingerprint=out.parent.name,
-                weights_sha256=weights_sha256,
                 members_digest=spec.members_digest,
                 device=self.device,
                 progress=False,
-                previous=previous,
-                retry_failed=previous is not None,
                 threads=threads,
-                extra_attrs={"retry_token": self.retry_token} if self.retry_token else None,
             )
-        self.set_status_message(f"{self.expert}: {len(todo)} shards written")
+        self.set_status_message(f"{len(todo)} shards written")
         self.set_progress_percentage(100)
 
 
-class FeatureSet(_ExpertTask):
+class FeatureSet(_ExtractionTask):
     """All shards of one expert for a manifest; writes ``summary-s<shard_size>-<manifest tag>.json`` beside the
-    shards (one per manifest: manifests sharing a features root keep their own summaries)."""
+    shards (one per manifest: manifests sharing a features root keep their own summaries).
 
+    ``together``: ``{expert: options}`` of every expert extracted in the same run (this one included; default: this
+    one alone): their ``ExtractShards`` tasks are shared, so each video is decoded once for all of them.
+    ``parallel``: the number of Luigi workers, so that a small plan still makes that many groups."""
+
+    expert = luigi.Parameter()
+    expert_config = luigi.DictParameter(default={})
+    together = luigi.DictParameter(default={}, significant=False)
     shards_per_task = luigi.IntParameter(default=SHARDS_PER_TASK)
+    parallel = luigi.IntParameter(default=1, significant=False)
 
-    def requires(self) -> ProbedManifest:
-        return ProbedManifest(
-            manifest=self.manifest, features_root=self.features_root, workers=self.probe_workers
-        )
+    def feature_dir(self) -> Path:
+        """This expert's feature folder."""
+        return self.expert_dir(self.expert, self.expert_config)
 
     def output(self) -> AtomicTarget:
         return AtomicTarget(
@@ -329,8 +353,24 @@ class FeatureSet(_ExpertTask):
 
     def _groups(self, *, save: bool) -> list[ExtractShards]:
         specs = load_plan_specs(self.probed(), self.features_root, self.shard_size, save=save)
-        groups = -(-len(specs) // self.shards_per_task)
-        return [self.clone(ExtractShards, group=g) for g in range(groups)]
+        per_task = max(1, min(self.shards_per_task, -(-len(specs) // max(1, self.parallel))))
+        configs = dict(self.together) or {self.expert: self.expert_config}
+        configs[self.expert] = self.expert_config
+        return [
+            ExtractShards(
+                manifest=self.manifest,
+                features_root=self.features_root,
+                shard_size=self.shard_size,
+                weights_dir=self.weights_dir,
+                device=self.device,
+                retry_token=self.retry_token,
+                probe_workers=self.probe_workers,
+                expert_configs=configs,
+                group=g,
+                shards_per_task=per_task,
+            )
+            for g in range(-(-len(specs) // per_task))
+        ]
 
     def complete(self) -> bool:
         if not ProbedManifest(manifest=self.manifest, features_root=self.features_root).complete():

@@ -87,17 +87,20 @@ class _RunParams(T2VTask):
         """The FeatureSet tasks of the config's experts (none when the config lists no experts)."""
         from workflows.tasks_extract import FeatureSet
 
+        experts = self.train_config().experts
+        together = {e: dict(self.expert_configs.get(e, {})) for e in experts}
         return [
             FeatureSet(
                 manifest=manifest or self.manifest,
                 features_root=self.features_root,
                 expert=e,
-                expert_config=dict(self.expert_configs.get(e, {})),
+                expert_config=together[e],
+                together=together,
                 shard_size=self.shard_size,
                 weights_dir=self.weights_dir,
                 device="cpu" if self.device == "auto" else self.device,
             )
-            for e in self.train_config().experts
+            for e in experts
         ]
 
     def pinned_config(self) -> TrainConfig:

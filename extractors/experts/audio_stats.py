@@ -3,8 +3,9 @@
 Log-mel as VGGish computes it (25 ms periodic-Hann frames every 10 ms, 512-point FFT magnitude, 64 HTK-mel bands
 125-7500 Hz, ``log(mel + 0.01)``); each non-overlapping window of 96 frames (0.96 s) gives the per-band mean and
 standard deviation over its frames: row = ``[mean_1..mean_64, std_1..std_64]``. A tail shorter than a window gives
-one more row from the frames it has (at least one frame: short clips are zero-padded to one frame). All the work
-is numpy on the decode threads; ``forward`` only hands the rows over. Videos without an audio track: status empty.
+one more row from the frames it has (at least one frame: short clips are zero-padded to one frame). The track is
+streamed in blocks of 64 windows (the same rows as all at once); all the work is numpy on the decode threads;
+``forward`` only hands the rows over. Videos without an audio track: status empty.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import numpy as np
 from pydantic import model_validator
 
 from data_manifest.schema import VideoRecord
+from extractors.audio_frontend import AudioBlockPreparer
 from extractors.base import Expert, ExpertConfig, ExpertOutput, Prepared, resolve_device
 from extractors.registry import register_expert
-from pipeline.errors import NoAudioError
-from pipeline.media.decode import load_audio
+from pipeline.media.audio import AudioRequest
 
 N_MELS = 64
 BLOCK_WINDOWS = 64  # windows per STFT block: bounds the temporary spectrogram memory
@@ -64,15 +65,20 @@ def mel_matrix(n_fft: int, sample_rate: int, n_mels: int, fmin: float, fmax: flo
     return weights.astype(np.float32)
 
 
-def log_mel_window_stats(wave: np.ndarray, c: AudioStatsConfig) -> tuple[np.ndarray, np.ndarray]:
-    """float32 mono ``wave`` -> (rows (R, 2*N_MELS) float32, timestamps (R, 2) float32 seconds)."""
+def log_mel_window_stats(
+    wave: np.ndarray, c: AudioStatsConfig, *, first_row: int = 0, pad: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """float32 mono ``wave`` -> (rows (R, 2*N_MELS) float32, timestamps (R, 2) float32 seconds).
+
+    ``first_row``: the index of the wave's first window in the track (its rows' times follow from it); ``pad``:
+    zero-pad a wave shorter than one STFT frame to one frame (a whole track; not a track's tail block)."""
     frame = round(c.frame_s * c.sample_rate)
     hop = round(c.hop_s * c.sample_rate)
     per_window = max(1, round(c.window_s / c.hop_s))
     n_fft = 1 << (frame - 1).bit_length()
-    if len(wave) < frame:
+    if pad and len(wave) < frame:
         wave = np.pad(wave, (0, frame - len(wave)))
-    n_frames = 1 + (len(wave) - frame) // hop
+    n_frames = max(0, 1 + (len(wave) - frame) // hop)
     hann = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(frame) / frame)).astype(np.float32)
     mel = mel_matrix(n_fft, c.sample_rate, N_MELS, c.fmin, c.fmax)
     rows = []
@@ -85,11 +91,11 @@ def log_mel_window_stats(wave: np.ndarray, c: AudioStatsConfig) -> tuple[np.ndar
         for w0 in range(0, len(logmel), per_window):
             chunk = logmel[w0 : w0 + per_window]
             rows.append(np.concatenate([chunk.mean(0), chunk.std(0)]))
-    n_rows = len(rows)
-    duration = len(wave) / c.sample_rate
-    starts = np.arange(n_rows) * c.window_s
+    duration = (first_row * per_window * hop + len(wave)) / c.sample_rate
+    starts = (first_row + np.arange(len(rows))) * c.window_s
     ends = np.minimum(starts + c.window_s, duration)
-    return np.stack(rows).astype(np.float32), np.stack([starts, ends], 1).astype(np.float32)
+    stacked = np.stack(rows) if rows else np.zeros((0, 2 * N_MELS))
+    return stacked.astype(np.float32), np.stack([starts, ends], 1).astype(np.float32)
 
 
 @register_expert
@@ -109,12 +115,22 @@ class AudioStatsExpert(Expert):
         """Nothing to load (no weights); records the device for symmetry."""
         self.device = resolve_device(device)
 
-    def prepare(self, path: Path, record: VideoRecord) -> Prepared:
-        wave = load_audio(path, self.config.sample_rate)
-        if len(wave) == 0:
-            raise NoAudioError(f"{path}: audio track has no samples")
-        rows, times = log_mel_window_stats(np.asarray(wave, dtype=np.float32), self.config)
-        return Prepared(rows, times)
+    def media_request(self) -> AudioRequest:
+        return AudioRequest(self.config.sample_rate)
+
+    def preparer(self, path: Path, record: VideoRecord) -> AudioBlockPreparer:
+        """Rows of ``BLOCK_WINDOWS`` windows per part (the same rows as the whole track at once), so memory stays
+        bounded by the part; NoAudioError for a track without samples."""
+        c = self.config
+        hop = round(c.hop_s * c.sample_rate)
+        window = max(1, round(c.window_s / c.hop_s)) * hop
+        overlap = round(c.frame_s * c.sample_rate) - hop
+
+        def stats_part(offset: int, samples: np.ndarray, last: bool) -> Prepared | None:
+            rows, times = log_mel_window_stats(samples, c, first_row=offset // window, pad=offset == 0)
+            return Prepared(rows, times) if len(rows) else None
+
+        return AudioBlockPreparer(path, BLOCK_WINDOWS * window, max(0, overlap), stats_part)
 
     def forward(self, items: list[Prepared]) -> list[ExpertOutput]:
         return [ExpertOutput(it.data, it.timestamps) for it in items]

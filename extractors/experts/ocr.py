@@ -14,21 +14,19 @@ reuses that frame's reading instead of running OCR again (static titles, still s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar, Self
 
 import numpy as np
 from pydantic import model_validator
 
-from data_manifest.schema import VideoRecord
 from extractors.base import ExpertConfig, ExpertOutput, Prepared, infra, resolve_device
 from extractors.ocr_engine import OCR_DET, OCR_REC, OcrEngine, merge_repeats
 from extractors.registry import register_expert
 from extractors.weights import WeightsFile, require_weights
 from extractors.words import MINILM, WordConfig, WordExpert, split_words
 from pipeline.features.shards import STATUS_FAILED, STATUS_OK
-from pipeline.media.decode import FrameSpec, iter_frames
+from pipeline.media.decode import FrameBatch, FrameRequest, FrameSpec
 
 NO_TEXT = "no text on screen"
 
@@ -104,17 +102,14 @@ class OCRExpert(WordExpert):
         )
         self.load_embedder(paths[self.text_file.filename])
 
-    def iter_prepare(self, path: Path, record: VideoRecord) -> Iterator[Prepared]:
-        """Frames at ``fps``: uint8 (n,H,W,3) RGB with float32 (n,2) times, ``part_rows`` frames per part."""
+    def media_request(self) -> FrameRequest:
+        """Frames at ``fps`` with the long side at most ``max_side``, ``part_rows`` frames per part."""
         spec = FrameSpec("fps", fps=self.config.fps, max_side=self.config.max_side)
-        for fb in iter_frames(path, spec, batch=self.config.part_rows):
-            yield Prepared(fb.frames, fb.timestamps.astype(np.float32))
+        return FrameRequest(spec, self.config.part_rows)
 
-    def prepare(self, path: Path, record: VideoRecord) -> Prepared:
-        parts = list(self.iter_prepare(path, record))
-        return Prepared(
-            np.concatenate([p.data for p in parts]), np.concatenate([p.timestamps for p in parts])
-        )
+    def prepare_batch(self, batch: FrameBatch) -> Prepared:
+        """uint8 (n,H,W,3) RGB frames with float32 (n,2) times."""
+        return Prepared(batch.frames, batch.timestamps.astype(np.float32))
 
     def read_words(self, frames: np.ndarray) -> list[list[str]]:
         """Normalised words on each frame (reading order), reusing the previous reading for unchanged frames."""

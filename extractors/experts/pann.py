@@ -20,7 +20,6 @@ import logging
 import sys
 import threading
 import types
-from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar, Self
 
@@ -29,12 +28,12 @@ import torch
 from pydantic import model_validator
 
 from data_manifest.schema import VideoRecord
-from extractors.audio_frontend import iter_audio_blocks, load_checkpoint
+from extractors.audio_frontend import AudioBlockPreparer, load_checkpoint
 from extractors.base import Expert, ExpertConfig, ExpertOutput, Prepared, build_seeded, infra, resolve_device
 from extractors.registry import register_expert
 from extractors.weights import WeightsFile, load_state_dict_checked, require_weights
-from pipeline.errors import ConfigError, NoAudioError, WeightsError
-from pipeline.media.audio import audio_windows
+from pipeline.errors import ConfigError, WeightsError
+from pipeline.media.audio import AudioRequest, audio_windows
 
 log = logging.getLogger(__name__)
 
@@ -151,24 +150,22 @@ class PANNExpert(Expert):
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
 
-    def iter_prepare(self, path: Path, record: VideoRecord) -> Iterator[Prepared]:
+    def media_request(self) -> AudioRequest:
+        return AudioRequest(SAMPLE_RATE)
+
+    def preparer(self, path: Path, record: VideoRecord) -> AudioBlockPreparer:
         """Windows (n, window samples) float32 of the track, in parts; NoAudioError for an empty track."""
         c = self.config
         win = round(c.window_s * SAMPLE_RATE)
         hop = round(c.hop_s * SAMPLE_RATE)
-        for offset, samples, last in iter_audio_blocks(path, SAMPLE_RATE, c.part_windows * hop, win - hop):
-            if offset == 0 and last and len(samples) == 0:
-                raise NoAudioError(f"{path}: audio track has no samples")
-            if offset > 0 and len(samples) <= win - hop:
-                continue
-            windows, times = audio_windows(samples, SAMPLE_RATE, c.window_s, c.hop_s)
-            yield Prepared(windows, times + np.float32(offset / SAMPLE_RATE))
 
-    def prepare(self, path: Path, record: VideoRecord) -> Prepared:
-        parts = list(self.iter_prepare(path, record))
-        return Prepared(
-            np.concatenate([p.data for p in parts]), np.concatenate([p.timestamps for p in parts])
-        )
+        def windows_part(offset: int, samples: np.ndarray, last: bool) -> Prepared | None:
+            if offset > 0 and len(samples) <= win - hop:
+                return None
+            windows, times = audio_windows(samples, SAMPLE_RATE, c.window_s, c.hop_s)
+            return Prepared(windows, times + np.float32(offset / SAMPLE_RATE))
+
+        return AudioBlockPreparer(path, c.part_windows * hop, win - hop, windows_part)
 
     @torch.inference_mode()
     def embed(self, windows: np.ndarray) -> np.ndarray:

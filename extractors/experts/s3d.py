@@ -10,7 +10,6 @@ Weights: torchvision's official ``s3d-d76dad2f.pth`` (torchvision publishes only
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -18,7 +17,6 @@ import numpy as np
 import torch
 from pydantic import model_validator
 
-from data_manifest.schema import VideoRecord
 from extractors.base import (
     Expert,
     ExpertConfig,
@@ -32,7 +30,7 @@ from extractors.base import (
 from extractors.registry import register_expert
 from extractors.weights import WeightsFile, load_state_dict_checked, load_torch_file, require_weights
 from pipeline.config import FloatTriple
-from pipeline.media.decode import FrameSpec, iter_clips
+from pipeline.media.decode import ClipBatch, FrameRequest, FrameSpec
 
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
@@ -99,18 +97,14 @@ class S3DExpert(Expert):
             "clips", clip_len=c.clip_len, fps=c.fps, clip_stride_s=c.stride_s, short_side=c.resize
         )
 
-    def iter_prepare(self, path: Path, record: VideoRecord) -> Iterator[Prepared]:
-        c = self.config
-        for cb in iter_clips(path, self.clip_spec(), batch=c.part_rows):
-            n, length, h, w, _ = cb.clips.shape
-            frames = resize_crop(cb.clips.reshape(n * length, h, w, 3), c.image_size, c.resize, True, False)
-            yield Prepared(frames.reshape(n, length, 3, c.image_size, c.image_size), cb.timestamps)
+    def media_request(self) -> FrameRequest:
+        return FrameRequest(self.clip_spec(), self.config.part_rows)
 
-    def prepare(self, path: Path, record: VideoRecord) -> Prepared:
-        parts = list(self.iter_prepare(path, record))
-        return Prepared(
-            np.concatenate([p.data for p in parts]), np.concatenate([p.timestamps for p in parts])
-        )
+    def prepare_batch(self, batch: ClipBatch) -> Prepared:
+        c = self.config
+        n, length, h, w, _ = batch.clips.shape
+        frames = resize_crop(batch.clips.reshape(n * length, h, w, 3), c.image_size, c.resize, True, False)
+        return Prepared(frames.reshape(n, length, 3, c.image_size, c.image_size), batch.timestamps)
 
     def embed(self, clips: np.ndarray) -> torch.Tensor:
         """uint8 (n,L,3,S,S) clips -> (n,1024) pooled features."""

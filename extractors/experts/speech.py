@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -34,13 +33,13 @@ from extractors.asr_engine import (
     speech_present,
     whisper_file,
 )
+from extractors.audio_frontend import AudioBlockPreparer
 from extractors.base import ExpertConfig, ExpertOutput, Prepared, infra, resolve_device
 from extractors.registry import register_expert
 from extractors.weights import WeightsFile, default_weights_dir, require_weights, resolve_file
 from extractors.words import MINILM, WordConfig, WordExpert, split_words
-from pipeline.errors import NoAudioError
 from pipeline.features.shards import STATUS_FAILED
-from pipeline.media.audio import iter_audio
+from pipeline.media.audio import AudioRequest
 
 log = logging.getLogger(__name__)
 
@@ -167,24 +166,16 @@ class SpeechExpert(WordExpert):
             )
         self.load_embedder(paths[self.text_file.filename])
 
-    def iter_prepare(self, path: Path, record: VideoRecord) -> Iterator[Prepared]:
+    def media_request(self) -> AudioRequest:
+        return AudioRequest(SAMPLE_RATE)
+
+    def preparer(self, path: Path, record: VideoRecord) -> AudioBlockPreparer:
         """16 kHz mono float32 audio in parts of ``part_s`` seconds; ``timestamps`` (1,2) = the part's span,
-        ``extra["speech"]`` = whether the speech check passed. Raises NoAudioError / MediaError."""
-        part_len = round(self.config.part_s * SAMPLE_RATE)
-        buffer: list[np.ndarray] = []
-        held, offset = 0, 0
-        for chunk in iter_audio(path, SAMPLE_RATE):
-            buffer.append(np.clip(chunk, -1.0, 1.0))
-            held += len(chunk)
-            while held >= part_len:
-                wave = np.concatenate(buffer)
-                yield self._part(wave[:part_len], offset)
-                buffer, held, offset = [wave[part_len:]], held - part_len, offset + part_len
-        wave = np.concatenate(buffer) if buffer else np.zeros(0, np.float32)
-        if offset == 0 and len(wave) == 0:
-            raise NoAudioError(f"{path}: audio track has no samples")
-        if len(wave):
-            yield self._part(wave, offset)
+        ``extra["speech"]`` = whether the speech check passed. NoAudioError for a track without samples."""
+        return AudioBlockPreparer(path, round(self.config.part_s * SAMPLE_RATE), 0, self._block_part)
+
+    def _block_part(self, offset: int, samples: np.ndarray, last: bool) -> Prepared | None:
+        return self._part(samples, offset) if len(samples) else None
 
     def _part(self, wave: np.ndarray, offset: int) -> Prepared:
         wave = np.ascontiguousarray(wave, dtype=np.float32)

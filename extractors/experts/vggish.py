@@ -17,7 +17,6 @@ empty.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar, Self
 
@@ -31,15 +30,16 @@ from extractors.audio_frontend import (
     EXAMPLE_HOP_SAMPLES,
     EXAMPLE_SPAN_SAMPLES,
     VGGISH_SAMPLE_RATE,
+    AudioBlockPreparer,
     as_float_tensor,
-    iter_audio_blocks,
     load_checkpoint,
     vggish_examples,
 )
 from extractors.base import Expert, ExpertConfig, ExpertOutput, Prepared, build_seeded, infra, resolve_device
 from extractors.registry import register_expert
 from extractors.weights import WeightsFile, load_state_dict_checked, require_weights
-from pipeline.errors import NoAudioError, WeightsError
+from pipeline.errors import WeightsError
+from pipeline.media.audio import AudioRequest
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,14 @@ def load_pca_params(path: Path) -> dict[str, torch.Tensor]:
     return {PCA_EIGEN_VECTORS: vectors, PCA_MEANS: means}
 
 
+def _examples_part(offset: int, samples: np.ndarray, last: bool) -> Prepared | None:
+    """The log-mel examples of one block of 16 kHz samples starting at sample ``offset`` (None: no example)."""
+    examples, times = vggish_examples(samples, pad_short=offset == 0)
+    if not len(examples):
+        return None
+    return Prepared(examples, times + np.float32(offset / VGGISH_SAMPLE_RATE))
+
+
 class VGGishConfig(ExpertConfig):
     """``postprocess``: official PCA + 8-bit quantisation. ``batch_size``: examples per model call;
     ``part_examples``: examples per prepared part (bounds memory on long tracks: 3.6 min by default)."""
@@ -166,22 +174,13 @@ class VGGishExpert(Expert):
         self.model = model.eval().to(self.device)
         self.post = post.eval().to(self.device) if post is not None else None
 
-    def iter_prepare(self, path: Path, record: VideoRecord) -> Iterator[Prepared]:
+    def media_request(self) -> AudioRequest:
+        return AudioRequest(VGGISH_SAMPLE_RATE)
+
+    def preparer(self, path: Path, record: VideoRecord) -> AudioBlockPreparer:
         """Log-mel examples of the track in parts of ``part_examples``; NoAudioError for an empty track."""
         block = self.config.part_examples * EXAMPLE_HOP_SAMPLES
-        overlap = EXAMPLE_SPAN_SAMPLES - EXAMPLE_HOP_SAMPLES
-        for offset, samples, last in iter_audio_blocks(path, VGGISH_SAMPLE_RATE, block, overlap):
-            if offset == 0 and last and len(samples) == 0:
-                raise NoAudioError(f"{path}: audio track has no samples")
-            examples, times = vggish_examples(samples, pad_short=offset == 0)
-            if len(examples):
-                yield Prepared(examples, times + np.float32(offset / VGGISH_SAMPLE_RATE))
-
-    def prepare(self, path: Path, record: VideoRecord) -> Prepared:
-        parts = list(self.iter_prepare(path, record))
-        return Prepared(
-            np.concatenate([p.data for p in parts]), np.concatenate([p.timestamps for p in parts])
-        )
+        return AudioBlockPreparer(path, block, EXAMPLE_SPAN_SAMPLES - EXAMPLE_HOP_SAMPLES, _examples_part)
 
     @torch.inference_mode()
     def embed(self, examples: np.ndarray) -> np.ndarray:

@@ -108,8 +108,7 @@ class ShardWriter:
             raise ShardError(f"{path}: dim must be >= 1, got {dim}")
         if compression not in ("gzip", "lzf", None):
             raise ShardError(f"{path}: compression must be gzip, lzf or None, got {compression!r}")
-        reserved = {"expert", "fingerprint", "schema_version", "config", "weights_sha256", "members_digest"}
-        clash = reserved & set(extra_attrs or {})
+        clash = _RESERVED_ATTRS & set(extra_attrs or {})
         if clash:
             raise ShardError(f"{path}: extra_attrs may not replace {sorted(clash)}")
         self.path = Path(path)
@@ -254,6 +253,13 @@ class ShardWriter:
         self._written += r
         self._buf, self._buf_rows = [], 0
 
+    def add_attrs(self, attrs: Mapping[str, str | int | float | bool]) -> None:
+        """Scalar attributes known only at the end (e.g. the extraction's timings), written now."""
+        clash = set(attrs) & _RESERVED_ATTRS
+        if clash:
+            raise ShardError(f"{self.path}: attributes may not replace {sorted(clash)}")
+        self._h5.attrs.update(dict(attrs))
+
     def _write_index(self) -> None:
         f = self._h5
         f.create_dataset("video_ids", data=np.asarray(self._ids, dtype=object), dtype=_STR)
@@ -286,6 +292,11 @@ class ShardWriter:
             self._h5.close()
         finally:
             self.tmp_path.unlink(missing_ok=True)
+
+
+_RESERVED_ATTRS = frozenset(
+    {"expert", "fingerprint", "schema_version", "config", "weights_sha256", "members_digest"}
+)
 
 
 @dataclass

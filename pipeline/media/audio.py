@@ -7,7 +7,8 @@ resampler's delay of a few samples); too much loss fails the track.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -42,16 +43,44 @@ def _check_end(
             loss.short_by_s = short
 
 
-def iter_audio(path: str | Path, sample_rate: int) -> Iterator[np.ndarray]:
-    """Yield consecutive chunks (float32 mono in [-1, 1], ~1 s each) of a file's first audio track at
-    ``sample_rate`` Hz (PyAV's resampler, streamed); lost packets and timestamp gaps come out as silence.
+@dataclass(frozen=True)
+class AudioRequest:
+    """One consumer of a shared decoding pass: the first audio track as mono float32 at ``sample_rate`` Hz."""
+
+    sample_rate: int
+    stream = "audio"
+
+
+class _Resampled:
+    """The track at one rate: PyAV's resampler and the samples waiting to be yielded."""
+
+    def __init__(self, rate: int):
+        self.rate = rate
+        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        self.parts: list[np.ndarray] = []
+        self.size = 0
+
+    def add(self, samples: np.ndarray) -> None:
+        self.parts.append(samples)
+        self.size += samples.size
+
+    def take(self) -> np.ndarray:
+        out = np.clip(np.concatenate(self.parts), -1.0, 1.0)
+        self.parts, self.size = [], 0
+        return out
+
+
+def iter_audio_rates(path: str | Path, rates: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """One decoding of a file's first audio track, resampled to each of ``rates`` (PyAV's resampler, streamed):
+    ``(rate, chunk)`` pairs, float32 mono in [-1, 1], ~1 s per chunk; lost packets and timestamp gaps come out as
+    silence. The chunks of one rate are consecutive; rates interleave in time order.
 
     Raises NoAudioError when the file has no audio track, MediaError when it can't be read or loses more than
     ``LOSS_TOLERANCE`` of its duration to undecodable packets.
     """
     path = Path(path)
-    if sample_rate <= 0:
-        raise ConfigError(f"load_audio: sample_rate must be > 0, got {sample_rate}")
+    if not rates or min(rates) <= 0:
+        raise ConfigError(f"load_audio: sample rates must be > 0, got {list(rates)}")
     if not path.is_file():
         raise MediaError(f"{path}: file not found")
     try:
@@ -63,9 +92,7 @@ def iter_audio(path: str | Path, sample_rate: int) -> Iterator[np.ndarray]:
             duration = _seconds(stream.duration, tb) or (
                 container.duration / 1e6 if container.duration else None
             )
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-            parts: list[np.ndarray] = []
-            size = 0
+            outs = [_Resampled(rate) for rate in dict.fromkeys(rates)]
             next_t: float | None = None  # where the next frame should start (s, stream time)
             loss = track("audio")
             skipped = False  # a packet was skipped since the last decoded frame
@@ -87,25 +114,33 @@ def iter_audio(path: str | Path, sample_rate: int) -> Iterator[np.ndarray]:
                         if gap > half_frame:
                             if not skipped:
                                 loss.gap_s += gap
-                            parts.append(np.zeros(round(gap * sample_rate), np.float32))
-                            size += parts[-1].size
+                            for out in outs:
+                                out.add(np.zeros(round(gap * out.rate), np.float32))
                     frame_s = frame.samples / frame.sample_rate
                     if start is not None:
                         next_t = start + frame_s
                     skipped = False
-                    for out in resampler.resample(frame):
-                        parts.append(out.to_ndarray().reshape(-1))
-                        size += parts[-1].size
-                if size >= sample_rate:
-                    yield np.clip(np.concatenate(parts), -1.0, 1.0)
-                    parts, size = [], 0
-            parts += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
-            if parts:
-                yield np.clip(np.concatenate(parts), -1.0, 1.0)
+                    for out in outs:
+                        for resampled in out.resampler.resample(frame):
+                            out.add(resampled.to_ndarray().reshape(-1))
+                for out in outs:
+                    if out.size >= out.rate:
+                        yield out.rate, out.take()
+            for out in outs:
+                for resampled in out.resampler.resample(None):
+                    out.add(resampled.to_ndarray().reshape(-1))
+                if out.parts:
+                    yield out.rate, out.take()
             if next_t is not None:
                 _check_end(path, container, stream, next_t, loss)
     except (av.FFmpegError, OSError) as err:
         raise MediaError(f"{path}: cannot decode audio: {err}") from err
+
+
+def iter_audio(path: str | Path, sample_rate: int) -> Iterator[np.ndarray]:
+    """The chunks of ``iter_audio_rates`` for one rate."""
+    for _, chunk in iter_audio_rates(path, [sample_rate]):
+        yield chunk
 
 
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:

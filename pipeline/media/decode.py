@@ -32,7 +32,7 @@ resized at decode time when ``short_side`` / ``max_side`` is set.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -40,7 +40,7 @@ from typing import TypeVar
 import numpy as np
 
 from pipeline.errors import ConfigError, MediaError
-from pipeline.media.audio import audio_windows, load_audio
+from pipeline.media.audio import AudioRequest, audio_windows, iter_audio_rates, load_audio
 from pipeline.media.readers import DecodeFailure, FrameReader, VideoInfo, open_decord, open_pyav, probe_video
 
 log = logging.getLogger(__name__)
@@ -53,12 +53,18 @@ _EPS = 1e-6
 
 __all__ = [
     "FrameSpec",
+    "FrameRequest",
     "FrameBatch",
     "ClipBatch",
     "VideoInfo",
     "probe_video",
     "iter_frames",
     "iter_clips",
+    "iter_frame_requests",
+    "AudioRequest",
+    "MediaRequest",
+    "StreamFailed",
+    "decode_pass",
     "load_audio",
     "audio_windows",
     "plan_frames",
@@ -195,19 +201,20 @@ def plan_clips(
 
 class _Decoder:
     """Opens the first reader that works (PyAV / decord / decord single-threaded, in backend order) and
-    moves on to the next one when it fails mid-stream."""
+    moves on to the next one when it fails mid-stream. ``sizes``: the output sizes (width, height) to convert
+    each needed frame to."""
 
-    def __init__(self, path: Path, spec: FrameSpec, backend: str):
+    def __init__(self, path: Path, info: VideoInfo, sizes: list[tuple[int, int]], backend: str):
         if backend not in BACKENDS:
             raise ConfigError(f"decode backend must be one of {BACKENDS}, got {backend!r}")
         self.path = path
-        self.info = probe_video(path)
-        self.size = output_size(self.info.width, self.info.height, spec.short_side, spec.max_side)
+        self.info = info
+        self.sizes = sizes
         decord_makers: list[tuple[str, Callable[[], FrameReader]]] = [
-            ("decord", lambda: open_decord(path, self.info, self.size, threads=0)),
-            ("decord-1-thread", lambda: open_decord(path, self.info, self.size, threads=1)),
+            ("decord", lambda: open_decord(path, self.info, sizes, threads=0)),
+            ("decord-1-thread", lambda: open_decord(path, self.info, sizes, threads=1)),
         ]
-        pyav_maker = ("pyav", lambda: open_pyav(path, self.info, self.size))
+        pyav_maker = ("pyav", lambda: open_pyav(path, self.info, sizes))
         if self.info.rotation != 0 or backend == "pyav":
             makers = [pyav_maker]
         elif backend == "decord":
@@ -229,11 +236,12 @@ class _Decoder:
                 self._failures.append(f"{name}: {err}")
         raise MediaError(f"{self.path}: cannot decode video ({'; '.join(self._failures)})")
 
-    def read(self, indices: np.ndarray) -> np.ndarray:
-        """Frames (k,H,W,3) for sorted unique frame indices, switching reader on a decoder error."""
+    def read(self, indices: np.ndarray, need: np.ndarray) -> list[np.ndarray]:
+        """Per output size, the frames of sorted unique ``indices`` that ``need`` (k, sizes) marks, switching
+        reader on a decoder error."""
         while True:
             try:
-                return self.reader.read(indices)
+                return self.reader.read(indices, need)
             except DecodeFailure as err:
                 log.debug("%s: %s failed: %s", self.path, self.reader.name, err)
                 self._failures.append(f"{self.reader.name}: {err}")
@@ -248,11 +256,6 @@ class _Decoder:
                         ) from err
                     self.reader.want(self._wanted)
 
-    def rows_per_batch(self, batch: int, frames_per_row: int) -> int:
-        """``batch``, reduced so that one batch of output stays under MAX_BATCH_BYTES (huge resolutions)."""
-        row_bytes = self.size[0] * self.size[1] * 3 * frames_per_row
-        return max(1, min(batch, MAX_BATCH_BYTES // row_bytes))
-
     def want(self, indices: np.ndarray) -> None:
         """Tell the reader (and any fallback opened later) every frame index that will be read."""
         self._wanted = np.unique(indices)
@@ -262,20 +265,126 @@ class _Decoder:
         self.reader.close()
 
 
-def _gather(decoder: _Decoder, idx: np.ndarray) -> np.ndarray:
-    """Frames for ``idx`` (any shape, repeats allowed): each distinct frame decoded once."""
-    uniq, inverse = np.unique(idx, return_inverse=True)
-    frames = decoder.read(uniq)
-    if uniq.size == idx.size and np.array_equal(uniq, idx.ravel()):
-        return frames.reshape(idx.shape + frames.shape[1:])
-    return frames[inverse.reshape(idx.shape)]
-
-
 def _checked_times(decoder: _Decoder) -> tuple[np.ndarray, np.ndarray]:
     starts, ends = decoder.reader.frame_times()
     if len(starts) == 0:
         raise MediaError(f"{decoder.path}: no decodable video frames")
     return starts, ends
+
+
+@dataclass(frozen=True)
+class FrameRequest:
+    """One consumer of a shared decoding pass: its sampling ``spec`` and the rows per batch it receives."""
+
+    spec: FrameSpec
+    batch: int
+    stream = "video"
+
+
+class _Rows:
+    """The rows of one request over a video: frame indices (R,) or (R, L), times, and which rows were yielded."""
+
+    def __init__(
+        self, request: FrameRequest, size: int, starts: np.ndarray, ends: np.ndarray, row_bytes: int
+    ):
+        spec = request.spec
+        self.spec, self.size = spec, size
+        self.valid: np.ndarray | None = None
+        if spec.kind == "clips":
+            self.idx, self.times, self.valid = plan_clips(spec, starts, ends)
+        else:
+            self.idx, self.times = plan_frames(spec, starts, ends)
+        flat = self.idx.reshape(len(self.idx), -1)
+        self.last = flat.max(1)  # non-decreasing: rows are in time order
+        self.first_from = np.minimum.accumulate(flat.min(1)[::-1])[
+            ::-1
+        ]  # lowest index still needed from row r
+        frames_per_row = flat.shape[1]
+        self.step = max(1, min(request.batch, MAX_BATCH_BYTES // (row_bytes * frames_per_row)))
+        self.next = 0
+
+    def ready(self, decoded_upto: int, finished: bool) -> tuple[int, int] | None:
+        """The next batch of rows whose frames are all decoded, as (start, end), or None."""
+        if self.next >= len(self.idx):
+            return None
+        end = min(self.next + self.step, len(self.idx))
+        if not finished and (end - self.next < self.step or self.last[end - 1] > decoded_upto):
+            return None
+        return self.next, end
+
+    def batch(self, start: int, end: int, cache: dict[int, np.ndarray]) -> FrameBatch | ClipBatch:
+        idx = self.idx[start:end]
+        frames = np.stack([cache[int(i)] for i in idx.ravel()])
+        self.next = end
+        if self.valid is None:
+            return FrameBatch(frames=frames, timestamps=self.times[start:end], indices=idx)
+        valid = self.valid[start:end]
+        return ClipBatch(
+            clips=frames.reshape(idx.shape + frames.shape[1:]),
+            timestamps=self.times[start:end],
+            valid=valid,
+            padded=valid < idx.shape[1],
+        )
+
+    def needed_upto(self, index: int) -> np.ndarray:
+        """The frame indices up to ``index`` that rows not yet yielded still need (a cached frame is dropped once
+        no request of its size needs it)."""
+        end = int(np.searchsorted(self.first_from, index, side="right"))
+        return self.idx[self.next : max(self.next, end)].ravel()
+
+
+def iter_frame_requests(
+    path: str | Path, requests: Sequence[FrameRequest], *, backend: str = "auto"
+) -> Iterator[tuple[int, FrameBatch | ClipBatch]]:
+    """One decoding of ``path`` for several sampling requests: ``(request index, batch)`` in time order.
+
+    Every frame any request needs is decoded once, in order, and converted once per distinct output size that
+    wants it; each request receives exactly what ``iter_frames`` / ``iter_clips`` would give it alone (the same
+    rows, bit-identical frames) in batches of ``request.batch`` rows. Memory: the frames of the rows not yet
+    complete, per request (bounded by its batch and clip length, not by the video). Raises MediaError naming the
+    file (the caller fails every request of the pass).
+    """
+    path = Path(path)
+    info = probe_video(path)
+    sizes: list[tuple[int, int]] = []
+    for r in requests:
+        size = output_size(info.width, info.height, r.spec.short_side, r.spec.max_side)
+        if size not in sizes:
+            sizes.append(size)
+    decoder = _Decoder(path, info, sizes, backend)
+    try:
+        starts, ends = _checked_times(decoder)
+        rows = []
+        for r in requests:
+            w, h = output_size(info.width, info.height, r.spec.short_side, r.spec.max_side)
+            rows.append(_Rows(r, sizes.index((w, h)), starts, ends, w * h * 3))
+        wanted = [
+            np.unique(np.concatenate([p.idx.ravel() for p in rows if p.size == s])) for s in range(len(sizes))
+        ]
+        union = np.unique(np.concatenate(wanted))
+        decoder.want(union)
+        caches: list[dict[int, np.ndarray]] = [{} for _ in sizes]
+        frame_bytes = sum(w * h * 3 for w, h in sizes)
+        chunk = max(1, min(max(p.step for p in rows), MAX_BATCH_BYTES // frame_bytes))
+        for c in range(0, len(union), chunk):
+            indices = union[c : c + chunk]
+            need = np.stack([np.isin(indices, wanted[s]) for s in range(len(sizes))], 1)
+            for s, frames in enumerate(decoder.read(indices, need)):
+                caches[s].update(zip(indices[need[:, s]].tolist(), frames, strict=True))
+            finished = c + chunk >= len(union)
+            for i, p in enumerate(rows):
+                while (span := p.ready(int(indices[-1]), finished)) is not None:
+                    yield i, p.batch(*span, caches[p.size])
+            for s, cache in enumerate(caches):
+                keys = np.fromiter(cache, np.int64, len(cache))
+                keep = np.zeros(len(keys), bool)
+                for p in rows:
+                    if p.size == s and len(keys):
+                        keep |= np.isin(keys, p.needed_upto(int(keys.max())))
+                for key in keys[~keep].tolist():
+                    del cache[key]
+    finally:
+        decoder.close()
 
 
 def iter_frames(
@@ -289,17 +398,9 @@ def iter_frames(
     """
     if spec.kind == "clips":
         raise ConfigError("iter_frames: FrameSpec(kind='clips') is read with iter_clips")
-    decoder = _Decoder(Path(path), spec, backend)
-    try:
-        starts, ends = _checked_times(decoder)
-        idx, times = plan_frames(spec, starts, ends)
-        decoder.want(idx)
-        step = decoder.rows_per_batch(batch, 1)
-        for i in range(0, len(idx), step):
-            chunk = idx[i : i + step]
-            yield FrameBatch(frames=_gather(decoder, chunk), timestamps=times[i : i + step], indices=chunk)
-    finally:
-        decoder.close()
+    for _, fb in iter_frame_requests(path, [FrameRequest(spec, batch)], backend=backend):
+        assert isinstance(fb, FrameBatch)
+        yield fb
 
 
 def iter_clips(
@@ -308,20 +409,48 @@ def iter_clips(
     """Stream the clips of a ``clips`` spec, ``batch`` clips at a time (see module docstring for padding)."""
     if spec.kind != "clips":
         raise ConfigError(f"iter_clips: needs FrameSpec(kind='clips'), got kind={spec.kind!r}")
-    decoder = _Decoder(Path(path), spec, backend)
-    try:
-        starts, ends = _checked_times(decoder)
-        idx, times, valid = plan_clips(spec, starts, ends)
-        decoder.want(idx)
-        clip_len = _required(spec.clip_len, spec, "clip_len")
-        step = decoder.rows_per_batch(batch, clip_len)
-        for i in range(0, len(idx), step):
-            v = valid[i : i + step]
-            yield ClipBatch(
-                clips=_gather(decoder, idx[i : i + step]),
-                timestamps=times[i : i + step],
-                valid=v,
-                padded=v < clip_len,
-            )
-    finally:
-        decoder.close()
+    for _, cb in iter_frame_requests(path, [FrameRequest(spec, batch)], backend=backend):
+        assert isinstance(cb, ClipBatch)
+        yield cb
+
+
+MediaRequest = FrameRequest | AudioRequest
+
+
+@dataclass
+class StreamFailed:
+    """A stream of a shared pass could not be decoded: the requests (indices) that read it get ``error``."""
+
+    requests: tuple[int, ...]
+    error: MediaError
+
+
+def decode_pass(
+    path: str | Path, requests: Sequence[MediaRequest], *, backend: str = "auto"
+) -> Iterator[tuple[int, FrameBatch | ClipBatch | np.ndarray] | StreamFailed]:
+    """Decode ``path`` once for all ``requests``: ``(request index, batch or audio chunk)`` in time order.
+
+    The video stream is decoded once for every frame request (``iter_frame_requests``), then the audio track once
+    for every audio request (``iter_audio_rates``: one resampler per rate). The file is opened four times per
+    pass whatever the number of requests (probe, packet index, video decoding, audio decoding). A stream that
+    fails yields one ``StreamFailed`` for its requests (after any batches it gave); the other stream still runs.
+    """
+    frames = [i for i, r in enumerate(requests) if isinstance(r, FrameRequest)]
+    frame_requests = [r for r in requests if isinstance(r, FrameRequest)]
+    rates: dict[int, list[int]] = {}
+    for i, r in enumerate(requests):
+        if isinstance(r, AudioRequest):
+            rates.setdefault(r.sample_rate, []).append(i)
+    if frames:
+        try:
+            for j, batch in iter_frame_requests(path, frame_requests, backend=backend):
+                yield frames[j], batch
+        except MediaError as err:
+            yield StreamFailed(tuple(frames), err)
+    if rates:
+        try:
+            for rate, chunk in iter_audio_rates(path, list(rates)):
+                for i in rates[rate]:
+                    yield i, chunk
+        except MediaError as err:
+            yield StreamFailed(tuple(i for ids in rates.values() for i in ids), err)

@@ -88,9 +88,10 @@ class DecodeLog:
         """The passes over stream ``name``."""
         return [loss for loss in self.passes if loss.stream == name]
 
-    def warning(self) -> str:
-        """``warning: audio: ...; video: ...`` (one line), or '' for a clean decode."""
-        parts = [f"{name}: {text}" for name in STREAMS if (text := describe(self.stream(name)))]
+    def warning(self, *streams: str) -> str:
+        """``warning: audio: ...; video: ...`` (one line) over ``streams`` (default: all), or '' for a clean
+        decode."""
+        parts = [f"{name}: {text}" for name in streams or STREAMS if (text := describe(self.stream(name)))]
         return WARNING_PREFIX + "; ".join(parts) if parts else ""
 
 

@@ -1,8 +1,10 @@
 """The two frame readers behind ``pipeline.media.decode`` (decord, PyAV) and the PyAV probe they share.
 
 A reader exposes the real frame times of the video (``frame_times()``, seconds from the first frame,
-VFR-aware) and ``read(indices)`` for sorted unique frame indices, returning uint8 RGB ``(k, H, W, 3)`` at the
-output size. ``DecodeFailure`` means "this reader can't do it, try the next one"; ``MediaError`` means the
+VFR-aware) and ``read(indices, need)`` for sorted unique frame indices, returning uint8 RGB ``(k, H, W, 3)`` arrays
+at each of its output sizes: one decoded frame is converted to every size that wants it (several experts share
+one decoding; PyAV converts the same ``av.VideoFrame`` per size, decord opens one reader per size).
+``DecodeFailure`` means "this reader can't do it, try the next one"; ``MediaError`` means the
 file itself is bad (e.g. truncated) and is final.
 
 Rotation: PyAV reports the display matrix as ``frame.rotation`` (degrees counter-clockwise); decord ignores it
@@ -16,7 +18,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import av
 import numpy as np
@@ -57,7 +59,7 @@ class FrameReader(Protocol):
 
     def frame_times(self) -> tuple[np.ndarray, np.ndarray]: ...
 
-    def read(self, indices: np.ndarray) -> np.ndarray: ...
+    def read(self, indices: np.ndarray, need: np.ndarray) -> list[np.ndarray]: ...
 
     def want(self, indices: np.ndarray) -> None: ...
 
@@ -126,30 +128,40 @@ def _times_from_starts(starts: np.ndarray, fallback_dur: float) -> tuple[np.ndar
     return starts, np.append(starts[1:], starts[-1] + (last if last > 0 else fallback_dur))
 
 
-def open_decord(path: Path, info: VideoInfo, size: tuple[int, int], threads: int) -> FrameReader:
-    """A decord reader (``threads=0``: decord's default; 1 works around its VP9 threading bug)."""
-    return _DecordReader(path, info, size, threads)
+def open_decord(path: Path, info: VideoInfo, sizes: list[tuple[int, int]], threads: int) -> FrameReader:
+    """A decord reader with output ``sizes`` (width, height) (``threads=0``: decord's default; 1 works around its
+    VP9 threading bug)."""
+    return _DecordReader(path, info, sizes, threads)
 
 
-def open_pyav(path: Path, info: VideoInfo, size: tuple[int, int]) -> FrameReader:
-    """A PyAV reader that seeks to the keyframe before each needed frame and decodes forward."""
-    return _PyAVReader(path, info, size)
+def open_pyav(path: Path, info: VideoInfo, sizes: list[tuple[int, int]]) -> FrameReader:
+    """A PyAV reader with output ``sizes`` (width, height) that seeks to the keyframe before each needed frame
+    and decodes forward."""
+    return _PyAVReader(path, info, sizes)
+
+
+def _per_size(need: np.ndarray, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
+    """Empty uint8 outputs, one per size, for the frames ``need`` (k, sizes) marks."""
+    return [np.empty((int(need[:, s].sum()), h, w, 3), np.uint8) for s, (w, h) in enumerate(sizes)]
 
 
 class _DecordReader:
-    def __init__(self, path: Path, info: VideoInfo, size: tuple[int, int], threads: int):
+    """decord decodes at one size per ``VideoReader``: the first size is opened at once, others on first use."""
+
+    def __init__(self, path: Path, info: VideoInfo, sizes: list[tuple[int, int]], threads: int):
         try:
             import decord
         except ImportError as err:
             raise DecodeFailure(f"decord not importable: {err}") from err
+        self._decord = decord
         self._errors = (decord.DECORDError, RuntimeError)
         self.name = "decord" if threads == 0 else f"decord-{threads}-thread"
-        self.path, self.size = path, size
-        kwargs = {} if size == (info.width, info.height) else {"width": size[0], "height": size[1]}
+        self.path, self.info, self.sizes, self._threads = path, info, sizes, threads
+        self._readers: dict[int, Any] = {}
         try:
-            self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=threads, **kwargs)
-            count = len(self._vr)
-            stamps = np.asarray(self._vr.get_frame_timestamp(np.arange(count)), dtype=np.float64)
+            first = self._reader(0)
+            count = len(first)
+            stamps = np.asarray(first.get_frame_timestamp(np.arange(count)), dtype=np.float64)
         except self._errors as err:
             raise DecodeFailure(str(err).strip().splitlines()[-1]) from err
         if count == 0:
@@ -164,31 +176,45 @@ class _DecordReader:
     def frame_times(self) -> tuple[np.ndarray, np.ndarray]:
         return self._starts, self._ends
 
-    def read(self, indices: np.ndarray) -> np.ndarray:
-        try:
-            frames = self._vr.get_batch(indices.tolist()).asnumpy()
-        except self._errors as err:
-            raise DecodeFailure(str(err).strip().splitlines()[-1]) from err
-        w, h = self.size
-        if frames.shape != (len(indices), h, w, 3):
-            raise DecodeFailure(f"unexpected frame shape {frames.shape}")
-        return frames
+    def _reader(self, s: int) -> Any:
+        if s not in self._readers:
+            w, h = self.sizes[s]
+            kwargs = {} if (w, h) == (self.info.width, self.info.height) else {"width": w, "height": h}
+            self._readers[s] = self._decord.VideoReader(
+                str(self.path), ctx=self._decord.cpu(0), num_threads=self._threads, **kwargs
+            )
+        return self._readers[s]
+
+    def read(self, indices: np.ndarray, need: np.ndarray) -> list[np.ndarray]:
+        out = []
+        for s, (w, h) in enumerate(self.sizes):
+            wanted = indices[need[:, s]]
+            if not len(wanted):
+                out.append(np.empty((0, h, w, 3), np.uint8))
+                continue
+            try:
+                frames = self._reader(s).get_batch(wanted.tolist()).asnumpy()
+            except self._errors as err:
+                raise DecodeFailure(str(err).strip().splitlines()[-1]) from err
+            if frames.shape != (len(wanted), h, w, 3):
+                raise DecodeFailure(f"unexpected frame shape {frames.shape}")
+            out.append(frames)
+        return out
 
     def want(self, indices: np.ndarray) -> None:
         """decord has no use for the full list of needed frames."""
 
     def close(self) -> None:
-        self._vr = None
+        self._readers.clear()
 
 
 class _PyAVReader:
     name = "pyav"
 
-    def __init__(self, path: Path, info: VideoInfo, size: tuple[int, int]):
-        self.path, self.info = path, info
+    def __init__(self, path: Path, info: VideoInfo, sizes: list[tuple[int, int]]):
+        self.path, self.info, self.sizes = path, info, sizes
         self._k = info.rotation // 90
-        w, h = size
-        self._decode_size = (h, w) if self._k % 2 else (w, h)
+        self._decode_sizes = [(h, w) if self._k % 2 else (w, h) for w, h in sizes]
         pts, keys = self._index()
         order = np.argsort(pts, kind="stable")
         self._pts, uniq = np.unique(pts[order], return_index=True)
@@ -210,7 +236,7 @@ class _PyAVReader:
         self._loss = track("video")
         self._frames = self._decode()
         self._pos = -1
-        self._last: np.ndarray | None = None
+        self._last: av.VideoFrame | None = None
 
     def _index(self) -> tuple[np.ndarray, np.ndarray]:
         """Presentation timestamps and keyframe flags of every video packet (demux only, no decoding)."""
@@ -285,7 +311,7 @@ class _PyAVReader:
         k = np.searchsorted(self._key_idx, target, side="right") - 1
         return bool(k >= 0 and int(self._key_idx[k]) > self._pos + 1)
 
-    def _advance(self, target: int) -> np.ndarray:
+    def _advance(self, target: int) -> av.VideoFrame:
         target_pts = self._pts[target]
         try:
             for frame in self._frames:
@@ -295,9 +321,8 @@ class _PyAVReader:
                     continue
                 if stamp is None and self._pos < target:
                     continue
-                w, h = self._decode_size
-                self._last = np.rot90(frame.to_ndarray(format="rgb24", width=w, height=h), self._k)
-                return self._last
+                self._last = frame
+                return frame
         except (av.FFmpegError, OSError) as err:
             raise DecodeFailure(f"decode error near frame {target}: {err}") from err
         n = len(self._pts)
@@ -308,14 +333,21 @@ class _PyAVReader:
             return self._last
         raise MediaError(f"{self.path}: truncated: decoded {min(target, n)} of {n} frames")
 
-    def read(self, indices: np.ndarray) -> np.ndarray:
-        w, h = self._decode_size
-        out_h, out_w = (w, h) if self._k % 2 else (h, w)
-        out = np.empty((len(indices), out_h, out_w, 3), dtype=np.uint8)
+    def read(self, indices: np.ndarray, need: np.ndarray) -> list[np.ndarray]:
+        out = _per_size(need, self.sizes)
+        filled = [0] * len(self.sizes)
         for j, target in enumerate(indices):
             if self._needs_seek(int(target)):
                 self._seek(int(target))
-            out[j] = self._advance(int(target))
+            frame = self._advance(int(target))
+            for s in np.flatnonzero(need[j]):
+                w, h = self._decode_sizes[s]
+                try:
+                    rgb = frame.to_ndarray(format="rgb24", width=w, height=h)
+                except (av.FFmpegError, OSError) as err:
+                    raise DecodeFailure(f"cannot convert frame {target}: {err}") from err
+                out[s][filled[s]] = np.rot90(rgb, self._k)
+                filled[s] += 1
         return out
 
     def close(self) -> None:

@@ -12,7 +12,7 @@ N videos are symlinks to a few real 1 s clips. For each N it prints:
 - the fitted growth exponent of the no-op rerun (log-log slope, and between the two largest N);
 
 and, on a real ``luigid`` on 127.0.0.1, the scheduling of the task count the design gives for
-``--fleet-videos`` × ``--fleet-experts`` (one task per ``--shards-per-task`` shards): time to schedule them all
+``--fleet-videos`` (one task per ``--shards-per-task`` shards for all ``--fleet-experts`` together): time to schedule them all
 complete (a no-op) and per ``add_task``, luigid's RSS, and the scheduler's cost per task run (``--luigid-run-tasks``
 trivial tasks run while luigid holds the fleet). Run:
 
@@ -59,7 +59,7 @@ def timed(name, fn):
             spent[name] += time.perf_counter() - t
     return wrapper
 te.probe_records = timed("probe", te.probe_records)
-engine.extract_shard = timed("extract_shard", engine.extract_shard)
+engine.extract_shards = timed("extract_shard", engine.extract_shards)
 t = time.perf_counter()
 run_extraction(sys.argv[1], ["audio_stats"], sys.argv[2], shard_size=int(sys.argv[3]))
 print(json.dumps({"wall": time.perf_counter() - t, **spent}))
@@ -124,9 +124,9 @@ def measure_size(work: Path, n: int, clips: list[Path], args: argparse.Namespace
 
 
 class _Scheduled(luigi.Task):
-    """A stand-in for one ``ExtractShards`` task: same kind of parameters, no work."""
+    """A stand-in for one ``ExtractShards`` task (a shard group, every expert): same kind of parameters, no work."""
 
-    expert = luigi.Parameter()
+    experts = luigi.Parameter()
     group = luigi.IntParameter()
     done = luigi.BoolParameter()
 
@@ -138,18 +138,16 @@ class _Scheduled(luigi.Task):
 
 
 class _Fleet(luigi.Task):
-    """Groups of experts (like ``FeatureSet``: not complete itself, so every group is checked and added)."""
+    """Shard groups (like ``FeatureSet``: not complete itself, so every group is checked and added); the experts
+    of a run share each group's task, so the count does not grow with them."""
 
     experts = luigi.IntParameter()
     groups = luigi.IntParameter()
     done = luigi.BoolParameter()
 
     def requires(self) -> list[_Scheduled]:
-        return [
-            _Scheduled(expert=f"e{e}", group=g, done=self.done)
-            for e in range(self.experts)
-            for g in range(self.groups)
-        ]
+        names = ",".join(f"e{e}" for e in range(self.experts))
+        return [_Scheduled(experts=names, group=g, done=self.done) for g in range(self.groups)]
 
     def complete(self) -> bool:
         return getattr(self, "_ran", False)
@@ -170,7 +168,7 @@ def measure_luigid(work: Path, args: argparse.Namespace) -> dict[str, float]:
     pending (a first run's state), then schedule and run ``--luigid-run-tasks`` trivial tasks beside them (the
     scheduler's cost per task run while it holds the fleet)."""
     groups = math.ceil(args.fleet_videos / (args.shard_size * args.shards_per_task))
-    tasks = groups * args.fleet_experts
+    tasks = groups
     out: dict[str, float] = {"tasks": tasks}
     with running_luigid(work / "luigid") as (url, pid):
         for name, fleet, workers in (

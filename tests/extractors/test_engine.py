@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -12,12 +11,13 @@ import pytest
 import torch
 
 from data_manifest.schema import VideoRecord
-from extractors.base import ExpertOutput, FrameConfig, FrameExpert, Prepared
+from extractors.base import ExpertOutput, FrameConfig, FrameExpert, PerBatch, Prepared
 from extractors.engine import extract_shard
 from extractors.experts.audio_stats import AudioStatsConfig, log_mel_window_stats
 from extractors.registry import get_expert
 from pipeline.errors import ShardError
 from pipeline.features.shards import STATUS_EMPTY, STATUS_FAILED, STATUS_OK, read_shard
+from pipeline.media.decode import FrameBatch
 from tests.media import make_video, truncate
 
 
@@ -40,12 +40,16 @@ class MeanColour(FrameExpert):
     ) -> None:
         self.device = "cpu"
 
-    def iter_prepare(self, path: Path, record: VideoRecord) -> Iterator[Prepared]:
+    def preparer(self, path: Path, record: VideoRecord) -> PerBatch:
         with self.lock:
             self.started.append(record.video_id)
-        for part in super().iter_prepare(path, record):
+
+        def tagged(batch: FrameBatch) -> Prepared:
+            part = self.prepare_batch(batch)
             part.extra["video_id"] = record.video_id
-            yield part
+            return part
+
+        return PerBatch(tagged)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean((2, 3))
@@ -177,10 +181,10 @@ def test_previous_and_retry_failed(media: Path, tmp_path: Path) -> None:
 
 def test_bug_in_prepare_propagates_and_leaves_no_file(media: Path, tmp_path: Path) -> None:
     class Buggy(MeanColour):
-        def iter_prepare(self, path: Path, record: VideoRecord) -> Iterator[Prepared]:
+        def preparer(self, path: Path, record: VideoRecord) -> PerBatch:
             if record.video_id == "v1":
                 raise KeyError("a bug, not bad media")
-            yield from super().iter_prepare(path, record)
+            return super().preparer(path, record)
 
     with pytest.raises(KeyError, match="a bug"):
         _run(Buggy({"part_rows": 1000}), GOOD, media, tmp_path / "s.h5")

@@ -52,7 +52,9 @@ def test_config_keys_and_fingerprint_inputs(name: str) -> None:
     expert = get_expert(name)
     canonical_json(expert.config_dict())
     assert "batch_size" not in expert.config_dict()  # infrastructure, not significant
-    with pytest.raises(ConfigError, match=f"expert {name}: no_such_option: unknown key \\(known: .*batch_size"):
+    with pytest.raises(
+        ConfigError, match=f"expert {name}: no_such_option: unknown key \\(known: .*batch_size"
+    ):
         get_expert(name, {"no_such_option": 1})
     with pytest.raises(ConfigError, match="batch_size"):
         get_expert(name, {"batch_size": "sixteen"})
@@ -100,7 +102,10 @@ def test_registry_is_lazy_and_lists_builtins() -> None:
         "or m.startswith('extractors.')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['extractors.base', 'extractors.experts', 'extractors.registry', 'extractors.weights']"
+    assert (
+        out.strip()
+        == "['extractors.base', 'extractors.experts', 'extractors.registry', 'extractors.weights']"
+    )
 
 
 # canonical JSON and fingerprint (no weights) of default configs, computed before configs moved to pydantic:

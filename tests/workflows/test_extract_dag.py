@@ -177,14 +177,14 @@ def test_retry_failed_redoes_only_failed_videos(tmp_path: Path, monkeypatch: pyt
     manifest = make_dataset(tmp_path / "data", 3)
     feats = tmp_path / "features"
     cls = expert_class("rgb")
-    original = cls.iter_prepare
+    original = cls.preparer
 
     def flaky(self, path, record):  # a transient read error (network disk, ...): the file itself is fine
         if record.video_id == "clip001":
             raise MediaError(f"{path}: transient read error")
         return original(self, path, record)
 
-    monkeypatch.setattr(cls, "iter_prepare", flaky)
+    monkeypatch.setattr(cls, "preparer", flaky)
     first = run_extraction(manifest, ["rgb"], feats, shard_size=3, expert_configs=FAST_RGB)
     assert first.experts["rgb"]["failed"] == 1
     monkeypatch.undo()

@@ -122,7 +122,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=_check)
 
-    p = fsub.add_parser("failures", help="videos with status empty or failed, or ok with a decoding warning, and why")
+    p = fsub.add_parser(
+        "failures", help="videos with status empty or failed, or ok with a decoding warning, and why"
+    )
     p.add_argument("path", help="a shard file, a fingerprint folder, an expert folder or a features root")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_failures)

@@ -242,17 +242,17 @@ def test_reader_failure_mid_stream_falls_back(media: dict, monkeypatch: pytest.M
     opened = []
     real = decode.open_decord
 
-    def flaky(path: Path, info: object, size: object, threads: int) -> object:
-        reader = real(path, info, size, threads)
+    def flaky(path: Path, info: object, sizes: object, threads: int) -> object:
+        reader = real(path, info, sizes, threads)
         opened.append(threads)
         calls = {"n": 0}
         inner = reader.read
 
-        def read(indices: np.ndarray) -> np.ndarray:
+        def read(indices: np.ndarray, need: np.ndarray) -> list[np.ndarray]:
             calls["n"] += 1
             if threads == 0 and calls["n"] > 1:
                 raise video_readers.DecodeFailure("Thread worker: Error sending packet")
-            return inner(indices)
+            return inner(indices, need)
 
         reader.read = read
         return reader
