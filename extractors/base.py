@@ -28,6 +28,7 @@ import functools
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self, TypeVar
@@ -39,7 +40,7 @@ from pydantic import ConfigDict, Field, model_validator
 from data_manifest.schema import VideoRecord
 from extractors.weights import WeightsFile, weights_sha256
 from pipeline.config import Config, FloatTriple
-from pipeline.errors import MediaError, NoAudioError
+from pipeline.errors import ConfigError, MediaError, NoAudioError
 from pipeline.features.fingerprint import fingerprint as _fingerprint
 from pipeline.features.shards import STATUS_EMPTY, STATUS_FAILED, STATUS_OK
 from pipeline.media.decode import FrameBatch, FrameRequest, FrameSpec, MediaRequest
@@ -65,6 +66,32 @@ class ExpertConfig(Config):
     model_config = ConfigDict(frozen=True)
 
     batch_size: int = infra(16)
+
+
+PRECISIONS = ("float32", "float16", "bfloat16")
+
+
+class TorchConfig(ExpertConfig):
+    """Options of experts whose model is a torch CNN/ViT. ``precision``: "float32", or "float16" / "bfloat16" to
+    run the model under CUDA autocast (CUDA only: a ConfigError on CPU). It changes the features, so it is part of
+    the fingerprint, except at its default "float32" (features from before the option keep their folder)."""
+
+    precision: str = "float32"
+
+    @model_validator(mode="after")
+    def _check_precision(self) -> Self:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        return self
+
+
+def to_device(array: np.ndarray, device: str) -> torch.Tensor:
+    """A host array as a tensor on ``device``: on CUDA through pinned memory with a non-blocking copy (the copy
+    overlaps the work already queued on the GPU), on CPU the array itself."""
+    x = torch.from_numpy(np.ascontiguousarray(array))
+    if str(device).startswith("cuda"):
+        return x.pin_memory().to(device, non_blocking=True)
+    return x
 
 
 @dataclass
@@ -149,6 +176,11 @@ def _marking_loaded(load: Callable[..., None]) -> Callable[..., None]:
     ) -> None:
         self.loaded = False
         load(self, device, weights_dir, random_init=random_init)
+        precision = getattr(self.config, "precision", "float32")
+        if precision != "float32" and not str(self.device).startswith("cuda"):
+            raise ConfigError(
+                f"expert {self.name}: precision {precision!r} needs a CUDA device, got {self.device!r}"
+            )
         self.loaded = True
 
     wrapper._marks_loaded = True  # type: ignore[attr-defined]
@@ -190,8 +222,19 @@ class Expert(ABC):
             setattr(cls, "load", _marking_loaded(cls.__dict__["load"]))  # noqa: B010  (mypy forbids assigning a method)
 
     def config_dict(self) -> dict[str, Any]:
-        """The options that determine the features (canonical-JSON-able), without ``infra`` fields."""
-        return self.config.model_dump()
+        """The options that determine the features (canonical-JSON-able), without ``infra`` fields, and without
+        ``precision`` at its default (see ``TorchConfig``)."""
+        options = self.config.model_dump()
+        if options.get("precision") == "float32":
+            del options["precision"]
+        return options
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        """The model's precision context: CUDA autocast to ``config.precision``, or nothing at float32."""
+        precision = getattr(self.config, "precision", "float32")
+        if precision == "float32":
+            return nullcontext()
+        return torch.autocast("cuda", dtype=getattr(torch, precision))
 
     def weights_sha256(self, weights_dir: str | Path | None = None) -> str:
         """sha256 of the weights files ('+'-joined; '' without weights); WeightsError if missing or wrong."""
@@ -309,7 +352,7 @@ def resize_crop(
     return x[:, :, top : top + crop, left : left + crop].contiguous().numpy()
 
 
-class FrameConfig(ExpertConfig):
+class FrameConfig(TorchConfig):
     """Per-frame image experts. Sampling: ``fps`` frames per second, or ``num_frames`` uniform frames when set.
     Preprocessing: resize the short side (or both sides when ``squash``) to ``resize`` px, centre crop
     ``image_size`` px, normalise with ``mean``/``std`` (0-1 RGB). ``part_rows``: frames per prepared part
@@ -361,7 +404,7 @@ class FrameExpert(Expert):
 
     def normalise(self, chunk: np.ndarray) -> torch.Tensor:
         """uint8 (n,3,S,S) -> float32 normalised tensor on the device."""
-        x = torch.from_numpy(chunk).to(self.device).float().div_(255)
+        x = to_device(chunk, self.device).float().div_(255)
         mean = torch.tensor(self.config.mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(self.config.std, device=self.device).view(1, 3, 1, 1)
         return (x - mean) / std
@@ -369,7 +412,7 @@ class FrameExpert(Expert):
     def forward(self, items: list[Prepared]) -> list[ExpertOutput]:
         frames = np.concatenate([it.data for it in items])
         feats = []
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast():
             for i in range(0, len(frames), self.config.batch_size):
                 out = self.embed(self.normalise(frames[i : i + self.config.batch_size]))
                 feats.append(out.float().cpu().numpy())

@@ -55,6 +55,12 @@ class ExtractionReport:
             out.append(
                 f"{name:12s} {s['fingerprint']}  videos {videos}: ok {s['ok']}, empty {s['empty']}, "
                 f"failed {s['failed']}; rows {s['rows']}; {s['seconds_last_run']:.1f} s"
+                + (
+                    f" (model {s['model_s']:.1f} s, waited for input {s['input_wait_s']:.1f} s)"
+                    if "model_s" in s
+                    else ""
+                )
+                + (f", GPU busy {s['gpu_busy']:.0%}" if "gpu_busy" in s else "")
                 + (f"; {skipped} shards skipped: members not in this manifest" if skipped else "")
             )
         total = sum(s["ok"] + s["empty"] + s["failed"] for s in self.experts.values())

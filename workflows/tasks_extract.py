@@ -32,7 +32,7 @@ from data_manifest.probe import journal_path, probe_records, read_probed_copy, u
 from data_manifest.schema import PROBED_FIELDS, VideoRecord, write_manifest
 from data_manifest.validate import load_manifest
 from pipeline.features.plan import ShardPlan, ShardSpec, default_plan_path, members_digest, shard_is_current
-from pipeline.features.shards import shard_attr, shard_counts, shard_name
+from pipeline.features.shards import shard_attr, shard_counts, shard_name, shard_summary
 from workflows.luigi_runner import T2VTask, apply_thread_budget
 from workflows.targets import AtomicTarget
 
@@ -415,10 +415,18 @@ class FeatureSet(_ExtractionTask):
             Path(tmp).write_text(json.dumps(summary, indent=2), encoding="utf-8")
 
 
-def summarize_shards(paths: list[Path]) -> dict[str, int]:
-    """Counts over shard files (from their count attributes): videos ok / empty / failed and rows written."""
-    out = {"shards": len(paths), "ok": 0, "empty": 0, "failed": 0, "rows": 0}
+def summarize_shards(paths: list[Path]) -> dict[str, float]:
+    """Totals over shard files (from their attributes): videos ok / empty / failed, rows written, and the seconds
+    the models ran (``model_s``) and waited for decoded input (``input_wait_s``) in the shards that recorded them;
+    ``gpu_busy``: the mean share of the shards that recorded one."""
+    out: dict[str, float] = {"shards": len(paths), "ok": 0, "empty": 0, "failed": 0, "rows": 0}
+    busy = []
     for path in paths:
-        for key, value in shard_counts(path).items():
-            out[key] += value
+        for key, value in shard_summary(path).items():
+            if key == "gpu_busy":
+                busy.append(value)
+            elif key != "wall_s":
+                out[key] = out.get(key, 0) + value
+    if busy:
+        out["gpu_busy"] = sum(busy) / len(busy)
     return out

@@ -144,7 +144,7 @@ class CaitExpert(FrameExpert):
     def forward(self, items: list[Prepared]) -> list[ExpertOutput]:
         frames = np.concatenate([it.data for it in items])
         feats = []
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast():
             for i in range(0, len(frames), self.config.batch_size):
                 feats.append(
                     self.embed(self.normalise(frames[i : i + self.config.batch_size])).float().cpu().numpy()

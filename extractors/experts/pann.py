@@ -29,7 +29,16 @@ from pydantic import model_validator
 
 from data_manifest.schema import VideoRecord
 from extractors.audio_frontend import AudioBlockPreparer, load_checkpoint
-from extractors.base import Expert, ExpertConfig, ExpertOutput, Prepared, build_seeded, infra, resolve_device
+from extractors.base import (
+    Expert,
+    ExpertConfig,
+    ExpertOutput,
+    Prepared,
+    build_seeded,
+    infra,
+    resolve_device,
+    to_device,
+)
 from extractors.registry import register_expert
 from extractors.weights import WeightsFile, load_state_dict_checked, require_weights
 from pipeline.errors import ConfigError, WeightsError
@@ -172,7 +181,7 @@ class PANNExpert(Expert):
         """float32 (N, samples) 32 kHz windows -> float32 (N, 2048) embeddings."""
         out = []
         for i in range(0, len(windows), self.config.batch_size):
-            x = torch.from_numpy(windows[i : i + self.config.batch_size]).to(self.device)
+            x = to_device(windows[i : i + self.config.batch_size], self.device)
             out.append(self.model(x)["embedding"].float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 

@@ -22,10 +22,12 @@ from extractors.base import (
     ExpertConfig,
     ExpertOutput,
     Prepared,
+    TorchConfig,
     build_seeded,
     infra,
     resize_crop,
     resolve_device,
+    to_device,
 )
 from extractors.registry import register_expert
 from extractors.weights import WeightsFile, load_state_dict_checked, load_torch_file, require_weights
@@ -43,7 +45,7 @@ S3D_KINETICS400 = WeightsFile(
 )
 
 
-class S3DConfig(ExpertConfig):
+class S3DConfig(TorchConfig):
     """``clip_len`` frames per clip sampled at ``fps``, a clip every ``stride_s`` seconds; frames resized to
     ``resize``x``resize`` then centre-cropped to ``image_size``; Kinetics ``mean``/``std``. ``batch_size``: clips
     per model call; ``part_rows``: clips per prepared part (memory bound: 2.4 MB per 16x224x224 clip)."""
@@ -108,7 +110,7 @@ class S3DExpert(Expert):
 
     def embed(self, clips: np.ndarray) -> torch.Tensor:
         """uint8 (n,L,3,S,S) clips -> (n,1024) pooled features."""
-        x = torch.from_numpy(clips).to(self.device).float().div_(255)
+        x = to_device(clips, self.device).float().div_(255)
         mean = torch.tensor(self.config.mean, device=self.device).view(1, 1, 3, 1, 1)
         std = torch.tensor(self.config.std, device=self.device).view(1, 1, 3, 1, 1)
         x = ((x - mean) / std).permute(0, 2, 1, 3, 4)
@@ -117,7 +119,7 @@ class S3DExpert(Expert):
     def forward(self, items: list[Prepared]) -> list[ExpertOutput]:
         clips = np.concatenate([it.data for it in items])
         feats = []
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast():
             for i in range(0, len(clips), self.config.batch_size):
                 feats.append(self.embed(clips[i : i + self.config.batch_size]).float().cpu().numpy())
         split = np.split(np.concatenate(feats), np.cumsum([it.rows for it in items])[:-1])

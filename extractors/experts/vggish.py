@@ -35,7 +35,16 @@ from extractors.audio_frontend import (
     load_checkpoint,
     vggish_examples,
 )
-from extractors.base import Expert, ExpertConfig, ExpertOutput, Prepared, build_seeded, infra, resolve_device
+from extractors.base import (
+    Expert,
+    ExpertConfig,
+    ExpertOutput,
+    Prepared,
+    build_seeded,
+    infra,
+    resolve_device,
+    to_device,
+)
 from extractors.registry import register_expert
 from extractors.weights import WeightsFile, load_state_dict_checked, require_weights
 from pipeline.errors import WeightsError
@@ -187,7 +196,7 @@ class VGGishExpert(Expert):
         """float32 (N, 96, 64) log-mel examples -> float32 (N, 128) (post-processed when configured)."""
         out = []
         for i in range(0, len(examples), self.config.batch_size):
-            x = torch.from_numpy(examples[i : i + self.config.batch_size]).to(self.device).unsqueeze(1)
+            x = to_device(examples[i : i + self.config.batch_size], self.device).unsqueeze(1)
             y = self.model(x)
             out.append((self.post(y) if self.post is not None else y).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)

@@ -294,6 +294,10 @@ class ShardWriter:
             self.tmp_path.unlink(missing_ok=True)
 
 
+# what extraction records per shard (extractors.engine): wall time, time the models waited for decoded input, time in
+# the models, and on CUDA the share of the wall time the GPU was busy
+TIMING_ATTRS = ("wall_s", "input_wait_s", "model_s", "gpu_busy")
+
 _RESERVED_ATTRS = frozenset(
     {"expert", "fingerprint", "schema_version", "config", "weights_sha256", "members_digest"}
 )
@@ -349,15 +353,22 @@ def shard_attr(path: str | Path, name: str) -> Any:
 def shard_counts(path: str | Path) -> dict[str, int]:
     """Videos ok / empty / failed and rows of a shard, from its count attributes (older shards: from the small
     ``status`` and ``offsets`` datasets). Raises ShardError if it can't be read."""
+    return {k: int(v) for k, v in shard_summary(path).items() if k not in TIMING_ATTRS}
+
+
+def shard_summary(path: str | Path) -> dict[str, float]:
+    """``shard_counts`` plus the extraction timings the shard recorded (those of ``TIMING_ATTRS`` it has: none for
+    imported or older shards), in one open. Raises ShardError if it can't be read."""
     try:
         with h5py.File(path, "r") as f:
             keys = [f"n_{name}" for name in STATUS_NAMES.values()] + ["n_rows"]
+            timings = {k: float(f.attrs[k]) for k in TIMING_ATTRS if k in f.attrs}
             if all(k in f.attrs for k in keys):
-                return {k[2:]: int(f.attrs[k]) for k in keys}
+                return {**{k[2:]: int(f.attrs[k]) for k in keys}, **timings}
             status = f["status"][()]
-            out = {name: int((status == code).sum()) for code, name in STATUS_NAMES.items()}
+            out: dict[str, float] = {name: int((status == code).sum()) for code, name in STATUS_NAMES.items()}
             out["rows"] = int(f["offsets"][-1])
-            return out
+            return {**out, **timings}
     except (OSError, KeyError) as err:
         raise ShardError(f"{path}: cannot read shard: {err}") from err
 

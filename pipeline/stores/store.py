@@ -131,7 +131,9 @@ def current_version(out: Path) -> int | None:
 @contextmanager
 def _store_lock(out: Path) -> Iterator[None]:
     """Hold ``out/encode.lock`` exclusively: one encode writes a store at a time (a second is a StoreError)."""
-    busy = StoreError(f"{out}: another t2v encode is writing this store (holds {LOCK_FILE}); wait for it to finish")
+    busy = StoreError(
+        f"{out}: another t2v encode is writing this store (holds {LOCK_FILE}); wait for it to finish"
+    )
     with exclusive_lock(out / LOCK_FILE, busy):
         yield
 

@@ -42,6 +42,7 @@ def test_two_experts_then_append_then_option_change_then_caption_edit(tmp_path: 
     assert report.experts["rgb"]["ok"] == 4
     # clip002 has no audio track: "empty", not a failure
     assert report.experts["audio_stats"]["empty"] == 1 and report.experts["audio_stats"]["failed"] == 0
+    assert report.experts["rgb"]["model_s"] > 0 and "waited for input" in report.lines()[0]
     rgb_before, audio_before = _shards(feats, "rgb"), _shards(feats, "audio_stats")
     assert len(rgb_before) == 2
 
