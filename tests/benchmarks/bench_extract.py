@@ -5,6 +5,11 @@ the wall time spent waiting on decode when a core is spare. Run:
 
     .venv/bin/python tests/benchmarks/bench_extract.py [--videos 8] [--duration 20] [--size 640x360] [--device cpu]
 
+With ``--with-clip`` (default on CUDA) it then extracts the same videos with rgb and a randomly initialised CLIP
+ViT-B/32 together (``extract_shards``: one decoding for both; transformers' default ``CLIPVisionConfig``, no weights)
+and reports frames per second and, on CUDA, each model's GPU-busy share of the wall time (shard attribute
+``gpu_busy``; goal >= 80%).
+
 Prints one table and, with ``--json FILE``, writes the numbers. Videos are generated with ffmpeg (h264, 30 fps,
 testsrc2 + noise so frames are not trivially compressible) in a temporary folder.
 """
@@ -25,8 +30,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from data_manifest.schema import VideoRecord  # noqa: E402
-from extractors.engine import default_workers, extract_shard, model_threads  # noqa: E402
+from extractors.engine import ShardJob, default_workers, extract_shard, extract_shards, model_threads  # noqa: E402
 from extractors.registry import get_expert  # noqa: E402
+from pipeline.features.shards import shard_attrs  # noqa: E402
 from tests.media import make_video  # noqa: E402
 
 
@@ -81,7 +87,9 @@ def run(args: argparse.Namespace) -> dict:
             progress=False,
             workers=args.workers,
         )
+        together = run_with_clip(expert, records, folder, args) if args.with_clip else {}
     return {
+        **together,
         "device": expert.device,
         "cpu_count": os.cpu_count(),
         "model_threads": model_threads() if expert.device == "cpu" else None,
@@ -106,6 +114,27 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
+def run_with_clip(rgb: object, records: list[VideoRecord], folder: Path, args: argparse.Namespace) -> dict:
+    """rgb and a random-init CLIP ViT-B/32 extracted together: frames per second, GPU-busy share per model."""
+    clip = get_expert("clip", {"batch_size": args.batch_size})
+    clip.load(args.device, random_init=True)
+    jobs = [
+        ShardJob(e, folder / "together" / f"{e.name}.h5", "f" * 12, "")  # type: ignore[arg-type]
+        for e in (rgb, clip)
+    ]
+    summaries = extract_shards(
+        jobs, records, folder, device=args.device, progress=False, workers=args.workers
+    )
+    out: dict = {"together_rgb_clip_wall_s": round(summaries[0].seconds, 2)}
+    for job, summary in zip(jobs, summaries, strict=True):
+        attrs = shard_attrs(job.out_path)
+        name = job.expert.name
+        out[f"together_{name}_frames_per_s"] = round(summary.rows / summary.seconds, 2)
+        out[f"together_{name}_model_s"] = attrs["model_s"]
+        out[f"together_{name}_gpu_busy"] = attrs.get("gpu_busy", "n/a (not CUDA)")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=8)
@@ -115,7 +144,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, help="decode threads (default: the engine's default)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument(
+        "--with-clip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also extract rgb + random-init CLIP ViT-B/32 together (default: on CUDA only)",
+    )
     args = parser.parse_args()
+    if args.with_clip is None:
+        args.with_clip = args.device.startswith("cuda")
     result = run(args)
     width = max(len(k) for k in result)
     for key, value in result.items():
