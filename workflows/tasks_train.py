@@ -85,10 +85,12 @@ class _RunParams(T2VTask):
 
     def feature_sets(self, manifest: Path | None = None) -> list[luigi.Task]:
         """The FeatureSet tasks of the config's experts (none when the config lists no experts)."""
+        from extractors.registry import get_expert
         from workflows.tasks_extract import FeatureSet
 
         experts = self.train_config().experts
-        together = {e: dict(self.expert_configs.get(e, {})) for e in experts}
+        # the full options, as `t2v extract` / `t2v run` pass them: the same FeatureSet and ExtractShards tasks
+        together = {e: get_expert(e, dict(self.expert_configs.get(e, {}))).config_dict() for e in experts}
         return [
             FeatureSet(
                 manifest=manifest or self.manifest,

@@ -196,7 +196,9 @@ def test_load_grows_linearly(mdir: Path) -> None:
     captions = [f"caption number {i} of a video" for i in range(20)]
 
     def seconds(n: int) -> float:
-        lines = [_good(f"video{i}", captions=captions, duration=10.0, fps=25.0, codec="h264") for i in range(n)]
+        lines = [
+            _good(f"video{i}", captions=captions, duration=10.0, fps=25.0, codec="h264") for i in range(n)
+        ]
         path = _write(mdir, lines)
         best = float("inf")
         for _ in range(2):  # the better of two: the machine may be busy

@@ -27,7 +27,9 @@ class _Spy:
         return self.tokenizer(texts, **kwargs)
 
 
-def test_a_huge_caption_reaches_the_tokenizer_cut(encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_huge_caption_reaches_the_tokenizer_cut(
+    encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spy = _Spy(encoder.tokenizer)
     monkeypatch.setattr(encoder, "tokenizer", spy)
     huge = "a dog runs across the green field " * 300_000  # 10 MB

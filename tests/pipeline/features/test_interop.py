@@ -124,7 +124,9 @@ def test_mmt_import_keeps_times_aligned_with_the_rows_it_keeps(tmp_path: Path) -
     with_nan_row[1] = np.nan
     nan_time = times.copy()
     nan_time[2] = np.nan
-    _aligned_mmt_file(tmp_path / "extra.h5", rows, np.vstack([times, [[3.0, 4.0]]]))  # one time row more than rows
+    _aligned_mmt_file(
+        tmp_path / "extra.h5", rows, np.vstack([times, [[3.0, 4.0]]])
+    )  # one time row more than rows
     _aligned_mmt_file(tmp_path / "nanrow.h5", with_nan_row, times)  # a NaN feature row: its time goes with it
     _aligned_mmt_file(tmp_path / "nantime.h5", rows, nan_time)  # one unknown time: only that row's
     _aligned_mmt_file(tmp_path / "notimes.h5", rows, None)
