@@ -1,4 +1,5 @@
-"""Shared fixtures: a real ``luigid`` on 127.0.0.1 and a tiny generated video dataset with a manifest."""
+"""Shared fixtures: a real ``luigid`` on 127.0.0.1, a small tmpfs disk and a tiny generated video dataset with a
+manifest."""
 
 from __future__ import annotations
 
@@ -85,6 +86,24 @@ def running_luigid(folder: Path) -> Iterator[tuple[str, int]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``path``, a small real disk for full-disk faults (root only: the test is
+    skipped elsewhere)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
 
 
 @pytest.fixture
