@@ -28,6 +28,7 @@ filters on variable-length strings, so ``video_ids``, ``error`` and ``tokens`` h
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -36,12 +37,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import h5py
 import numpy as np
 
-from data_manifest.atomic import publish, remove_stale_temps, temp_path
+from data_manifest.atomic import disk_error, publish, remove_stale_temps, temp_path
 from pipeline.errors import ShardError
 from pipeline.features.fingerprint import canonical_json
 
@@ -132,8 +133,8 @@ class ShardWriter:
             comp = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
         elif compression == "lzf":
             comp = {"compression": "lzf", "shuffle": True}
-        self._h5 = h5py.File(self.tmp_path, "w")
         try:
+            self._h5 = h5py.File(self.tmp_path, "w")
             f = self._h5
             f.create_dataset(
                 "features",
@@ -168,18 +169,29 @@ class ShardWriter:
                     **(extra_attrs or {}),
                 }
             )
-        except BaseException:
-            self.abort()
-            raise
+        except BaseException as err:
+            self._fail(err)
 
     def __enter__(self) -> ShardWriter:
         return self
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is not None:
-            self.abort()
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is not None:
+            self._fail(exc)
         elif not self._done:
             self.commit()
+
+    def _fail(self, err: BaseException) -> NoReturn:
+        """Delete the temp file after ``err`` and raise it; a failed disk write (full, read-only) as an OSError
+        naming the shard, not its temp file (``data_manifest.atomic.disk_error``)."""
+        failed = disk_error(err, self.path)  # before the temp file's blocks are freed
+        self._done = True
+        with contextlib.suppress(Exception):  # closing what a failed write left fails again; the file goes anyway
+            self._h5.close()
+        self.tmp_path.unlink(missing_ok=True)
+        if failed is None:
+            raise err
+        raise failed from err
 
     def _check(
         self, video_id: str, features: np.ndarray, timestamps: np.ndarray, status: int, tokens: Any
@@ -273,9 +285,8 @@ class ShardWriter:
             self._flush()
             self._write_index()
             self._h5.close()
-        except BaseException:
-            self.tmp_path.unlink(missing_ok=True)
-            raise
+        except BaseException as err:
+            self._fail(err)
         publish(self.tmp_path, self.path)
         return self.path
 
