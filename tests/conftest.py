@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import h5py
 import pytest
 
 from data_manifest.schema import VideoRecord, write_manifest
@@ -104,6 +105,20 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def flip_stored_bit(path: Path, dataset: str, chunk: int = 0, at: int = 0) -> None:
+    """Flip one bit of the stored bytes of an HDF5 ``dataset`` (chunk ``chunk``, byte ``at`` of it): damaged data
+    whose file still opens and whose attributes still read."""
+    with h5py.File(path, "r") as f:
+        info = f[dataset].id.get_chunk_info(chunk)
+        assert at < info.size
+        offset = info.byte_offset + at
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)[0]
+        fh.seek(offset)
+        fh.write(bytes([byte ^ 0x10]))
 
 
 @pytest.fixture

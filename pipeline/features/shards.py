@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ import numpy as np
 from data_manifest.atomic import disk_error, publish, remove_stale_temps, temp_path
 from pipeline.errors import ShardError
 from pipeline.features.fingerprint import canonical_json
+from pipeline.features.verified import record_verified
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +188,8 @@ class ShardWriter:
         naming the shard, not its temp file (``data_manifest.atomic.disk_error``)."""
         failed = disk_error(err, self.path)  # before the temp file's blocks are freed
         self._done = True
-        with contextlib.suppress(Exception):  # closing what a failed write left fails again; the file goes anyway
+        # closing what a failed write left fails again; the file is deleted anyway
+        with contextlib.suppress(Exception):
             self._h5.close()
         self.tmp_path.unlink(missing_ok=True)
         if failed is None:
@@ -288,6 +291,7 @@ class ShardWriter:
         except BaseException as err:
             self._fail(err)
         publish(self.tmp_path, self.path)
+        record_verified(self.path)  # written just now: extract need not read it back
         return self.path
 
     def abort(self) -> None:
@@ -464,6 +468,13 @@ def _read_through(path: Path, dset: h5py.Dataset) -> None:
             view[start : start + _VERIFY_ROWS]
         except (OSError, ValueError) as err:
             raise corrupt(path, dset.name.lstrip("/"), err) from err
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged shard to ``<name>.corrupt`` (kept for inspection, no longer a shard: extract rebuilds it)."""
+    aside = path.with_name(path.name + ".corrupt")
+    os.replace(path, aside)
+    return aside
 
 
 def verify_shard(path: str | Path) -> list[str]:
