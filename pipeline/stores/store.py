@@ -203,11 +203,14 @@ def _new_version(out: Path, base: int | None) -> Iterator[tuple[Path, Path]]:
 
 
 _HDF5_IO_ERROR = re.compile(r"errno = (\d+), error message = '([^']*)'")
+_FAISS_WRITE_ERROR = re.compile(r"write error in .*: \d+ != \d+ \(([^)]*)\)")
+_ERRNO_OF = {os.strerror(code): code for code in errno.errorcode}
 
 
 def _write_failure(err: BaseException) -> str | None:
-    """The one-line reason when ``err`` is a failed write: an OSError, or the RuntimeError h5py raises when a flush
-    or close fails (its message, or that of the error it interrupted, names the errno); None for anything else."""
+    """The one-line reason when ``err`` is a failed write: an OSError, the RuntimeError h5py raises when a flush or
+    close fails (its message, or that of the error it interrupted, names the errno), or faiss's failed
+    ``write_index`` (its message ends with the OS reason); None for anything else."""
     chain: BaseException | None = err
     while chain is not None:
         if isinstance(chain, OSError):
@@ -217,6 +220,9 @@ def _write_failure(err: BaseException) -> str | None:
         found = _HDF5_IO_ERROR.search(str(chain))
         if found:
             return f"[Errno {found[1]}] {found[2]}"
+        found = _FAISS_WRITE_ERROR.search(str(chain))
+        if found and found[1] in _ERRNO_OF:
+            return f"[Errno {_ERRNO_OF[found[1]]}] {found[1]}"
         chain = chain.__context__
     return None
 

@@ -147,12 +147,25 @@ _HDF5_FLUSH_FAILED = (
 )
 
 
-@pytest.mark.parametrize(
-    "failure", [OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), RuntimeError(_HDF5_FLUSH_FAILED)]
+# faiss raises RuntimeError from a failed write_index, the OS reason at the end of its message
+_FAISS_WRITE_FAILED = (
+    "Error in void faiss::write_index(const Index*, IOWriter*, int) at /project/faiss/impl/index_write.cpp:499: "
+    "Error: 'ret == (size * 4)' failed: write error in /x/.index.faiss.1.a.tmp: 65491 != 512000 "
+    "(No space left on device)"
 )
-def test_full_disk_during_incremental_encode_keeps_previous_version(tree, monkeypatch, failure):
-    tmp, run_dir, _ = tree
-    out = tmp / f"full-{type(failure).__name__}"
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
+        RuntimeError(_HDF5_FLUSH_FAILED),
+        RuntimeError(_FAISS_WRITE_FAILED),
+    ],
+)
+def test_full_disk_during_incremental_encode_keeps_previous_version(tree, tmp_path, monkeypatch, failure):
+    _, run_dir, _ = tree
+    out = tmp_path / "store"
     encode_store(run_dir, out, split="test", progress=False)
     before = sorted(p.name for p in out.iterdir())
     write = store_module._write_rows
