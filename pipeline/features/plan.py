@@ -153,7 +153,10 @@ def shard_is_current(path: str | Path, spec: ShardSpec) -> bool:
         return True
     problems = verify_shard(path)
     if problems:
-        aside = move_aside(path)
+        try:
+            aside = move_aside(path)
+        except FileNotFoundError:  # another extract sharing the features root moved it aside first
+            return False
         log.warning("%s; moved aside to %s, t2v extract rebuilds it", "; ".join(problems), aside.name)
         return False
     record_verified(path)
