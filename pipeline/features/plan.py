@@ -27,7 +27,7 @@ from data_manifest.atomic import write_text
 from data_manifest.schema import VideoRecord
 from pipeline.errors import ConfigError, ShardError
 from pipeline.features.fingerprint import canonical_json
-from pipeline.features.shards import move_aside, shard_attr, verify_shard
+from pipeline.features.shards import CORRUPT_HINT, move_aside, shard_attr, verify_shard
 from pipeline.features.verified import is_verified, record_verified
 
 PLAN_VERSION = 1
@@ -157,7 +157,8 @@ def shard_is_current(path: str | Path, spec: ShardSpec) -> bool:
             aside = move_aside(path)
         except FileNotFoundError:  # another extract sharing the features root moved it aside first
             return False
-        log.warning("%s; moved aside to %s, t2v extract rebuilds it", "; ".join(problems), aside.name)
+        found = "; ".join(problem.removesuffix(f"; {CORRUPT_HINT}") for problem in problems)
+        log.warning("%s; moved aside to %s, t2v extract rebuilds it", found, aside.name)
         return False
     record_verified(path)
     return True
