@@ -49,19 +49,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
     except BaseException as err:
-        disk_error = _disk_error(err, Path(path))  # before the temp file's blocks are freed
+        failed = disk_error(err, Path(path))  # before the temp file's blocks are freed
         tmp.unlink(missing_ok=True)
-        if disk_error is not None:
-            raise disk_error from err
+        if failed is not None:
+            raise failed from err
         raise
     publish(tmp, path)
 
 
-def _disk_error(err: BaseException, path: Path) -> OSError | None:
-    """The OSError naming ``path`` for a write that failed on the disk, else None. Writers that hide the OS error
-    (h5py and torch raise RuntimeError) are recognised by a full filesystem."""
+def disk_error(err: BaseException, path: Path) -> OSError | None:
+    """The OSError naming ``path`` (the file a temp file is written for) for a write that failed on the disk, else
+    None: the user sees the file they asked for, never a temp name. h5py's OSErrors carry HDF5's message (which
+    names the temp file), so the reason is the errno's own text. Writers that hide the OS error (h5py and torch
+    raise RuntimeError) are recognised by a full filesystem."""
     if isinstance(err, OSError) and err.errno is not None and err.filename is None:
-        return OSError(err.errno, err.strerror, str(path))
+        return OSError(err.errno, os.strerror(err.errno), str(path))
     if not isinstance(err, OSError) and isinstance(err, Exception):
         try:
             full = os.statvfs(path.parent).f_bavail == 0

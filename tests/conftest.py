@@ -1,4 +1,5 @@
-"""Shared fixtures: a real ``luigid`` on 127.0.0.1 and a tiny generated video dataset with a manifest."""
+"""Shared fixtures: a real ``luigid`` on 127.0.0.1, a small tmpfs disk and a tiny generated video dataset with a
+manifest."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import h5py
 import pytest
 
 from data_manifest.schema import VideoRecord, write_manifest
@@ -85,6 +87,38 @@ def running_luigid(folder: Path) -> Iterator[tuple[str, int]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``path``, a small real disk for full-disk faults (root only: the test is
+    skipped elsewhere)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def flip_stored_bit(path: Path, dataset: str, chunk: int = 0, at: int = 0) -> None:
+    """Flip one bit of the stored bytes of an HDF5 ``dataset`` (chunk ``chunk``, byte ``at`` of it): damaged data
+    whose file still opens and whose attributes still read."""
+    with h5py.File(path, "r") as f:
+        info = f[dataset].id.get_chunk_info(chunk)
+        assert at < info.size
+        offset = info.byte_offset + at
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)[0]
+        fh.seek(offset)
+        fh.write(bytes([byte ^ 0x10]))
 
 
 @pytest.fixture

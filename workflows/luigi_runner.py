@@ -11,6 +11,8 @@ import errno
 import json
 import logging
 import re
+import urllib.error
+import urllib.request
 
 import luigi
 import luigi.configuration
@@ -53,10 +55,11 @@ class T2VTask(luigi.Task):
 
 
 class _NoTracebacks(logging.Filter):
-    """Drops Luigi's task-failure records (their tracebacks): ``run_tasks`` reports each failure as one line."""
+    """Drops Luigi's records that carry a traceback (task failures, failed calls to a central scheduler):
+    ``run_tasks`` reports each failure as one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno >= logging.ERROR and record.exc_info)
+        return not (record.levelno >= logging.WARNING and record.exc_info)
 
 
 class t2v_runtime(luigi.Config):  # noqa: N801  (Luigi reads the [t2v_runtime] config section by class name)
@@ -101,8 +104,13 @@ def run_tasks(tasks: list[luigi.Task], *, workers: int = 1, scheduler_url: str |
         kwargs["scheduler_url"] = scheduler_url
     else:
         kwargs["local_scheduler"] = True
-    result = luigi.build(tasks, **kwargs)
+    try:
+        result = luigi.build(tasks, **kwargs)
+    except luigi.rpc.RPCError as err:
+        raise PipelineFailed(_scheduler_lost(str(scheduler_url))) from err
     if not result.scheduling_succeeded or result.status.name not in ("SUCCESS", "SUCCESS_WITH_RETRY"):
+        if scheduler_url and not _answers(scheduler_url):
+            raise PipelineFailed(_scheduler_lost(scheduler_url))
         failed = sorted(
             {t for t, status, _ in result.worker._add_task_history if status == "FAILED"}, key=str
         )
@@ -110,6 +118,25 @@ def run_tasks(tasks: list[luigi.Task], *, workers: int = 1, scheduler_url: str |
         if reasons:
             raise PipelineFailed("\n".join(dict.fromkeys(reasons)))
         raise PipelineFailed(f"pipeline did not complete: {result.one_line_summary}")
+
+
+def _scheduler_lost(url: str) -> str:
+    """One line for a central scheduler that stopped answering (luigid killed, restarted or unreachable)."""
+    return (
+        f"{url}: the Luigi scheduler does not answer (luigid stopped or unreachable); outputs already written "
+        "are kept: re-run once it answers"
+    )
+
+
+def _answers(url: str) -> bool:
+    """Whether anything answers HTTP at ``url`` now (an HTTP error status is an answer)."""
+    try:
+        urllib.request.urlopen(url, timeout=5).close()
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _task_error(worker: luigi.worker.Worker, task: luigi.Task) -> str:

@@ -8,8 +8,8 @@ Outputs live under ``features_root`` (DESIGN.md §2, §3.3):
 - ``<expert>/<fingerprint>/shard-NNNNN.h5``: the shards, named by the expert's fingerprint.
 
 A shard is complete when its file exists and its ``members_digest`` attribute equals the plan's (a changed video
-content hash invalidates its own shard only): checking costs an attribute read, never a manifest parse or a dataset
-read, since the probed manifest, the plan and each expert's fingerprint are computed once per process. ``--retry-failed`` passes a fresh ``retry_token``: shards holding
+content hash invalidates its own shard only) and its data is verified (``shard_is_current``: a full read only for a
+file changed since), never a manifest parse, since the probed manifest, the plan and each expert's fingerprint are computed once per process. ``--retry-failed`` passes a fresh ``retry_token``: shards holding
 failed videos are redone once per token, copying their good rows.
 """
 

@@ -7,7 +7,6 @@ length checks the readers use).
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,13 @@ from data_manifest.schema import VideoRecord
 from pipeline.errors import ShardError
 from pipeline.features.plan import ShardPlan, ShardSpec
 from pipeline.features.reader import shard_files
-from pipeline.features.shards import SCHEMA_VERSION, STATUS_NAMES, read_shard_index, verify_shard
+from pipeline.features.shards import (
+    SCHEMA_VERSION,
+    STATUS_NAMES,
+    move_aside,
+    read_shard_index,
+    verify_shard,
+)
 
 
 def fingerprint_dirs(path: Path) -> list[Path]:
@@ -120,13 +125,6 @@ def check_features(
     return problems, notes
 
 
-def _move_aside(path: Path) -> Path:
-    """Rename a damaged shard to ``<name>.corrupt`` (kept for inspection, no longer a shard: extract rebuilds it)."""
-    aside = path.with_name(path.name + ".corrupt")
-    os.replace(path, aside)
-    return aside
-
-
 def check_shard(
     path: Path,
     folder: Path,
@@ -142,7 +140,7 @@ def check_shard(
     damaged = verify_shard(path)
     if damaged:
         if repair:
-            damaged.append(f"{path}: moved aside to {_move_aside(path).name}; t2v extract rebuilds it")
+            damaged.append(f"{path}: moved aside to {move_aside(path).name}; t2v extract rebuilds it")
         return damaged
     index = read_shard_index(path)
     ids, attrs = index.video_ids, index.attrs

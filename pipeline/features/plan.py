@@ -5,7 +5,8 @@
 - Each shard has ``members_digest`` = sha256 of the canonical JSON of its ``[[video_id, content_hash], ...]``;
   a video whose content hash changes changes only its own shard's digest. Captions are not part of it.
 - Videos removed from the manifest stay in the plan (their rows are simply unused).
-- A shard file is current for a plan entry when its ``members_digest`` attribute equals the entry's.
+- A shard file is current for a plan entry when its ``members_digest`` attribute equals the entry's and its data
+  is verified (``shard_is_current``).
 
 File format (``version`` 1)::
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +27,11 @@ from data_manifest.atomic import write_text
 from data_manifest.schema import VideoRecord
 from pipeline.errors import ConfigError, ShardError
 from pipeline.features.fingerprint import canonical_json
-from pipeline.features.shards import shard_attr
+from pipeline.features.shards import CORRUPT_HINT, move_aside, shard_attr, verify_shard
+from pipeline.features.verified import is_verified, record_verified
 
 PLAN_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -133,11 +137,28 @@ class ShardPlan:
 
 
 def shard_is_current(path: str | Path, spec: ShardSpec) -> bool:
-    """True when the shard file exists, opens, and its ``members_digest`` attribute equals the plan's."""
+    """True when the shard file exists, opens, its ``members_digest`` attribute equals the plan's, and its data is
+    sound. The data is read in full (``verify_shard``) only when the file changed since it was last verified
+    (``pipeline.features.verified``); a shard that fails is moved aside (``<name>.corrupt``, as ``t2v features
+    check --repair`` does) with a warning, so it is not current and extract rebuilds it."""
     path = Path(path)
     if not path.is_file():
         return False
     try:
-        return bool(shard_attr(path, "members_digest") == spec.members_digest)
+        if shard_attr(path, "members_digest") != spec.members_digest:
+            return False
     except ShardError:
         return False
+    if is_verified(path):
+        return True
+    problems = verify_shard(path)
+    if problems:
+        try:
+            aside = move_aside(path)
+        except FileNotFoundError:  # another extract sharing the features root moved it aside first
+            return False
+        found = "; ".join(problem.removesuffix(f"; {CORRUPT_HINT}") for problem in problems)
+        log.warning("%s; moved aside to %s, t2v extract rebuilds it", found, aside.name)
+        return False
+    record_verified(path)
+    return True

@@ -28,22 +28,25 @@ filters on variable-length strings, so ``video_ids``, ``error`` and ``tokens`` h
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import h5py
 import numpy as np
 
-from data_manifest.atomic import publish, remove_stale_temps, temp_path
+from data_manifest.atomic import disk_error, publish, remove_stale_temps, temp_path
 from pipeline.errors import ShardError
 from pipeline.features.fingerprint import canonical_json
+from pipeline.features.verified import record_verified
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +134,8 @@ class ShardWriter:
             comp = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
         elif compression == "lzf":
             comp = {"compression": "lzf", "shuffle": True}
-        self._h5 = h5py.File(self.tmp_path, "w")
         try:
+            self._h5 = h5py.File(self.tmp_path, "w")
             f = self._h5
             f.create_dataset(
                 "features",
@@ -167,18 +170,30 @@ class ShardWriter:
                     **(extra_attrs or {}),
                 }
             )
-        except BaseException:
-            self.abort()
-            raise
+        except BaseException as err:
+            self._fail(err)
 
     def __enter__(self) -> ShardWriter:
         return self
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is not None:
-            self.abort()
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is not None:
+            self._fail(exc)
         elif not self._done:
             self.commit()
+
+    def _fail(self, err: BaseException) -> NoReturn:
+        """Delete the temp file after ``err`` and raise it; a failed disk write (full, read-only) as an OSError
+        naming the shard, not its temp file (``data_manifest.atomic.disk_error``)."""
+        failed = disk_error(err, self.path)  # before the temp file's blocks are freed
+        self._done = True
+        # closing what a failed write left fails again; the file is deleted anyway
+        with contextlib.suppress(Exception):
+            self._h5.close()
+        self.tmp_path.unlink(missing_ok=True)
+        if failed is None:
+            raise err
+        raise failed from err
 
     def _check(
         self, video_id: str, features: np.ndarray, timestamps: np.ndarray, status: int, tokens: Any
@@ -279,10 +294,10 @@ class ShardWriter:
             self._flush()
             self._write_index()
             self._h5.close()
-        except BaseException:
-            self.tmp_path.unlink(missing_ok=True)
-            raise
+        except BaseException as err:
+            self._fail(err)
         publish(self.tmp_path, self.path)
+        record_verified(self.path)  # written just now: extract need not read it back
         return self.path
 
     def abort(self) -> None:
@@ -475,6 +490,13 @@ def _read_through(path: Path, dset: h5py.Dataset) -> None:
             view[start : start + _VERIFY_ROWS]
         except (OSError, ValueError) as err:
             raise corrupt(path, dset.name.lstrip("/"), err) from err
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged shard to ``<name>.corrupt`` (kept for inspection, no longer a shard: extract rebuilds it)."""
+    aside = path.with_name(path.name + ".corrupt")
+    os.replace(path, aside)
+    return aside
 
 
 def verify_shard(path: str | Path) -> list[str]:

@@ -6,7 +6,9 @@ number n of the published version (a store written before versions has ``embeddi
 (``data_manifest.atomic``), changes the copy, publishes it as n + 1 and switches ``CURRENT`` with one atomic rename,
 then removes the versions before n. Readers open read-only without HDF5 file locking, so a search keeps working on
 the version it opened while an encode runs (and after it, until the encode after next); a killed or failed encode
-(kill -9, full disk) leaves only temp files, which the next encode removes. ``embeddings-<n>.h5``:
+(kill -9, full disk) leaves only temp files, which the next encode removes. Every write first checks that the disk
+has room for it plus 64 MiB for HDF5's caches (``HDF5_CACHES``), else it is an ENOSPC StoreError: HDF5 meeting a
+full disk itself cannot close the file and crashes the process at exit. ``embeddings-<n>.h5``:
 
 | dataset          | shape / type        | meaning                                                            |
 |------------------|---------------------|--------------------------------------------------------------------|
@@ -50,7 +52,9 @@ every vector in memory except for a flat index, which is in memory anyway.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 import shutil
 import time
@@ -97,6 +101,9 @@ INDEX_FILE = "index.faiss"
 CURRENT_FILE = "CURRENT"
 LOCK_FILE = "encode.lock"
 CHUNK_BYTES = 1 << 18  # HDF5 chunks of whole rows, ~256 kB: reading one video touches one chunk per field
+# Free space a write leaves for what HDF5 holds in memory and writes later: its metadata cache (32 MiB at most)
+# and a chunk cache of 1 MiB per open dataset (see ``_room_for``).
+HDF5_CACHES = 64 << 20
 _META = ("video_ids", "captions", "paths", "splits", "content_hash")
 __all__ = [
     "EmbeddingStore",
@@ -161,9 +168,13 @@ def _new_version(out: Path, base: int | None) -> Iterator[tuple[Path, Path]]:
             temps += [h5_tmp, index_tmp]
             index_tmp.unlink()
             if base is None:
+                _room_for(h5_tmp, 0)
                 _open(h5_tmp, "w").close()
             else:
                 old_h5, old_index = version_files(out, base)
+                _room_for(
+                    h5_tmp, old_h5.stat().st_size + (old_index.stat().st_size if old_index.is_file() else 0)
+                )
                 shutil.copyfile(old_h5, h5_tmp)
                 if old_index.is_file():
                     shutil.copyfile(old_index, index_tmp)
@@ -194,11 +205,14 @@ def _new_version(out: Path, base: int | None) -> Iterator[tuple[Path, Path]]:
 
 
 _HDF5_IO_ERROR = re.compile(r"errno = (\d+), error message = '([^']*)'")
+_FAISS_WRITE_ERROR = re.compile(r"write error in .*: \d+ != \d+ \(([^)]*)\)")
+_ERRNO_OF = {os.strerror(code): code for code in errno.errorcode}
 
 
 def _write_failure(err: BaseException) -> str | None:
-    """The one-line reason when ``err`` is a failed write: an OSError, or the RuntimeError h5py raises when a flush
-    or close fails (its message, or that of the error it interrupted, names the errno); None for anything else."""
+    """The one-line reason when ``err`` is a failed write: an OSError, the RuntimeError h5py raises when a flush or
+    close fails (its message, or that of the error it interrupted, names the errno), or faiss's failed
+    ``write_index`` (its message ends with the OS reason); None for anything else."""
     chain: BaseException | None = err
     while chain is not None:
         if isinstance(chain, OSError):
@@ -208,6 +222,9 @@ def _write_failure(err: BaseException) -> str | None:
         found = _HDF5_IO_ERROR.search(str(chain))
         if found:
             return f"[Errno {found[1]}] {found[2]}"
+        found = _FAISS_WRITE_ERROR.search(str(chain))
+        if found and found[1] in _ERRNO_OF:
+            return f"[Errno {_ERRNO_OF[found[1]]}] {found[1]}"
         chain = chain.__context__
     return None
 
@@ -378,6 +395,27 @@ def _samples(
     return samples
 
 
+def _room_for(path: Path, nbytes: int) -> None:
+    """Raise ENOSPC naming ``path`` unless its disk has room for ``nbytes`` (an upper bound of a write) plus
+    ``HDF5_CACHES``. HDF5 must never meet a full disk itself: a failed flush leaves its cache broken, the failed
+    file cannot be closed, and the process crashes at exit (rc 139) after the one-line error."""
+    free, need, mib = shutil.disk_usage(path.parent).free, nbytes + HDF5_CACHES, 1 << 20
+    if free < need:
+        reason = f"{os.strerror(errno.ENOSPC)} ({free // mib} MiB free, writing needs {-(-need // mib)} MiB)"
+        raise OSError(errno.ENOSPC, reason, str(path))
+
+
+def _chunk_bytes(ds: h5py.Dataset, start: int, count: int, item_bytes: int) -> int:
+    """Bytes of the chunks holding rows ``start : start + count`` of ``ds`` (``item_bytes`` per value): an upper
+    bound of what writing them adds to the file."""
+    rows = ds.chunks[0]
+    along = -(-(start + count) // rows) - start // rows
+    across = int(
+        np.prod([-(-size // chunk) for size, chunk in zip(ds.shape[1:], ds.chunks[1:], strict=True)])
+    )
+    return along * across * int(np.prod(ds.chunks)) * item_bytes
+
+
 def _put(f: h5py.File, name: str, data: np.ndarray, start: int, row_chunks: bool = False) -> None:
     """Write ``data`` at rows ``start:`` of a resizable dataset, growing every dim as needed (zero/False padded).
     Chunks hold ~``CHUNK_BYTES`` of whole rows, or one row each with ``row_chunks`` (random row reads)."""
@@ -395,6 +433,7 @@ def _put(f: h5py.File, name: str, data: np.ndarray, start: int, row_chunks: bool
     )
     if shape != ds.shape:
         ds.resize(shape)
+    _room_for(Path(f.filename), _chunk_bytes(ds, start, len(data), data.dtype.itemsize))
     pad = [(0, 0)] + [(0, s - d) for s, d in zip(shape[1:], data.shape[1:], strict=True)]
     ds[start : start + len(data)] = np.pad(data, pad) if any(p[1] for p in pad) else data
 
@@ -404,6 +443,8 @@ def _put_strings(f: h5py.File, name: str, values: list[str], start: int) -> None
         f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=h5py.string_dtype("utf-8"), chunks=True)
     ds = f[name]
     ds.resize((max(ds.shape[0], start + len(values)),))
+    heap = sum(len(v.encode()) + 16 for v in values)  # variable-length strings live in the file's global heap
+    _room_for(Path(f.filename), _chunk_bytes(ds, start, len(values), 16) + heap)
     ds[start : start + len(values)] = np.array(values, dtype=object)
 
 

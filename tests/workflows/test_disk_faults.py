@@ -2,39 +2,18 @@
 
 from __future__ import annotations
 
-import os
+import re
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import make_dataset
+from tests.conftest import make_dataset, tmpfs
 from workflows.extraction import run_extraction
 
 TINY_TRAIN = (
     'experts = ["audio_stats"]\nepochs = 1\nbatch_size = 4\ndevice = "cpu"\n'
     '[head_options]\ndim = 16\nnum_clusters = 2\nff_dim = 32\n[optim]\nname = "adam"\n'
 )
-
-
-@contextmanager
-def _tmpfs(path: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted at ``path`` (root only: the test is skipped elsewhere)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    path.mkdir(parents=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=True)
 
 
 def _t2v(*args: str) -> subprocess.CompletedProcess:
@@ -52,7 +31,7 @@ def _one_line_error(proc: subprocess.CompletedProcess, command: str, path: Path,
 
 def test_extract_on_a_full_disk_is_one_line(tmp_path: Path) -> None:
     manifest = make_dataset(tmp_path / "data", 6)
-    with _tmpfs(tmp_path / "full", "40k") as root:
+    with tmpfs(tmp_path / "full", "40k") as root:
         proc = _t2v(
             "extract",
             "--manifest",
@@ -65,6 +44,9 @@ def test_extract_on_a_full_disk_is_one_line(tmp_path: Path) -> None:
             "2",
         )
         _one_line_error(proc, "extract", root, "No space left on device")
+        [line] = [line for line in proc.stderr.splitlines() if line.startswith("t2v extract: error:")]
+        shard = re.escape(str(root / "rgb")) + r"/[0-9a-f]+/shard-\d{5}\.h5"  # the shard, not its temp file
+        assert re.fullmatch(rf"t2v extract: error: ExtractShards: {shard}: No space left on device", line), line
         assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")]
 
 
@@ -72,7 +54,7 @@ def test_read_only_features_train_and_extract(tmp_path: Path) -> None:
     manifest = make_dataset(tmp_path / "data", 4)
     config = tmp_path / "tiny.toml"
     config.write_text(TINY_TRAIN)
-    with _tmpfs(tmp_path / "ro", "8m") as root:
+    with tmpfs(tmp_path / "ro", "8m") as root:
         run_extraction(manifest, ["audio_stats"], root, shard_size=4)
         subprocess.run(["mount", "-o", "remount,ro", str(root)], check=True)
         run = tmp_path / "run"
@@ -92,7 +74,7 @@ def test_train_on_a_full_disk_is_one_line(tmp_path: Path) -> None:
     run_extraction(manifest, ["audio_stats"], tmp_path / "features", shard_size=4)
     config = tmp_path / "tiny.toml"
     config.write_text(TINY_TRAIN)
-    with _tmpfs(tmp_path / "full", "60k") as root:
+    with tmpfs(tmp_path / "full", "60k") as root:
         proc = _t2v(
             "train", "--head", "t2vlad", "--manifest", str(manifest), "--config", str(config),
             "--features", str(tmp_path / "features"), "--out", str(root / "run"), "--quiet",

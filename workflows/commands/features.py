@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from data_manifest.display import json_text, printable
+from data_manifest.probe import read_probed_copy
+from data_manifest.schema import VideoRecord
 from data_manifest.validate import load_manifest
 from pipeline.features.inspect import check_features, failures, fingerprint_dirs, summaries
 from pipeline.features.interop import export_mmt, import_features, read_source
 from pipeline.features.reader import shard_files
+from workflows.tasks_extract import probed_manifest_path
 
 __all__ = ["register"]
 
@@ -37,8 +40,21 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_records(manifest: Path, features: Path) -> list[VideoRecord]:
+    """The manifest's records as ``t2v extract`` planned them: a video's record from the probed copy extract made
+    of this manifest under the features root (the shards' ``members_digest`` covers its probed content hash), the
+    manifest's own for a video not extracted yet. A probed copy given as ``--manifest`` is used as it is."""
+    records = load_manifest(manifest, check_paths=False)
+    probed: dict[str, VideoRecord] = {}
+    for root in sorted({folder.parent.parent for folder in fingerprint_dirs(features)}):
+        copy = probed_manifest_path(manifest, root)
+        if copy.is_file():
+            probed.update({r.video_id: r for r in read_probed_copy(copy)})
+    return [probed.get(r.video_id, r) for r in records]
+
+
 def _check(args: argparse.Namespace) -> int:
-    records = load_manifest(args.manifest, check_paths=False)
+    records = _check_records(Path(args.manifest), Path(args.features))
     problems, notes = check_features(records, Path(args.features), repair=args.repair)
     for note in notes:
         print(f"note: {printable(note)}")
@@ -113,7 +129,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "check",
         help="read every shard in full (checksums, offsets, status) and verify it against a manifest and the plan",
     )
-    p.add_argument("--manifest", required=True, help="manifest JSONL the features were extracted for")
+    p.add_argument(
+        "--manifest",
+        required=True,
+        help="manifest JSONL the features were extracted for (its probed copy under the features root is used)",
+    )
     p.add_argument("--features", required=True, help="fingerprint folder, expert folder or features root")
     p.add_argument(
         "--repair",

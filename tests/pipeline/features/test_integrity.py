@@ -16,6 +16,7 @@ from data_manifest.schema import VideoRecord, write_manifest
 from pipeline.errors import ShardError
 from pipeline.features.reader import FeatureReader
 from pipeline.features.shards import STATUS_FAILED, ShardWriter, read_shard, shard_name, verify_shard
+from tests.conftest import flip_stored_bit
 from workflows.cli import main
 
 FP = "0123456789ab"
@@ -34,19 +35,6 @@ def _shard(folder: Path, index: int = 0, ids: list[str] = IDS) -> Path:
             feats = rng.standard_normal((n, 8)) if status == 0 else np.zeros((0, 8))
             w.add(vid, feats, times[: len(feats)], status, "broken" if status else "")
     return path
-
-
-def _flip(path: Path, dataset: str, chunk: int = 0, at: int = 0) -> None:
-    """Flip one bit of the stored bytes of ``dataset`` (chunk ``chunk``, byte ``at`` of it)."""
-    with h5py.File(path, "r") as f:
-        info = f[dataset].id.get_chunk_info(chunk)
-        assert at < info.size
-        offset = info.byte_offset + at
-    with open(path, "r+b") as fh:
-        fh.seek(offset)
-        byte = fh.read(1)[0]
-        fh.seek(offset)
-        fh.write(bytes([byte ^ 0x10]))
 
 
 def _old_layout(src: Path, dst: Path, **replace: np.ndarray) -> Path:
@@ -72,7 +60,7 @@ def test_numeric_datasets_carry_checksums_and_keep_compression(tmp_path: Path) -
 def test_flipped_byte_is_an_error_naming_the_shard(tmp_path: Path, dataset: str) -> None:
     path = _shard(tmp_path)
     chunk = 2 if dataset == "features" else 0  # a compressed features chunk in the middle of the shard
-    _flip(path, dataset, chunk=chunk, at=3)
+    flip_stored_bit(path, dataset, chunk=chunk, at=3)
     problems = verify_shard(path)
     assert len(problems) == 1 and problems[0].startswith(f"{path}: {dataset}: corrupt data (")
     with pytest.raises(ShardError, match=rf"^{path}: .*corrupt data") as err:
@@ -128,7 +116,7 @@ def test_check_reads_the_data_and_repair_moves_damaged_shards_aside(
     assert main(args) == 0
     capsys.readouterr()
 
-    _flip(damaged, "features", chunk=1, at=10)
+    flip_stored_bit(damaged, "features", chunk=1, at=10)
     assert main(args) == 1
     out = capsys.readouterr().out
     assert f"{damaged}: features: corrupt data (" in out and str(good) not in out

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from pipeline.errors import StoreError
 from pipeline.heads import TextBatch
 from pipeline.stores.search import Searcher
 from pipeline.stores.store import EmbeddingStore, encode_store, load_trained_run
+from tests.conftest import tmpfs
 from tests.store_fixtures import TEXT_DIM, make_tree, save_run
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -146,12 +147,25 @@ _HDF5_FLUSH_FAILED = (
 )
 
 
-@pytest.mark.parametrize(
-    "failure", [OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), RuntimeError(_HDF5_FLUSH_FAILED)]
+# faiss raises RuntimeError from a failed write_index, the OS reason at the end of its message
+_FAISS_WRITE_FAILED = (
+    "Error in void faiss::write_index(const Index*, IOWriter*, int) at /project/faiss/impl/index_write.cpp:499: "
+    "Error: 'ret == (size * 4)' failed: write error in /x/.index.faiss.1.a.tmp: 65491 != 512000 "
+    "(No space left on device)"
 )
-def test_full_disk_during_incremental_encode_keeps_previous_version(tree, monkeypatch, failure):
-    tmp, run_dir, _ = tree
-    out = tmp / f"full-{type(failure).__name__}"
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
+        RuntimeError(_HDF5_FLUSH_FAILED),
+        RuntimeError(_FAISS_WRITE_FAILED),
+    ],
+)
+def test_full_disk_during_incremental_encode_keeps_previous_version(tree, tmp_path, monkeypatch, failure):
+    _, run_dir, _ = tree
+    out = tmp_path / "store"
     encode_store(run_dir, out, split="test", progress=False)
     before = sorted(p.name for p in out.iterdir())
     write = store_module._write_rows
@@ -192,33 +206,46 @@ def test_flipped_index_byte_is_one_line_error_and_encode_rebuilds(tree):
     assert summary.added == 0 and EmbeddingStore(out).index().ntotal == expected
 
 
-@contextmanager
-def _small_disk(folder: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted on ``folder`` (needs root: skipped elsewhere)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
-    )
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
-
-
-def test_incremental_encode_on_a_full_disk_keeps_previous_version(tree, tmp_path):
-    _, run_dir, records = tree
-    with _small_disk(tmp_path / "disk", "1m") as disk:  # one version fits, not a second copy
+@pytest.mark.parametrize(
+    ("case", "spare"),
+    [
+        ("first", None),  # a first encode on a disk far too small
+        ("copy", 12 << 10),  # the previous version's copy fits, new rows do not
+        ("rows", store_module.HDF5_CACHES + (32 << 10)),  # the copy fits and leaves the caches' room, rows do not
+    ],
+)
+def test_encode_command_on_a_full_disk_exits_with_one_line(tree, tmp_path, case, spare):
+    _, run_dir, _ = tree
+    with tmpfs(tmp_path / "disk", "80m") as disk:
         out = disk / "store"
-        encode_store(run_dir, out, split="test", progress=False)
-        before = sorted(p.name for p in out.iterdir())
-        with pytest.raises(StoreError, match=r"No space left on device\); the store keeps version 1$"):
-            encode_store(run_dir, out, progress=False)
-        assert sorted(p.name for p in out.iterdir()) == before
-        assert len(EmbeddingStore(out)) == 9 and [len(rows) for rows in _search(run_dir, out)] == [3, 3]
+        if case == "first":
+            (disk / "filler").write_bytes(bytes(shutil.disk_usage(disk).free - (100 << 10)))
+        else:
+            encode_store(run_dir, out, split="test", progress=False)
+            room = (out / "embeddings-1.h5").stat().st_size + (out / "index-1.faiss").stat().st_size + spare
+            (disk / "filler").write_bytes(bytes(shutil.disk_usage(disk).free - room))
+        before = sorted(p.name for p in out.iterdir()) if case != "first" else []
+        proc = subprocess.run(
+            [sys.executable, "-m", "workflows.cli", "encode", str(run_dir), "--out", str(out), "--quiet"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            timeout=300,
+        )
+        assert proc.returncode == 1, proc.stderr[-2000:]  # the CLI's error exit, not a crash at exit (rc 139)
+        kept = "no store was written" if case == "first" else "the store keeps version 1"
+        [line] = proc.stderr.splitlines()
+        assert re.fullmatch(
+            rf"t2v encode: error: {re.escape(str(out))}: could not write a new store version \(\[Errno 28\] "
+            rf"No space left on device \(\d+ MiB free, writing needs \d+ MiB\)\); {kept}",
+            line,
+        ), line
+        if case == "first":
+            assert [p.name for p in out.iterdir()] == ["encode.lock"]
+        else:
+            assert sorted(p.name for p in out.iterdir()) == before
+            assert len(EmbeddingStore(out)) == 9 and [len(rows) for rows in _search(run_dir, out)] == [3, 3]
 
 
 def test_other_errors_during_an_encode_are_not_reported_as_write_failures(tree, monkeypatch):
