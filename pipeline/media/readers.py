@@ -20,6 +20,7 @@ from typing import Protocol
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from pipeline.errors import MediaError
 from pipeline.media.glitches import LOSS_TOLERANCE, track
@@ -206,6 +207,7 @@ class _PyAVReader:
             raise DecodeFailure(str(err)) from err
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"
+        self._reformatter = VideoReformatter()
         self._wanted: set[int] | None = None
         self._loss = track("video")
         self._frames = self._decode()
@@ -262,6 +264,11 @@ class _PyAVReader:
                 continue
             yield from frames
 
+    def to_rgb(self, frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+        """``frame`` as uint8 RGB (height, width, 3), before rotation. One swscale context (and its thread
+        pool) serves every frame; ``frame.to_ndarray(format=...)`` would set up and tear down one per frame."""
+        return self._reformatter.reformat(frame, width=width, height=height, format="rgb24").to_ndarray()
+
     def _lost(self, packet: av.Packet, err: av.FFmpegError) -> None:
         """Skip an undecodable packet (counted once, see ``pipeline.media.glitches``); too many fail the video."""
         seconds = (
@@ -296,7 +303,7 @@ class _PyAVReader:
                 if stamp is None and self._pos < target:
                     continue
                 w, h = self._decode_size
-                self._last = np.rot90(frame.to_ndarray(format="rgb24", width=w, height=h), self._k)
+                self._last = np.rot90(self.to_rgb(frame, w, h), self._k)
                 return self._last
         except (av.FFmpegError, OSError) as err:
             raise DecodeFailure(f"decode error near frame {target}: {err}") from err
