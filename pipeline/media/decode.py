@@ -236,7 +236,7 @@ class _Decoder:
                 self._failures.append(f"{name}: {err}")
         raise MediaError(f"{self.path}: cannot decode video ({'; '.join(self._failures)})")
 
-    def read(self, indices: np.ndarray, need: np.ndarray) -> list[np.ndarray]:
+    def read(self, indices: np.ndarray, need: np.ndarray) -> list[list[np.ndarray]]:
         """Per output size, the frames of sorted unique ``indices`` that ``need`` (k, sizes) marks, switching
         reader on a decoder error."""
         while True:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from pipeline.errors import MediaError
 from pipeline.media.glitches import LOSS_TOLERANCE, track
@@ -59,7 +60,7 @@ class FrameReader(Protocol):
 
     def frame_times(self) -> tuple[np.ndarray, np.ndarray]: ...
 
-    def read(self, indices: np.ndarray, need: np.ndarray) -> list[np.ndarray]: ...
+    def read(self, indices: np.ndarray, need: np.ndarray) -> list[list[np.ndarray]]: ...
 
     def want(self, indices: np.ndarray) -> None: ...
 
@@ -140,11 +141,6 @@ def open_pyav(path: Path, info: VideoInfo, sizes: list[tuple[int, int]]) -> Fram
     return _PyAVReader(path, info, sizes)
 
 
-def _per_size(need: np.ndarray, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
-    """Empty uint8 outputs, one per size, for the frames ``need`` (k, sizes) marks."""
-    return [np.empty((int(need[:, s].sum()), h, w, 3), np.uint8) for s, (w, h) in enumerate(sizes)]
-
-
 class _DecordReader:
     """decord decodes at one size per ``VideoReader``: the first size is opened at once, others on first use."""
 
@@ -185,12 +181,12 @@ class _DecordReader:
             )
         return self._readers[s]
 
-    def read(self, indices: np.ndarray, need: np.ndarray) -> list[np.ndarray]:
-        out = []
+    def read(self, indices: np.ndarray, need: np.ndarray) -> list[list[np.ndarray]]:
+        out: list[list[np.ndarray]] = []
         for s, (w, h) in enumerate(self.sizes):
             wanted = indices[need[:, s]]
             if not len(wanted):
-                out.append(np.empty((0, h, w, 3), np.uint8))
+                out.append([])
                 continue
             try:
                 frames = self._reader(s).get_batch(wanted.tolist()).asnumpy()
@@ -198,7 +194,7 @@ class _DecordReader:
                 raise DecodeFailure(str(err).strip().splitlines()[-1]) from err
             if frames.shape != (len(wanted), h, w, 3):
                 raise DecodeFailure(f"unexpected frame shape {frames.shape}")
-            out.append(frames)
+            out.append(list(frames))
         return out
 
     def want(self, indices: np.ndarray) -> None:
@@ -232,6 +228,7 @@ class _PyAVReader:
             raise DecodeFailure(str(err)) from err
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"
+        self._reformatters = [VideoReformatter() for _ in sizes]
         self._wanted: set[int] | None = None
         self._loss = track("video")
         self._frames = self._decode()
@@ -288,6 +285,14 @@ class _PyAVReader:
                 continue
             yield from frames
 
+    def to_rgb(self, frame: av.VideoFrame, s: int) -> np.ndarray:
+        """``frame`` as uint8 RGB at output size ``s``, upright. One swscale context (and its thread pool) per
+        output size serves every frame; ``frame.to_ndarray(format=...)`` would set up and tear down one per
+        frame."""
+        w, h = self._decode_sizes[s]
+        rgb = self._reformatters[s].reformat(frame, width=w, height=h, format="rgb24").to_ndarray()
+        return np.rot90(rgb, self._k)
+
     def _lost(self, packet: av.Packet, err: av.FFmpegError) -> None:
         """Skip an undecodable packet (counted once, see ``pipeline.media.glitches``); too many fail the video."""
         seconds = (
@@ -333,21 +338,17 @@ class _PyAVReader:
             return self._last
         raise MediaError(f"{self.path}: truncated: decoded {min(target, n)} of {n} frames")
 
-    def read(self, indices: np.ndarray, need: np.ndarray) -> list[np.ndarray]:
-        out = _per_size(need, self.sizes)
-        filled = [0] * len(self.sizes)
+    def read(self, indices: np.ndarray, need: np.ndarray) -> list[list[np.ndarray]]:
+        out: list[list[np.ndarray]] = [[] for _ in self.sizes]
         for j, target in enumerate(indices):
             if self._needs_seek(int(target)):
                 self._seek(int(target))
             frame = self._advance(int(target))
             for s in np.flatnonzero(need[j]):
-                w, h = self._decode_sizes[s]
                 try:
-                    rgb = frame.to_ndarray(format="rgb24", width=w, height=h)
+                    out[s].append(self.to_rgb(frame, int(s)))
                 except (av.FFmpegError, OSError) as err:
                     raise DecodeFailure(f"cannot convert frame {target}: {err}") from err
-                out[s][filled[s]] = np.rot90(rgb, self._k)
-                filled[s] += 1
         return out
 
     def close(self) -> None:

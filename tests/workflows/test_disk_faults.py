@@ -46,7 +46,9 @@ def test_extract_on_a_full_disk_is_one_line(tmp_path: Path) -> None:
         _one_line_error(proc, "extract", root, "No space left on device")
         [line] = [line for line in proc.stderr.splitlines() if line.startswith("t2v extract: error:")]
         shard = re.escape(str(root / "rgb")) + r"/[0-9a-f]+/shard-\d{5}\.h5"  # the shard, not its temp file
-        assert re.fullmatch(rf"t2v extract: error: ExtractShards: {shard}: No space left on device", line), line
+        assert re.fullmatch(rf"t2v extract: error: ExtractShards: {shard}: No space left on device", line), (
+            line
+        )
         assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")]
 
 

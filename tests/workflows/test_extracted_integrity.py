@@ -51,7 +51,9 @@ def test_extract_rebuilds_a_shard_whose_data_fails_verification(
     [warning] = [r.getMessage() for r in caplog.records if r.name == "pipeline.features.plan"]
     assert warning.startswith(f"{damaged}: features: corrupt data (")
     assert warning.endswith("); moved aside to shard-00000.h5.corrupt, t2v extract rebuilds it"), warning
-    assert verified == [damaged]  # only the changed file was read in full; written shards are recorded verified
+    assert verified == [
+        damaged
+    ]  # only the changed file was read in full; written shards are recorded verified
     rebuilt = read_shard(damaged)
     assert rebuilt.video_ids == original.video_ids
     np.testing.assert_array_equal(rebuilt.features, original.features)

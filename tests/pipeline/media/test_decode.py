@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -134,6 +135,19 @@ def test_sparse_reads_match_dense_with_b_frames(media: dict) -> None:
             np.testing.assert_array_equal(frames, dense[idx])
 
 
+@pytest.mark.parametrize("short_side", [None, 30])
+def test_pyav_conversion_matches_per_frame_to_ndarray(media: dict, short_side: int | None) -> None:
+    """The reader's one reused swscale context gives exactly PyAV's per-frame ``to_ndarray`` pixels."""
+    frames, _ = _all(media["bframes"], FrameSpec("all", short_side=short_side), backend="pyav")
+    width, height = decode.output_size(W, H, short_side, None)
+    with av.open(str(media["bframes"])) as container:
+        expected = [
+            f.to_ndarray(format="rgb24", width=width, height=height) for f in container.decode(video=0)
+        ]
+    assert frames.shape == (30, height, width, 3)
+    np.testing.assert_array_equal(frames, np.stack(expected))
+
+
 def test_spec_rows_and_timestamps(media: dict) -> None:
     frames, times = _all(media["mp4"], FrameSpec("uniform", num_frames=4))
     assert frames.shape[0] == 4
@@ -248,7 +262,7 @@ def test_reader_failure_mid_stream_falls_back(media: dict, monkeypatch: pytest.M
         calls = {"n": 0}
         inner = reader.read
 
-        def read(indices: np.ndarray, need: np.ndarray) -> list[np.ndarray]:
+        def read(indices: np.ndarray, need: np.ndarray) -> list[list[np.ndarray]]:
             calls["n"] += 1
             if threads == 0 and calls["n"] > 1:
                 raise video_readers.DecodeFailure("Thread worker: Error sending packet")

@@ -211,7 +211,10 @@ def test_flipped_index_byte_is_one_line_error_and_encode_rebuilds(tree):
     [
         ("first", None),  # a first encode on a disk far too small
         ("copy", 12 << 10),  # the previous version's copy fits, new rows do not
-        ("rows", store_module.HDF5_CACHES + (32 << 10)),  # the copy fits and leaves the caches' room, rows do not
+        (
+            "rows",
+            store_module.HDF5_CACHES + (32 << 10),
+        ),  # the copy fits and leaves the caches' room, rows do not
     ],
 )
 def test_encode_command_on_a_full_disk_exits_with_one_line(tree, tmp_path, case, spare):
