@@ -54,9 +54,9 @@ class ExtractionReport:
             skipped = s.get(SKIPPED, 0)
             out.append(
                 f"{name:12s} {s['fingerprint']}  videos {videos}: ok {s['ok']}, empty {s['empty']}, "
-                f"failed {s['failed']}; rows {s['rows']}; {s['seconds_last_run']:.1f} s"
+                f"failed {s['failed']}; rows {s['rows']}"
                 + (
-                    f" (model {s['model_s']:.1f} s, waited for input {s['input_wait_s']:.1f} s)"
+                    f"; model {s['model_s']:.1f} s, waited for input {s['input_wait_s']:.1f} s"
                     if "model_s" in s
                     else ""
                 )

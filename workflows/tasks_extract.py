@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -394,7 +393,6 @@ class FeatureSet(_ExtractionTask):
         ]
 
     def run(self):  # type: ignore[no-untyped-def]
-        start = time.perf_counter()
         groups = self._groups(save=True)
         yield groups
         specs = load_plan_specs(self.probed(), self.features_root, self.shard_size, save=False)
@@ -409,7 +407,6 @@ class FeatureSet(_ExtractionTask):
             manifest=str(Path(self.manifest).absolute()),
             expert=self.expert,
             fingerprint=self.feature_dir().name,
-            seconds_last_run=time.perf_counter() - start,
         )
         with self.output().temporary_path() as tmp:
             Path(tmp).write_text(json.dumps(summary, indent=2), encoding="utf-8")
