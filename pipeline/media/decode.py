@@ -24,7 +24,7 @@ Sampling (``FrameSpec.kind``), all times in seconds from the first frame, rows a
 Glitches: PyAV skips an undecodable packet and counts it; more than 5 % of the stream lost fails the video
 (``pipeline.media.glitches``, the same share as the truncation check in ``readers``).
 
-Frames are decoded in chunks of ``batch`` rows (fewer when a batch would exceed MAX_BATCH_BYTES, e.g. 8K
+Frames are decoded in chunks of ``batch`` rows (fewer when a batch would exceed MAX_BATCH_BYTES, 24 MiB, e.g. HD
 video), only the frames a spec needs; nothing holds a whole video. Arrays are uint8 RGB ``(n, H, W, 3)``,
 resized at decode time when ``short_side`` / ``max_side`` is set.
 """
@@ -48,7 +48,10 @@ _T = TypeVar("_T")
 
 KINDS = ("uniform", "fps", "clips", "all")
 BACKENDS = ("auto", "decord", "pyav")
-MAX_BATCH_BYTES = 256 * 1024 * 1024  # one yielded batch of uint8 frames stays below this
+# one yielded batch of uint8 frames stays below this: under glibc's 32 MiB ceiling for serving allocations by mmap,
+# so batch memory is reused from the heap instead of fresh pages faulted in for every batch (at 720p a 32-frame
+# batch costs ~50x the page faults and +20 % decode time; tests/benchmarks/bench_decode.py)
+MAX_BATCH_BYTES = 24 * 1024 * 1024
 _EPS = 1e-6
 
 __all__ = [
