@@ -91,6 +91,13 @@ sum(len(b.frames) for b in iter_frames(sys.argv[1], FrameSpec("all"), batch=32))
 """
 
 
+IMPORT_SCRIPT = """
+import sys
+sys.path.insert(0, {root!r})
+import pipeline.media.decode
+"""
+
+
 def ffmpeg(path: Path, output: list[str]) -> list[str]:
     """The ffmpeg command decoding ``path`` into ``output`` (FFMPEG_NULL or FFMPEG_RGB)."""
     return ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(path), *output]
@@ -199,13 +206,6 @@ def time_ours(path: Path, spec: FrameSpec, backend: str) -> tuple[float, int]:
     t0 = time.perf_counter()
     rows = sum(len(b.frames) for b in iter_frames(path, spec, batch=32, backend=backend))
     return time.perf_counter() - t0, rows
-
-
-IMPORT_SCRIPT = """
-import sys
-sys.path.insert(0, {root!r})
-import pipeline.media.decode
-"""
 
 
 def main() -> None:
