@@ -152,3 +152,20 @@ def make_dataset(root: Path, n: int, *, start: int = 0, duration: float = 2.0) -
 def tiny_dataset(tmp_path: Path) -> Path:
     """Six 2 s videos with captions; returns the manifest path."""
     return make_dataset(tmp_path / "data", 6)
+
+
+@pytest.fixture
+def av_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths ``av.open`` is called with during the test (PyAV still opens them): counts how often decoding
+    opens a media file."""
+    import av
+
+    opened: list[str] = []
+    real = av.open
+
+    def counting(*args: object, **kwargs: object) -> object:
+        opened.append(str(args[0]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(av, "open", counting)
+    return opened

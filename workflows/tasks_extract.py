@@ -356,18 +356,7 @@ class FeatureSet(_ExtractionTask):
         configs = dict(self.together) or {self.expert: self.expert_config}
         configs[self.expert] = self.expert_config
         return [
-            ExtractShards(
-                manifest=self.manifest,
-                features_root=self.features_root,
-                shard_size=self.shard_size,
-                weights_dir=self.weights_dir,
-                device=self.device,
-                retry_token=self.retry_token,
-                probe_workers=self.probe_workers,
-                expert_configs=configs,
-                group=g,
-                shards_per_task=per_task,
-            )
+            self.clone(ExtractShards, expert_configs=configs, group=g, shards_per_task=per_task)
             for g in range(-(-len(specs) // per_task))
         ]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
@@ -44,17 +43,8 @@ def _job(expert, out: Path) -> ShardJob:
     return ShardJob(expert, out, "f" * 12, "")
 
 
-def test_together_equals_alone_and_decodes_once(
-    media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    opened: list[str] = []
-    real = av.open
-
-    def counting(*args: object, **kwargs: object) -> object:
-        opened.append(str(args[0]))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(av, "open", counting)
+def test_together_equals_alone_and_decodes_once(media: Path, tmp_path: Path, av_opens: list[str]) -> None:
+    opened = av_opens
     experts = _experts()
     jobs = [_job(e, tmp_path / "together" / f"{e.name}.h5") for e in experts]
     summaries = extract_shards(jobs, _records(), media, progress=False, workers=2)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
@@ -67,20 +66,8 @@ def test_audio_once_for_several_rates(clip: Path) -> None:
         np.testing.assert_array_equal(np.concatenate(parts), np.concatenate(list(iter_audio(clip, rate))))
 
 
-def _opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    opened: list[str] = []
-    real = av.open
-
-    def counting(*args: object, **kwargs: object) -> object:
-        opened.append(str(args[0]))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(av, "open", counting)
-    return opened
-
-
-def test_file_opened_a_constant_number_of_times(clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    opened = _opens(monkeypatch)
+def test_file_opened_a_constant_number_of_times(clip: Path, av_opens: list[str]) -> None:
+    opened = av_opens
     list(decode_pass(clip, [REQUESTS[0], AudioRequest(16000)]))
     few = len(opened)
     opened.clear()
